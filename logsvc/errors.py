@@ -1,0 +1,28 @@
+"""Errors that cross module (and, for PB, process) boundaries."""
+
+from twisted.spread import pb
+
+
+class NameInUse(Exception):
+    """A client tried to identify as a name that is connected right now."""
+
+
+class NoSuchClient(pb.Error):
+    """No client of that name is known (a pb.Error, so PB callers can catch it by type)."""
+
+
+class StoreError(Exception):
+    """The journal store could not open, write or read; the message is one line for users."""
+
+
+class EntryError:
+    """Stands in a read result for an entry that cannot be read back."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"EntryError({self.reason!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, EntryError) and other.reason == self.reason

@@ -1,0 +1,106 @@
+"""
+The seams of logsvc: the client registry, its event observers and the journal store.
+
+Every listener (line, journal, PB, HTTP) talks to these interfaces only, so a store
+shared by several logsvc processes (Redis Streams) can replace the local ones.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IEventObserver(Interface):
+    """Receives line-service events as they happen, in order."""
+
+    def event(kind: str, name: str, time: float, fields: dict) -> None:
+        """
+        One event: C{kind} is C{"ready"}, C{"log"}, C{"set"} or C{"close"}; C{name} the
+        client; C{time} epoch seconds; C{fields} is C{{}} for ready/close,
+        C{{"message": str}} (plus C{"truncated": True} when cut) for log and
+        C{{"key": str, "value": str}} for set.  Must not raise and must not block.
+        """
+
+
+class IClientRegistry(Interface):
+    """Per-name client records (ring of recent lines, state, counters) and the event hub."""
+
+    totalLines = Attribute("LOG lines received since start, over all clients.")
+
+    def connect(name: str):
+        """
+        Mark C{name} online and return its L{ClientRecord}, keeping the ring of an
+        offline record and emptying its state.  Raise L{NameInUse} if it is online.
+        """
+
+    def disconnect(record) -> None:
+        """Mark the record offline and emit C{close}."""
+
+    def log(record, time: float, messages: list, truncated: bool = False) -> None:
+        """Store LOG lines (already trimmed str) received together and emit C{log} events."""
+
+    def set(record, time: float, key: str, value: str) -> None:
+        """Set one state key and emit C{set}."""
+
+    def lookup(name: str):
+        """Return the record for C{name}, online or offline; raise L{NoSuchClient}."""
+
+    def onlineNames() -> list:
+        """Names of connected clients, sorted."""
+
+    def records() -> list:
+        """Every record, online and offline, sorted by name."""
+
+    def addObserver(observer: IEventObserver) -> None:
+        """Deliver every later event to C{observer}."""
+
+    def removeObserver(observer: IEventObserver) -> None:
+        """Stop delivering events to C{observer}; unknown observers are ignored."""
+
+
+class IJournalStore(Interface):
+    """
+    Durable append-only storage of canonical-JSON entries with dense indices from 1.
+
+    Entries are passed and returned as the UTF-8 bytes of their canonical JSON, so no
+    layer re-encodes them.  Every method that touches storage returns a Deferred and
+    never blocks the reactor.
+    """
+
+    def open():
+        """
+        Open (creating if needed) the storage. Returns a Deferred that fires with None
+        when ready, or fails with L{StoreError} saying why in one line.
+        """
+
+    def close():
+        """Commit everything appended so far, then release the storage. Deferred."""
+
+    def append(data: bytes, writeId: str | None = None):
+        """
+        Append one entry. Returns a Deferred firing with its index once the entry is
+        durable, or failing with L{StoreError}.  When C{writeId} and C{data} repeat one
+        of the last 100,000 identified writes, fires with that write's index instead.
+        """
+
+    def head():
+        """Deferred firing with the last committed index (0 when empty)."""
+
+    def read(start: int, limit: int):
+        """
+        Deferred firing with up to C{limit} committed C{(index, data)} pairs from
+        C{start} on, in order.  An entry that cannot be read back is returned as
+        C{(index, EntryError)} so one bad entry does not hide the rest.
+        """
+
+    def follow(callback) -> object:
+        """
+        Call C{callback(batch)} on the reactor thread for every batch of entries that
+        becomes committed, C{batch} being a list of C{(index, data)} in index order,
+        including entries appended by other processes sharing the store.  Returns an
+        object whose C{cancel()} stops the calls.
+        """
+
+    def check():
+        """Deferred firing with None if the store can be written now, else failing."""
+
+    def addCommitObserver(observer) -> None:
+        """Call C{observer(seconds, count)} after each commit, for metrics."""

@@ -1,0 +1,147 @@
+"""
+The client registry: one record per client name, shared by every line connection,
+and the hub that hands line-service events to observers (journal, PB, WebSocket).
+"""
+
+from collections import OrderedDict, deque
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .errors import NameInUse, NoSuchClient
+from .interfaces import IClientRegistry, IEventObserver
+
+_NO_FIELDS: dict = {}
+
+
+class ClientRecord:
+    """What the server remembers about one client name."""
+
+    __slots__ = (
+        "name", "connectedAt", "disconnectedAt", "online", "ring", "state",
+        "lines", "bytes", "ignored", "truncated",
+    )
+
+    def __init__(self, name: str, bufferSize: int):
+        self.name = name
+        self.connectedAt: float | None = None
+        self.disconnectedAt: float | None = None
+        self.online = False
+        self.ring: deque = deque(maxlen=bufferSize)
+        self.state: dict = {}
+        self.lines = 0
+        self.bytes = 0
+        self.ignored = 0
+        self.truncated = 0
+
+    def log(self) -> list:
+        """The ring as plain ``[time, message]`` lists, oldest first."""
+        return [[t, m] for t, m in self.ring]
+
+    def counters(self) -> dict:
+        return {"lines": self.lines, "bytes": self.bytes,
+                "ignored": self.ignored, "truncated": self.truncated}
+
+    def summary(self) -> dict:
+        """Plain-typed description, as PB and HTTP return it."""
+        return {"connectedAt": self.connectedAt, "online": self.online,
+                "log": self.log(), "state": dict(self.state),
+                "counters": self.counters()}
+
+
+@implementer(IClientRegistry)
+class ClientRegistry:
+    """
+    Records survive disconnects so the last lines of a crashed program stay readable;
+    offline records beyond C{maxOffline} are evicted longest-offline first.
+    """
+
+    log_ = Logger()
+
+    def __init__(self, clock, bufferSize: int = 128, maxOffline: int = 10000):
+        self._clock = clock
+        self.bufferSize = bufferSize
+        self.maxOffline = maxOffline
+        self._online: dict[str, ClientRecord] = {}
+        self._offline: OrderedDict[str, ClientRecord] = OrderedDict()
+        self._observers: tuple = ()
+        self.totalLines = 0
+
+    @property
+    def observed(self) -> bool:
+        """True when someone listens to events, so every line must be decoded."""
+        return bool(self._observers)
+
+    def connect(self, name: str) -> ClientRecord:
+        if name in self._online:
+            raise NameInUse(name)
+        record = self._offline.pop(name, None) or ClientRecord(name, self.bufferSize)
+        record.online = True
+        record.connectedAt = self._clock.seconds()
+        record.disconnectedAt = None
+        record.state = {}
+        self._online[name] = record
+        self._emit("ready", name, record.connectedAt, _NO_FIELDS)
+        return record
+
+    def disconnect(self, record: ClientRecord) -> None:
+        if self._online.get(record.name) is not record:
+            return
+        del self._online[record.name]
+        record.online = False
+        record.disconnectedAt = self._clock.seconds()
+        self._offline[record.name] = record
+        while len(self._offline) > self.maxOffline:
+            evicted, _ = self._offline.popitem(last=False)
+            self.log_.info("evicted offline client {name}", name=evicted)
+        self._emit("close", record.name, record.disconnectedAt, _NO_FIELDS)
+
+    def log(self, record: ClientRecord, time: float, messages: list,
+            received: int | None = None, truncated: bool = False) -> None:
+        """
+        C{received} counts lines that arrived together when the caller passes only
+        the ones that can still be in the ring (nobody observes the rest).
+        """
+        count = len(messages) if received is None else received
+        record.lines += count
+        self.totalLines += count
+        record.ring.extend([(time, m) for m in messages])
+        if truncated:
+            record.truncated += 1
+        observers = self._observers
+        if observers:
+            name = record.name
+            for message in messages:
+                fields = {"message": message, "truncated": True} if truncated else {"message": message}
+                for observer in observers:
+                    observer.event("log", name, time, fields)
+
+    def set(self, record: ClientRecord, time: float, key: str, value: str) -> None:
+        record.state[key] = value
+        self._emit("set", record.name, time, {"key": key, "value": value})
+
+    def lookup(self, name: str) -> ClientRecord:
+        record = self._online.get(name) or self._offline.get(name)
+        if record is None:
+            raise NoSuchClient(name)
+        return record
+
+    def onlineNames(self) -> list:
+        return sorted(self._online)
+
+    def records(self) -> list:
+        return sorted([*self._online.values(), *self._offline.values()],
+                      key=lambda r: r.name)
+
+    def counts(self) -> dict:
+        return {"online": len(self._online), "offline": len(self._offline)}
+
+    def addObserver(self, observer: IEventObserver) -> None:
+        self._observers = self._observers + (observer,)
+
+    def removeObserver(self, observer: IEventObserver) -> None:
+        self._observers = tuple(o for o in self._observers if o is not observer)
+
+    def _emit(self, kind: str, name: str, time: float, fields: dict) -> None:
+        for observer in self._observers:
+            observer.event(kind, name, time, fields)

@@ -1,0 +1,77 @@
+"""The one service object that every listener's factory points at."""
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+
+class LogService(MultiService):
+    """
+    Holds the shared state (client registry, journal store, clock) and the listeners.
+
+    Listeners are named children (C{"line"}, C{"journal"}, C{"pb"}, C{"http"}) so health
+    checks and tests can find them; they start after the store is open and stop before
+    it is closed, so a clean shutdown commits everything already received.
+    """
+
+    def __init__(self, registry, store, clock, startTime: float | None = None):
+        super().__init__()
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self.startTime = clock.seconds() if startTime is None else startTime
+        self.endpoints: dict[str, str] = {}
+
+    def addListener(self, name: str, description: str, endpoint, factory) -> None:
+        listener = StreamServerEndpointService(endpoint, factory)
+        listener._raiseSynchronously = True
+        listener.setName(name)
+        listener.setServiceParent(self)
+        self.endpoints[name] = description
+
+    def listeners(self) -> list:
+        return [s for s in self if isinstance(s, StreamServerEndpointService)]
+
+    def listening(self, name: str) -> bool:
+        """True when the named listener's port is bound right now."""
+        waiting = self.getServiceNamed(name)._waitingForPort
+        return (self.running and waiting is not None and waiting.called
+                and not isinstance(waiting.result, Failure))
+
+    def privilegedStartService(self) -> None:
+        """Open the store, then bind every port; any failure is one line and exit 1."""
+        self._openStore()
+        for listener in self.listeners():
+            try:
+                listener.privilegedStartService()
+            except Exception as e:
+                raise SystemExit(f"logatron: cannot listen on --{listener.name} "
+                                 f"{self.endpoints[listener.name]}: {_oneLine(e)}")
+
+    def startService(self) -> None:
+        if not self._storeOpened:
+            self._openStore()
+        super().startService()
+
+    _storeOpened = False
+
+    def _openStore(self) -> None:
+        self._storeOpened = True
+        failures: list = []
+        self.store.open().addErrback(failures.append)
+        if failures:
+            raise SystemExit(f"logatron: {_oneLine(failures[0])}")
+
+    def stopService(self) -> Deferred:
+        """Stop listening, drop connections, then commit and close the store."""
+        stopped = super().stopService()
+        stopped.addBoth(lambda _: self.store.close())
+        return stopped
+
+
+def _oneLine(error: BaseException) -> str:
+    if isinstance(error, Failure):
+        error = error.value
+    text = str(error) or error.__class__.__name__
+    return " ".join(text.split())

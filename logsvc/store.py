@@ -1,0 +1,142 @@
+"""
+Journal storage shared by every implementation: canonical JSON, content hashes, the
+window of recent identified writes that makes retries safe, and the in-memory store.
+"""
+
+import json
+from collections import OrderedDict
+from hashlib import sha256
+
+from twisted.internet.defer import succeed
+from zope.interface import implementer
+
+from .errors import EntryError, StoreError
+from .interfaces import IJournalStore
+
+RECENT_WRITES = 100_000
+
+
+def canonical(entry) -> bytes:
+    """Canonical JSON: sorted keys, no insignificant whitespace, UTF-8."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def entryHash(data: bytes) -> bytes:
+    return sha256(data).digest()
+
+
+class RecentWrites:
+    """The last C{size} identified writes: (writeId, hash) -> index."""
+
+    def __init__(self, size: int = RECENT_WRITES):
+        self._size = size
+        self._writes: OrderedDict = OrderedDict()
+
+    def get(self, writeId: str, digest: bytes) -> int | None:
+        return self._writes.get((writeId, digest))
+
+    def add(self, writeId: str, digest: bytes, index: int) -> None:
+        self._writes[(writeId, digest)] = index
+        if len(self._writes) > self._size:
+            self._writes.popitem(last=False)
+
+
+class Followers:
+    """Fan committed batches out to followers on the reactor thread."""
+
+    def __init__(self):
+        self._callbacks: tuple = ()
+
+    def add(self, callback) -> "Following":
+        self._callbacks = self._callbacks + (callback,)
+        return Following(self, callback)
+
+    def remove(self, callback) -> None:
+        self._callbacks = tuple(c for c in self._callbacks if c is not callback)
+
+    def deliver(self, batch: list) -> None:
+        for callback in self._callbacks:
+            callback(batch)
+
+
+class Following:
+    def __init__(self, followers: Followers, callback):
+        self._followers = followers
+        self._callback = callback
+
+    def cancel(self) -> None:
+        self._followers.remove(self._callback)
+
+
+@implementer(IJournalStore)
+class MemoryStore:
+    """Everything in this process's memory: for tests and throwaway servers."""
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._blobs: dict[bytes, bytes] = {}
+        self._hashes: list[bytes] = []
+        self._recent = RecentWrites()
+        self._followers = Followers()
+        self._commitObservers: list = []
+        self._unannounced: list = []
+
+    def open(self):
+        return succeed(None)
+
+    def close(self):
+        self._announce()
+        return succeed(None)
+
+    def append(self, data: bytes, writeId: str | None = None):
+        digest = entryHash(data)
+        if writeId is not None:
+            index = self._recent.get(writeId, digest)
+            if index is not None:
+                return succeed(index)
+        self._blobs.setdefault(digest, data)
+        self._hashes.append(digest)
+        index = len(self._hashes)
+        if writeId is not None:
+            self._recent.add(writeId, digest, index)
+        if not self._unannounced:
+            self._reactor.callLater(0, self._announce)
+        self._unannounced.append((index, data))
+        return succeed(index)
+
+    def _announce(self) -> None:
+        batch, self._unannounced = self._unannounced, []
+        if batch:
+            for observer in self._commitObservers:
+                observer(0.0, len(batch))
+            self._followers.deliver(batch)
+
+    def head(self):
+        return succeed(len(self._hashes))
+
+    def read(self, start: int, limit: int):
+        start = max(start, 1)
+        hashes = self._hashes[start - 1: start - 1 + limit]
+        return succeed([(start + i, self._blobs.get(h) or EntryError("entry missing"))
+                        for i, h in enumerate(hashes)])
+
+    def follow(self, callback):
+        return self._followers.add(callback)
+
+    def check(self):
+        return succeed(None)
+
+    def addCommitObserver(self, observer) -> None:
+        self._commitObservers.append(observer)
+
+
+def storeFromString(reactor, description: str, **options) -> IJournalStore:
+    """C{memory:} or C{sqlite:PATH}; raise L{StoreError} for anything else."""
+    kind, _, rest = description.partition(":")
+    if kind == "memory" and not rest:
+        return MemoryStore(reactor)
+    if kind == "sqlite" and rest:
+        from .sqlitestore import SQLiteStore
+        return SQLiteStore(reactor, rest, **options)
+    raise StoreError(f"unknown store {description!r}: use sqlite:PATH or memory:")

@@ -1,0 +1,126 @@
+"""``twistd logatron``: options and the service they build."""
+
+import ipaddress
+
+from twisted.cred import credentials, strcred
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
+from twisted.python import usage
+
+from .lineservice import LineFactory
+from .registry import ClientRegistry
+from .service import LogService
+from .store import storeFromString
+
+
+def endpointDescription(value: str) -> str | None:
+    """A bare port number means C{tcp:N}; C{none} disables the listener."""
+    value = value.strip()
+    if value.lower() == "none":
+        return None
+    if value.isdigit():
+        return f"tcp:{value}"
+    return value
+
+
+def _positive(name: str):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise usage.UsageError(f"--{name} must be a positive integer, not {value!r}")
+        return number
+    parse.coerceDoc = "A positive integer."
+    return parse
+
+
+def isLoopback(endpoint) -> bool:
+    """True for unix sockets and TCP/SSL endpoints bound to a loopback address."""
+    if isinstance(endpoint, UNIXServerEndpoint):
+        return True
+    interface = getattr(endpoint, "_interface", "")
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface or "0.0.0.0").is_loopback
+    except ValueError:
+        return False
+
+
+class Options(usage.Options, strcred.AuthOptionMixin):
+    synopsis = "[options]"
+    longdesc = ("Live per-client logging (logatron protocol) and a durable append-only "
+                "journal (tcp-log-server protocol), with PB and HTTP interfaces. Endpoints "
+                "are Twisted endpoint strings; a bare number means tcp:N and 'none' "
+                "disables a listener.")
+    supportedInterfaces = [credentials.IUsernamePassword]
+
+    optParameters = [
+        ["port", None, "tcp:2212", "Line service endpoint."],
+        ["journal", None, "tcp:8089:interface=127.0.0.1",
+         "Journal (NDJSON) endpoint, or none."],
+        ["pb", None, "tcp:8787:interface=127.0.0.1", "Perspective Broker endpoint, or none."],
+        ["http", None, "tcp:8080:interface=127.0.0.1", "HTTP and WebSocket endpoint, or none."],
+        ["store", None, "sqlite:logsvc.db", "Journal storage: sqlite:PATH or memory:."],
+        ["sync", None, "always",
+         "When appends reach the disk: 'always' (fsync before every ack, grouped) or "
+         "'os' (acks once written to the OS; a power loss may lose the last writes)."],
+        ["buffer-size", None, 128, "Lines kept per client.", _positive("buffer-size")],
+        ["max-line", None, 65536, "Longest line (bytes) on the line service.",
+         _positive("max-line")],
+        ["max-entry", None, 1048576, "Longest NDJSON message (bytes) on the journal.",
+         _positive("max-entry")],
+        ["max-offline", None, 10000,
+         "Offline client records kept; the longest-offline is evicted first.",
+         _positive("max-offline")],
+    ]
+    optFlags = [
+        ["no-journal-lines", None, "Do not append line-service events to the journal."],
+    ]
+
+    def opt_journal_lines(self):
+        """Also append line-service events to the journal (the default)."""
+        self["no-journal-lines"] = False
+
+    def postOptions(self) -> None:
+        for name in ("port", "journal", "pb", "http"):
+            description = endpointDescription(self[name])
+            if description is None and name == "port":
+                raise usage.UsageError("--port cannot be none: the line service is the core")
+            if description is not None:
+                try:
+                    serverFromString(_reactor(), description)
+                except (ValueError, TypeError, KeyError) as e:
+                    raise usage.UsageError(f"--{name}: malformed endpoint {self[name]!r}: {e}")
+            self[name] = description
+        if self["sync"] not in ("always", "os"):
+            raise usage.UsageError("--sync must be 'always' or 'os'")
+        self["journal-lines"] = not self["no-journal-lines"]
+        if not self.get("credCheckers"):
+            for name in ("pb", "http"):
+                if self[name] is not None and not isLoopback(serverFromString(_reactor(), self[name])):
+                    raise usage.UsageError(
+                        f"--{name} {self[name]} is reachable from other hosts: "
+                        f"give --auth, or bind it to 127.0.0.1")
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
+
+
+def makeService(config, reactor=None) -> LogService:
+    if reactor is None:
+        reactor = _reactor()
+    registry = ClientRegistry(reactor, bufferSize=config["buffer-size"],
+                              maxOffline=config["max-offline"])
+    store = storeFromString(reactor, config["store"], **_storeOptions(config))
+    service = LogService(registry, store, reactor)
+    service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
+                        LineFactory(registry, reactor, config["max-line"]))
+    return service
+
+
+def _storeOptions(config) -> dict:
+    return {"sync": config["sync"]} if config["store"].startswith("sqlite:") else {}
