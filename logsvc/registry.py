@@ -66,6 +66,8 @@ class ClientRegistry:
         self._offline: OrderedDict[str, ClientRecord] = OrderedDict()
         self._observers: tuple = ()
         self.totalLines = 0
+        self.totalSets = 0
+        self._evicted = {"bytes": 0, "ignored": 0, "truncated": 0}
 
     @property
     def observed(self) -> bool:
@@ -92,7 +94,9 @@ class ClientRegistry:
         record.disconnectedAt = self._clock.seconds()
         self._offline[record.name] = record
         while len(self._offline) > self.maxOffline:
-            evicted, _ = self._offline.popitem(last=False)
+            evicted, gone = self._offline.popitem(last=False)
+            for counter in self._evicted:
+                self._evicted[counter] += getattr(gone, counter)
             self.log_.info("evicted offline client {name}", name=evicted)
         self._emit("close", record.name, record.disconnectedAt, _NO_FIELDS)
 
@@ -118,6 +122,7 @@ class ClientRegistry:
 
     def set(self, record: ClientRecord, time: float, key: str, value: str) -> None:
         record.state[key] = value
+        self.totalSets += 1
         self._emit("set", record.name, time, {"key": key, "value": value})
 
     def lookup(self, name: str) -> ClientRecord:
@@ -135,6 +140,15 @@ class ClientRegistry:
 
     def counts(self) -> dict:
         return {"online": len(self._online), "offline": len(self._offline)}
+
+    def totals(self) -> dict:
+        """Counters over every client since start, evicted ones included (for metrics)."""
+        totals = dict(self._evicted, lines=self.totalLines, sets=self.totalSets)
+        for record in [*self._online.values(), *self._offline.values()]:
+            totals["bytes"] += record.bytes
+            totals["ignored"] += record.ignored
+            totals["truncated"] += record.truncated
+        return totals
 
     def addObserver(self, observer: IEventObserver) -> None:
         self._observers = self._observers + (observer,)
