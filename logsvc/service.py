@@ -1,5 +1,7 @@
 """The one service object that every listener's factory points at."""
 
+import sys
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -46,8 +48,8 @@ class LogService(MultiService):
             try:
                 listener.privilegedStartService()
             except Exception as e:
-                raise SystemExit(f"logatron: cannot listen on --{listener.name} "
-                                 f"{self.endpoints[listener.name]}: {_oneLine(e)}")
+                exitWithError(f"cannot listen on --{listener.name} "
+                              f"{self.endpoints[listener.name]}: {_oneLine(e)}")
 
     def startService(self) -> None:
         if not self._storeOpened:
@@ -61,13 +63,28 @@ class LogService(MultiService):
         failures: list = []
         self.store.open().addErrback(failures.append)
         if failures:
-            raise SystemExit(f"logatron: {_oneLine(failures[0])}")
+            exitWithError(_oneLine(failures[0]))
 
     def stopService(self) -> Deferred:
         """Stop listening, drop connections, then commit and close the store."""
+        # twistd re-raises a terminating signal once stopped (exit status -15); a clean
+        # stop on SIGTERM is a success, so report it as exit 0.
+        if getattr(self.clock, "_exitSignal", None) is not None:
+            self.clock._exitSignal = None
         stopped = super().stopService()
         stopped.addBoth(lambda _: self.store.close())
         return stopped
+
+
+def exitWithError(message: str):
+    """
+    Stop start-up with one line on the real stderr and exit status 1 (twistd has
+    redirected sys.stderr into its log by the time ports are bound).
+    """
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(f"logatron: {message}\n")
+    stream.flush()
+    raise SystemExit(1)
 
 
 def _oneLine(error: BaseException) -> str:

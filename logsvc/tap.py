@@ -6,9 +6,10 @@ from twisted.cred import credentials, strcred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.python import usage
 
+from .errors import StoreError
 from .lineservice import LineFactory
 from .registry import ClientRegistry
-from .service import LogService
+from .service import LogService, exitWithError
 from .store import storeFromString
 
 
@@ -83,6 +84,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """Also append line-service events to the journal (the default)."""
         self["no-journal-lines"] = False
 
+    def parseOptions(self, options=None) -> None:
+        """A bad option is one line on stderr and exit 1, not twistd's whole usage text."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            exitWithError(str(e))
+
     def postOptions(self) -> None:
         for name in ("port", "journal", "pb", "http"):
             description = endpointDescription(self[name])
@@ -96,7 +104,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self[name] = description
         if self["sync"] not in ("always", "os"):
             raise usage.UsageError("--sync must be 'always' or 'os'")
-        self["journal-lines"] = not self["no-journal-lines"]
+        self["journal-lines"] = not self.pop("no-journal-lines")
         if not self.get("credCheckers"):
             for name in ("pb", "http"):
                 if self[name] is not None and not isLoopback(serverFromString(_reactor(), self[name])):
@@ -115,7 +123,10 @@ def makeService(config, reactor=None) -> LogService:
         reactor = _reactor()
     registry = ClientRegistry(reactor, bufferSize=config["buffer-size"],
                               maxOffline=config["max-offline"])
-    store = storeFromString(reactor, config["store"], **_storeOptions(config))
+    try:
+        store = storeFromString(reactor, config["store"], **_storeOptions(config))
+    except StoreError as e:
+        exitWithError(str(e))
     service = LogService(registry, store, reactor)
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         LineFactory(registry, reactor, config["max-line"]))

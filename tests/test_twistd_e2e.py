@@ -1,0 +1,84 @@
+"""The real ``twistd -n logatron``: discoverable, serving, and failing cleanly."""
+
+import socket
+import subprocess
+import time
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+
+from tests.server import TWISTD, Server, freePort
+
+
+def test_pluginIsDiscoverable():
+    makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+    assert makers["logatron"].module == "logsvc.tap"
+
+
+def lineClient(port: int, name: str) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    client.sendall(f"IAM {name}\n".encode())
+    return client
+
+
+def test_serveRefuseDuplicateAndStopCleanly(tmp_path):
+    server = Server(tmp_path, store="memory:", listeners=("port",)).start()
+    try:
+        first = lineClient(server.ports["port"], "web-1")
+        first.sendall(b"LOG started $PATH\n")
+        second = lineClient(server.ports["port"], "web-1")
+        assert second.makefile("rb").readline() == b"ERR name in use: web-1\n"
+        assert second.recv(1) == b""  # and closed
+        first.sendall(b"LOG still connected\n")
+        time.sleep(0.2)
+        assert first.fileno() != -1
+    finally:
+        code = server.stop()
+    assert code == 0
+    output = server.output()
+    assert "web-1 connected" in output
+    assert "refused: web-1 is already connected" in output
+    assert "Traceback" not in output
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([TWISTD, "-n", "--pidfile=", "logatron", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def assertOneLineError(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(errors) == 1, result.stderr
+    assert expected in errors[0]
+
+
+def test_portInUseIsOneLine(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        result = run("--store", "memory:", "--port", f"tcp:{port}:interface=127.0.0.1",
+                     "--journal", "none", "--pb", "none", "--http", "none")
+    finally:
+        busy.close()
+    assertOneLineError(result, f"cannot listen on --port tcp:{port}:interface=127.0.0.1")
+
+
+def test_malformedEndpointIsOneLine():
+    result = run("--port", "tcp:nope")
+    assertOneLineError(result, "--port: malformed endpoint 'tcp:nope'")
+
+
+def test_unknownStoreIsOneLine():
+    result = run("--store", "mongodb:x", "--port", str(freePort()), "--journal", "none",
+                 "--pb", "none", "--http", "none")
+    assertOneLineError(result, "unknown store 'mongodb:x'")
+
+
+def test_unwritableStoreIsOneLine(tmp_path):
+    result = run("--store", f"sqlite:{tmp_path}/missing/dir/journal.db",
+                 "--port", str(freePort()), "--journal", "none", "--pb", "none", "--http", "none")
+    assertOneLineError(result, "cannot open store")
