@@ -113,7 +113,8 @@ class LineProtocol(Protocol):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
-        line = line.rstrip(b"\r")
+        if line[-1:] == b"\r":
+            line = line[:-1]
         if not line.startswith(b"IAM "):
             self.log.info("{peer} refused: first line is not IAM", peer=self.transport.getPeer())
             self._refuse("expected IAM <name>")
@@ -159,7 +160,8 @@ class LineProtocol(Protocol):
             if run:
                 self._logs(now, run)
                 run = []
-            line = line.rstrip(b"\r")
+            if line[-1:] == b"\r":
+                line = line[:-1]
             if line == b"LOG":
                 registry.log(record, now, [""])
             elif line[:4] == b"SET " or line[:4] == b"SET\t":
