@@ -1,0 +1,248 @@
+"""
+One live feed of line-service events and journal entries, shared by PB and WebSocket.
+
+Line events are not durable, so while the consumer is paused they wait in a bounded
+queue and the overflow is counted and reported.  Journal entries are durable, so they
+are never queued or dropped: a consumer that falls behind reads them back from the
+store at its own pace, as the journal port's readers do.
+"""
+
+import json
+from collections import deque
+from fnmatch import fnmatchcase
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .errors import EntryError
+from .interfaces import IEventObserver
+
+LINE_EVENTS = ("ready", "log", "set", "close")
+EVENT_KINDS = LINE_EVENTS + ("entry",)
+
+QUEUE_LIMIT = 1000
+MISSED_LIMIT = 10_000
+PAGE_SIZE = 100
+
+# Stands in the queue where the journal must be read back from the store.
+_CATCH_UP = object()
+
+
+def eventKinds(events) -> frozenset:
+    """Validate an event filter (None means every kind); raise ValueError naming the bad kind."""
+    if events is None:
+        return frozenset(EVENT_KINDS)
+    if isinstance(events, str):
+        events = [events]
+    kinds = frozenset(events)
+    unknown = sorted(k for k in kinds if k not in EVENT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown event kind {unknown[0]!r}: use {', '.join(EVENT_KINDS)}")
+    return kinds
+
+
+@implementer(IEventObserver, IPushProducer)
+class Subscription:
+    """
+    Calls C{deliver(message)} with plain dicts, in order, while not paused:
+
+      - C{{"type": "event", "event": kind, "client": name, "time": t, ...fields}}
+      - C{{"type": "entry", "index": i, "entry": {...}}} (or C{"error"} instead of
+        C{"entry"} for an entry that cannot be read back)
+      - C{{"type": "dropped", "count": n}} where C{n} line events were lost
+
+    With C{fromIndex}, the journal is replayed from that index (in pages) before any
+    live message.  C{clients} is a glob on the client name; journal entries pass it
+    only when their C{"client"} field matches.  After C{missedLimit} line events are
+    dropped with no delivery in between, the subscription ends itself and calls
+    C{onEnd(reason)}; C{cancel()} ends it without calling C{onEnd}.
+    """
+
+    log = Logger()
+
+    def __init__(self, service, deliver, events=None, clients: str | None = None,
+                 fromIndex: int | None = None, queueLimit: int = QUEUE_LIMIT,
+                 missedLimit: int = MISSED_LIMIT, pageSize: int = PAGE_SIZE,
+                 onEnd=None):
+        self._kinds = eventKinds(events)
+        if fromIndex is not None and (isinstance(fromIndex, bool)
+                                      or not isinstance(fromIndex, int) or fromIndex < 1):
+            raise ValueError(f"from must be a positive integer, not {fromIndex!r}")
+        self._service = service
+        self._deliver = deliver
+        self._clients = clients
+        self._queueLimit = queueLimit
+        self._missedLimit = missedLimit
+        self._pageSize = pageSize
+        self._onEnd = onEnd
+        self._queue: deque = deque()
+        self._dropped = 0        # dropped since the last notice was queued
+        self._missed = 0         # dropped since the last delivery
+        self._paused = False
+        self._pumping = False
+        self._reading = False
+        self._catchingUp = False
+        self._behind = False     # a _CATCH_UP is queued or running
+        self._nextIndex = fromIndex
+        self._committed = 0      # highest index announced by the store
+        self.ended = False
+        self._following = None
+        self._observing = bool(self._kinds & set(LINE_EVENTS))
+        if "entry" in self._kinds:
+            self._following = service.store.follow(self._entries)
+            if fromIndex is not None:
+                self._fallBehind()
+        if self._observing:
+            service.registry.addObserver(self)
+        self._pump()
+
+    # IEventObserver
+
+    def event(self, kind: str, name: str, time: float, fields: dict) -> None:
+        if self.ended or kind not in self._kinds:
+            return
+        if self._clients is not None and not fnmatchcase(name, self._clients):
+            return
+        self._enqueue({"type": "event", "event": kind, "client": name, "time": time, **fields})
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self.cancel()
+
+    pause = pauseProducing
+    resume = resumeProducing
+
+    def cancel(self) -> None:
+        """Stop observing and following; nothing is delivered afterwards."""
+        if self.ended:
+            return
+        self.ended = True
+        self._queue.clear()
+        if self._observing:
+            self._service.registry.removeObserver(self)
+        if self._following is not None:
+            self._following.cancel()
+
+    def _end(self, reason: str) -> None:
+        self.cancel()
+        self.log.info("subscription ended: {reason}", reason=reason)
+        if self._onEnd is not None:
+            self._onEnd(reason)
+
+    # Line events: a bounded queue.
+
+    def _enqueue(self, message: dict) -> None:
+        if len(self._queue) >= self._queueLimit:
+            self._dropped += 1
+            self._missed += 1
+            if self._missed > self._missedLimit:
+                self._end(f"subscriber too slow: {self._missed} messages dropped")
+            return
+        if self._dropped:
+            self._queue.append(self._droppedNotice())
+        self._queue.append(message)
+        self._pump()
+
+    def _droppedNotice(self) -> dict:
+        notice = {"type": "dropped", "count": self._dropped}
+        self._dropped = 0
+        return notice
+
+    # Journal entries: read back from the store whenever not delivered live.
+
+    def _entries(self, batch: list) -> None:
+        if self.ended or not batch:
+            return
+        self._committed = max(self._committed, batch[-1][0])
+        if self._nextIndex is None:
+            self._nextIndex = batch[0][0]
+        batch = [(i, data) for i, data in batch if i >= self._nextIndex]
+        if not batch:
+            return
+        if (self._behind or self._paused or self._queue or self._pumping
+                or batch[0][0] != self._nextIndex):
+            self._fallBehind()
+            self._pump()
+            return
+        for index, data in batch:
+            if self._paused or self.ended:
+                self._fallBehind()
+                break
+            self._sendEntry(index, data)
+
+    def _fallBehind(self) -> None:
+        if not self._behind:
+            self._behind = True
+            self._queue.append(_CATCH_UP)
+
+    def _sendEntry(self, index: int, data) -> None:
+        self._nextIndex = index + 1
+        if isinstance(data, EntryError):
+            message = {"type": "entry", "index": index, "error": data.reason}
+        else:
+            entry = json.loads(data)
+            if self._clients is not None and not (
+                    isinstance(entry, dict) and isinstance(entry.get("client"), str)
+                    and fnmatchcase(entry["client"], self._clients)):
+                return
+            message = {"type": "entry", "index": index, "entry": entry}
+        self._send(message)
+
+    def _readPage(self) -> None:
+        self._reading = True
+        self._service.store.read(self._nextIndex, self._pageSize).addCallbacks(
+            self._gotPage, self._readFailed)
+
+    def _gotPage(self, page: list) -> None:
+        self._reading = False
+        if self.ended:
+            return
+        for index, data in page:
+            if self._paused or self.ended:
+                return
+            self._sendEntry(index, data)
+        if len(page) < self._pageSize and self._nextIndex > self._committed:
+            self._catchingUp = False
+            self._behind = False
+        self._pump()
+
+    def _readFailed(self, failure) -> None:
+        self._reading = False
+        self._end(f"cannot read the journal: {failure.getErrorMessage()}")
+
+    # Delivery, in order, as long as the consumer takes it.
+
+    def _pump(self) -> None:
+        """Deliver what waits; re-entrant calls (from deliver or a synchronous read) return."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not (self._paused or self.ended or self._reading):
+                if self._catchingUp:
+                    self._readPage()
+                elif self._queue:
+                    message = self._queue.popleft()
+                    if message is _CATCH_UP:
+                        self._catchingUp = True
+                    else:
+                        self._send(message)
+                elif self._dropped:
+                    self._send(self._droppedNotice())
+                else:
+                    break
+        finally:
+            self._pumping = False
+
+    def _send(self, message: dict) -> None:
+        self._missed = 0
+        self._deliver(message)
