@@ -5,7 +5,9 @@ import ipaddress
 from twisted.cred import credentials, strcred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.python import usage
+from twisted.spread import pb
 
+from .auth import makePortal
 from .errors import StoreError
 from .lineservice import LineFactory
 from .registry import ClientRegistry
@@ -130,6 +132,10 @@ def makeService(config, reactor=None) -> LogService:
     service = LogService(registry, store, reactor)
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         LineFactory(registry, reactor, config["max-line"]))
+    portal = makePortal(service, config.get("credCheckers") or [])
+    if config["pb"] is not None:
+        service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),
+                            pb.PBServerFactory(portal))
     return service
 
 

@@ -1,0 +1,222 @@
+"""
+The Perspective Broker avatar: remote queries, journal access and live subscriptions.
+
+Everything sent is a plain type (dict, list, str, float, int, bool, None), so any PB
+client can call it without sharing classes.  Errors callers should handle are
+L{pb.Error} subclasses, which PB sends by type and without a traceback.
+"""
+
+import json
+
+from twisted.logger import Logger
+from twisted.spread import pb
+
+from .errors import StoreError
+from .store import canonical
+from .subscription import Subscription
+
+READ_LIMIT = 1000                 # entries per read() answer
+PAGE_BYTES = 256 * 1024           # canonical JSON per read() answer, well under Banana's 640 KiB
+IN_FLIGHT = 16                    # event calls an observer may leave unanswered
+SUBSCRIPTIONS = 64                # per login
+
+
+class BadRequest(pb.Error):
+    """The arguments of a call are not what it takes; the message says which."""
+
+
+class JournalError(pb.Error):
+    """The journal could not store or read an entry; the message says why in one line."""
+
+
+def _tooLarge(size: int) -> str:
+    return f"entry too large for PB ({size} bytes): read it on the journal port"
+
+
+def entryMessage(index: int, data) -> dict:
+    """One read() item: the entry, or an error when it cannot be read or sent in one page."""
+    if not isinstance(data, bytes):
+        return {"index": index, "error": data.reason}
+    if len(data) > PAGE_BYTES:
+        return {"index": index, "error": _tooLarge(len(data))}
+    return {"index": index, "entry": json.loads(data)}
+
+
+class QueryPerspective(pb.Avatar):
+    """What one logged-in PB client may do; C{logout} ends its subscriptions."""
+
+    log = Logger()
+
+    def __init__(self, service, avatarId):
+        self.service = service
+        self.avatarId = avatarId
+        self._subscriptions: dict[int, "RemoteSubscription"] = {}
+        self._lastId = 0
+
+    # The line service
+
+    def perspective_clientNames(self) -> list:
+        return self.service.registry.onlineNames()
+
+    def perspective_clients(self) -> dict:
+        return {r.name: r.summary() for r in self.service.registry.records()}
+
+    def perspective_clientLog(self, name) -> list:
+        return self._lookup(name).log()
+
+    def perspective_clientState(self, name) -> dict:
+        return dict(self._lookup(name).state)
+
+    def _lookup(self, name):
+        if not isinstance(name, str):
+            raise BadRequest(f"client name must be a string, not {type(name).__name__}")
+        return self.service.registry.lookup(name)
+
+    # The journal
+
+    def perspective_head(self):
+        return self.service.store.head().addErrback(_journalError)
+
+    def perspective_read(self, start, limit=READ_LIMIT):
+        """
+        Up to C{limit} entries from C{start} as C{{"index", "entry"}} dicts, capped at
+        L{READ_LIMIT} entries and about L{PAGE_BYTES}; an empty list means C{start} is
+        past the head.  Callers page on from the last index + 1.
+        """
+        for name, value in (("from", start), ("limit", limit)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BadRequest(f"{name} must be a positive integer, not {value!r}")
+        d = self.service.store.read(start, min(limit, READ_LIMIT))
+        return d.addCallbacks(_page, _journalError)
+
+    def perspective_append(self, entry):
+        """Store C{entry} (a dict) durably; fires with its index."""
+        if not isinstance(entry, dict):
+            raise BadRequest(f"an entry must be a dict, not {type(entry).__name__}")
+        try:
+            data = canonical(entry)
+        except (TypeError, ValueError) as e:
+            raise BadRequest(f"entry is not JSON: {e}")
+        return self.service.store.append(data).addErrback(_journalError)
+
+    # Live subscriptions
+
+    def perspective_subscribe(self, observer, events=None, clients=None, fromIndex=None) -> int:
+        """
+        Call C{observer.callRemote("event", kind, payload)} for every matching event
+        (C{kind} being ready/log/set/close/entry, or C{dropped} and finally C{end} when
+        the observer falls too far behind).  Returns the id C{unsubscribe} takes.
+        """
+        if not isinstance(observer, pb.RemoteReference):
+            raise BadRequest("observer must be a pb.Referenceable")
+        if clients is not None and not isinstance(clients, str):
+            raise BadRequest("clients must be a glob pattern string")
+        if events is not None and not (
+                isinstance(events, list) and all(isinstance(e, str) for e in events)):
+            raise BadRequest("events must be a list of strings")
+        if len(self._subscriptions) >= SUBSCRIPTIONS:
+            raise BadRequest(f"at most {SUBSCRIPTIONS} subscriptions per login")
+        self._lastId += 1
+        subscriptionId = self._lastId
+        try:
+            remote = RemoteSubscription(self.service, observer, events, clients, fromIndex,
+                                        onEnd=lambda: self._subscriptions.pop(subscriptionId, None))
+        except ValueError as e:
+            raise BadRequest(str(e))
+        if not remote.subscription.ended:
+            self._subscriptions[subscriptionId] = remote
+        return subscriptionId
+
+    def perspective_unsubscribe(self, subscriptionId) -> bool:
+        """True if the subscription was live; unsubscribing twice is harmless."""
+        remote = self._subscriptions.pop(subscriptionId, None)
+        if remote is None:
+            return False
+        remote.subscription.cancel()
+        return True
+
+    def logout(self) -> None:
+        """The client disconnected: nothing more is sent to its observers."""
+        subscriptions, self._subscriptions = self._subscriptions, {}
+        for remote in subscriptions.values():
+            remote.subscription.cancel()
+
+
+class RemoteSubscription:
+    """
+    A L{Subscription} delivering to a remote observer with at most L{IN_FLIGHT}
+    unanswered calls: past that it pauses, so a stalled observer costs the server
+    only the Subscription's bounded queue, then ends it.
+    """
+
+    log = Logger()
+
+    def __init__(self, service, observer, events, clients, fromIndex, onEnd,
+                 inFlightLimit: int = IN_FLIGHT, **limits):
+        self._observer = observer
+        self._inFlight = 0
+        self._inFlightLimit = inFlightLimit
+        self._onEnd = onEnd
+        self.subscription = Subscription(service, self._deliver, events=events,
+                                         clients=clients, fromIndex=fromIndex,
+                                         onEnd=self._ended, **limits)
+
+    def _deliver(self, message: dict) -> None:
+        kind = message["event"] if message["type"] == "event" else message["type"]
+        if kind == "entry" and "entry" in message:
+            size = len(canonical(message["entry"]))
+            if size > PAGE_BYTES:
+                message = {"type": "entry", "index": message["index"], "error": _tooLarge(size)}
+        self._call(kind, message)
+
+    def _call(self, kind: str, payload: dict) -> None:
+        self._inFlight += 1
+        if self._inFlight >= self._inFlightLimit:
+            self.subscription.pause()
+        try:
+            d = self._observer.callRemote("event", kind, payload)
+        except pb.DeadReferenceError:
+            self._gone(None)
+            return
+        d.addCallbacks(self._answered, self._failed)
+
+    def _answered(self, _) -> None:
+        self._inFlight -= 1
+        if self._inFlight < self._inFlightLimit:
+            self.subscription.resume()
+
+    def _failed(self, failure) -> None:
+        if failure.check(pb.PBConnectionLost, pb.DeadReferenceError):
+            self._gone(failure)
+            return
+        self.log.info("observer's remote_event failed: {error}",
+                      error=failure.getErrorMessage())
+        self._answered(None)
+
+    def _gone(self, _) -> None:
+        self.subscription.cancel()
+        self._onEnd()
+
+    def _ended(self, reason: str) -> None:
+        """The observer fell too far behind: tell it why, once, then forget it."""
+        self._onEnd()
+        try:
+            self._observer.callRemote("event", "end", {"type": "end", "reason": reason}
+                                      ).addErrback(lambda _: None)
+        except pb.DeadReferenceError:
+            pass
+
+
+def _page(pairs: list) -> list:
+    page, size = [], 0
+    for index, data in pairs:
+        size += len(data) if isinstance(data, bytes) else 0
+        if page and size > PAGE_BYTES:
+            break
+        page.append(entryMessage(index, data))
+    return page
+
+
+def _journalError(failure):
+    failure.trap(StoreError)
+    raise JournalError(failure.getErrorMessage())
