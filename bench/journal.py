@@ -1,0 +1,443 @@
+"""
+Journal scenarios (tcp-log-server protocol, SPEC section 3) against logsvc or the npm
+tcp-log-server: durable writes, catch-up, pull reads of 5, write-to-reader latency.
+
+The generators keep the per-message work small (pre-formatted bytes out, acks counted
+by newline) so the server, not Python on the client side, is what gets measured.
+"""
+
+import collections
+import functools
+import json
+import selectors
+import socket
+import time
+
+from .common import BenchError, Generators, Logsvc, TcpLogServer, percentiles, report
+
+RECV_BYTES = 256 * 1024
+# tcp-log-server 10.0.0 only serves reads with a "read" count; this stands for "all".
+EVERYTHING = 2**31 - 1
+
+
+def connect(port: int) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port))
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return connection
+
+
+def lines(buffer: bytes) -> tuple[list, bytes]:
+    """Complete JSON messages in C{buffer}, and the incomplete rest."""
+    *complete, rest = buffer.split(b"\n")
+    return [json.loads(line) for line in complete if line.strip()], rest
+
+
+def message(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def writeMessage(writer: int, number: int, size: int) -> bytes:
+    """A write whose canonical entry is about C{size} bytes and unique to (writer, number)."""
+    head = b'{"id":"%d.%d","entry":{"n":%d,"text":"' % (writer, number, number)
+    tail = b'","writer":%d}}\n' % writer
+    padding = max(0, size - 30)
+    return head + b"x" * padding + tail
+
+
+class Reader:
+    """A blocking reader of one journal connection's messages."""
+
+    def __init__(self, port: int):
+        self.socket = connect(port)
+        self._rest = b""
+        self._queue: collections.deque = collections.deque()
+
+    def send(self, body: dict) -> None:
+        self.socket.sendall(message(body))
+
+    def next(self) -> dict:
+        while not self._queue:
+            data = self.socket.recv(RECV_BYTES)
+            if not data:
+                raise BenchError("the server closed the journal connection")
+            messages, self._rest = lines(self._rest + data)
+            self._queue.extend(messages)
+        return self._queue.popleft()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def readHead(port: int, timeout: float = 30.0) -> int:
+    """The head, from a pull read of one entry (the log must not be empty)."""
+    reader = Reader(port)
+    reader.socket.settimeout(timeout)
+    try:
+        reader.send({"from": 1, "read": 1})
+        while True:
+            answer = reader.next()
+            if "head" in answer:
+                return answer["head"]
+            if "error" in answer and "index" not in answer:
+                raise BenchError(f"reading the head: {answer}")
+    finally:
+        reader.close()
+
+
+def waitForIndex(port: int, index: int, timeout: float) -> None:
+    """Return once entry C{index} is committed: a read from it answers with it."""
+    reader = Reader(port)
+    reader.socket.settimeout(timeout)
+    try:
+        reader.send({"from": index, "read": 1})
+        while True:
+            answer = reader.next()
+            if answer.get("index") == index:
+                return
+            if "error" in answer:
+                raise BenchError(f"waiting for index {index}: {answer}")
+    except TimeoutError:
+        raise BenchError(f"entry {index} was not committed within {timeout} s")
+    finally:
+        reader.close()
+
+
+def write(port: int, inFlight: int, size: int, duration: float | None, limit: int | None,
+          writers: list, ready, go) -> list:
+    """
+    Keep C{inFlight} writes outstanding on each writer's connection until C{limit}
+    writes each (or C{duration} seconds) are sent, then wait for every ack.  Returns,
+    per writer, (acks, errors, time of the last ack, ack latencies in ns); latencies pair
+    acks with sends in order, as both servers acknowledge one connection in order.
+    """
+    selector = selectors.DefaultSelector()
+    state = {}
+    for writer in writers:
+        connection = connect(port)
+        state[connection] = {"writer": writer, "sent": 0, "acked": 0, "errors": 0,
+                             "times": collections.deque(), "latencies": [], "last": 0.0}
+        selector.register(connection, selectors.EVENT_READ)
+    ready.put(("ready", len(writers)))
+    go.wait()
+    deadline = None if duration is None else time.monotonic() + duration
+
+    def send(connection, count: int) -> None:
+        record = state[connection]
+        if limit is not None:
+            count = min(count, limit - record["sent"])
+        if count <= 0:
+            return
+        first = record["sent"]
+        record["sent"] += count
+        data = b"".join([writeMessage(record["writer"], n, size)
+                         for n in range(first, first + count)])
+        now = time.monotonic_ns()
+        record["times"].extend([now] * count)
+        connection.sendall(data)
+
+    for connection in state:
+        send(connection, inFlight)
+    waiting = sum(1 for record in state.values() if record["sent"])
+    sending = True
+    while waiting:
+        events = selector.select(timeout=60)
+        if not events:
+            raise BenchError("no acknowledgement for 60 s")
+        for key, _ in events:
+            connection = key.fileobj
+            record = state[connection]
+            data = connection.recv(RECV_BYTES)
+            now = time.monotonic_ns()
+            if not data:
+                raise BenchError(f"server closed writer {record['writer']}'s connection")
+            acks = data.count(b"\n")
+            record["errors"] += data.count(b'"error"')
+            record["acked"] += acks
+            times, latencies = record["times"], record["latencies"]
+            for _ in range(acks):
+                latencies.append(now - times.popleft())
+            record["last"] = now / 1e9
+            if sending and deadline is not None and now / 1e9 >= deadline:
+                sending = False
+            if sending:
+                send(connection, acks)
+            if record["acked"] == record["sent"] and not record.get("done"):
+                if not sending or (limit is not None and record["sent"] >= limit):
+                    record["done"] = True
+                    waiting -= 1
+    for connection in state:
+        connection.close()
+    return [(r["acked"], r["errors"], r["last"], r["latencies"]) for r in state.values()]
+
+
+def writeAll(port: int, writers: int, inFlight: int, size: int, timeout: float,
+             duration: float | None = None, limit: int | None = None) -> dict:
+    """Run C{writers} writers in generator processes; throughput and ack latency."""
+    work = functools.partial(write, port, inFlight, size, duration, limit)
+    with Generators(work, list(range(writers)), perProcess=4) as generators:
+        generators.ready(timeout=30)
+        started = generators.go()
+        results, generatorCPU = generators.results(timeout)
+    acked = sum(r[0] for r in results)
+    errors = sum(r[1] for r in results)
+    if errors:
+        raise BenchError(f"{errors} writes answered with an error")
+    seconds = max(r[2] for r in results) - started
+    latencies = [sample for r in results for sample in r[3]]
+    return {"acked": acked, "seconds": round(seconds, 3),
+            "writes_per_s": round(acked / seconds),
+            **percentiles(latencies, 50, 99), "generator_cpu_s": round(generatorCPU, 2)}
+
+
+def populate(port: int, entries: int, size: int, timeout: float) -> int:
+    """Write C{entries} entries with 8 writers x 100 in flight; return the head."""
+    writers = 8
+    per, extra = divmod(entries, writers)
+    writeAll(port, writers - 1, 100, size, timeout, limit=per)
+    if per + extra:
+        writeAll(port, 1, 100, size, timeout, limit=per + extra)
+    return readHead(port)
+
+
+def readFrom(port: int, request: dict, readers: list, ready, go) -> list:
+    """Send one read request at C{go} and collect everything until it ends."""
+    connection = connect(port)
+    ready.put(("ready", 1))
+    go.wait()
+    connection.sendall(message(request))
+    chunks, tail = [], b""
+    while True:
+        data = connection.recv(RECV_BYTES)
+        if not data:
+            raise BenchError("the server closed the reading connection")
+        chunks.append(data)
+        tail = (tail + data)[-256:]
+        if tail.endswith(b"\n"):
+            last = tail[:-1].rsplit(b"\n", 1)[-1]
+            if b'"current"' in last or b'"head"' in last or b'"error"' in last:
+                if not b'"index"' in last:
+                    break
+    finished = time.monotonic()
+    connection.close()
+    return [(finished, b"".join(chunks))]
+
+
+def checkCatchUp(data: bytes, head: int) -> dict:
+    """Count entries, check their order, and note entries sent without their index."""
+    entries, missingIndex, errors, expected = 0, 0, 0, 1
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        answer = json.loads(line)
+        if "error" in answer:
+            errors += 1
+        if "entry" not in answer:
+            continue
+        entries += 1
+        index = answer.get("index")
+        if index is None:
+            missingIndex += 1
+        elif int(index) != expected:
+            raise BenchError(f"catch-up sent index {index} where {expected} was due")
+        expected += 1
+    if entries != head:
+        raise BenchError(f"catch-up delivered {entries} entries of {head}")
+    return {"entries": entries, "index_missing": missingIndex, "errors": errors}
+
+
+def pullRead(port: int, head: int, batch: int, readers: list, ready, go) -> list:
+    """Successive C{{"from": i, "read": batch}} reads until C{head}: (finish, n, missing)."""
+    reader = Reader(port)
+    ready.put(("ready", 1))
+    go.wait()
+    position, received, missingIndex = 1, 0, 0
+    while position <= head:
+        reader.send({"from": position, "read": min(batch, head - position + 1)})
+        while True:
+            answer = reader.next()
+            if "head" in answer:
+                break
+            if "error" in answer:
+                raise BenchError(f"pull read from {position}: {answer}")
+            if "entry" in answer:
+                index = answer.get("index")
+                if index is None:
+                    missingIndex += 1
+                elif int(index) != position:
+                    raise BenchError(f"pull read sent index {index} where {position} was due")
+                position += 1
+                received += 1
+    finished = time.monotonic()
+    reader.close()
+    return [(finished, received, missingIndex)]
+
+
+def liveRole(port: int, rate: float, count: int, size: int, pushReads: bool,
+             roles: list, ready, go) -> list:
+    """The C{"reader"} follows the log live; the C{"writer"} writes C{count} at C{rate}/s."""
+    (role,) = roles
+    return [_liveReader(port, count, pushReads, ready, go) if role == "reader"
+            else _paceWriter(port, rate, count, size, ready, go)]
+
+
+def _liveReader(port: int, count: int, pushReads: bool, ready, go) -> tuple:
+    reader = Reader(port)
+    reader.send({"from": 1} if pushReads else {"from": 1, "read": EVERYTHING})
+    if reader.next() != {"current": True}:
+        raise BenchError("the live reader expected an empty log")
+    ready.put(("ready", 1))
+    go.wait()
+    latencies, rest = [], b""
+    while len(latencies) < count:
+        data = reader.socket.recv(RECV_BYTES)
+        now = time.monotonic_ns()
+        if not data:
+            raise BenchError("the server closed the live reader's connection")
+        messages, rest = lines(rest + data)
+        for answer in messages:
+            if "entry" not in answer:
+                raise BenchError(f"the live reader got {answer}")
+            latencies.append(now - answer["entry"]["sent"])
+    reader.close()
+    return ("reader", latencies)
+
+
+def _paceWriter(port: int, rate: float, count: int, size: int, ready, go) -> tuple:
+    connection = connect(port)
+    ready.put(("ready", 1))
+    go.wait()
+    padding = "x" * max(0, size - 40)
+    sendTimes: collections.deque = collections.deque()
+    acks, acked, rest = [], 0, b""
+    interval = 1.0 / rate
+    start = time.monotonic()
+    connection.setblocking(False)
+    for number in range(count):
+        pause = start + number * interval - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        sent = time.monotonic_ns()
+        data = message({"id": str(number), "entry": {"n": number, "sent": sent,
+                                                     "text": padding}})
+        sendTimes.append(sent)
+        connection.setblocking(True)
+        connection.sendall(data)
+        connection.setblocking(False)
+        try:
+            while True:
+                data = connection.recv(RECV_BYTES)
+                if not data:
+                    raise BenchError("the server closed the paced writer's connection")
+                now = time.monotonic_ns()
+                for _ in range(data.count(b"\n")):
+                    acks.append(now - sendTimes.popleft())
+        except BlockingIOError:
+            pass
+    connection.setblocking(True)
+    connection.settimeout(30)
+    while len(acks) < count:
+        data = connection.recv(RECV_BYTES)
+        if not data:
+            raise BenchError("the server closed the paced writer's connection")
+        now = time.monotonic_ns()
+        for _ in range(data.count(b"\n")):
+            acks.append(now - sendTimes.popleft())
+    connection.close()
+    return ("writer", acks)
+
+
+def startTarget(target: str, tcpLogServer: str | None, serverArgs: tuple):
+    if target == "logsvc":
+        return Logsvc("--no-journal-lines", *serverArgs).start()
+    if target == "tcp-log-server":
+        if not tcpLogServer:
+            raise BenchError("--target tcp-log-server needs --tcp-log-server DIR")
+        return TcpLogServer(tcpLogServer).start()
+    raise BenchError(f"unknown target {target!r}")
+
+
+def _parameters(target, serverArgs: tuple, **parameters) -> dict:
+    parameters["store"] = target.store.split(":")[0] if target.name == "logsvc" else "leveldb"
+    if target.name == "logsvc":
+        parameters["server_args"] = list(serverArgs)
+    return parameters
+
+
+def runWrites(target: str, writers: int = 8, inFlight: int = 100, duration: float = 5.0,
+              size: int = 100, tcpLogServer: str | None = None, serverArgs: tuple = (),
+              timeout: float = 300.0) -> dict:
+    with startTarget(target, tcpLogServer, serverArgs) as server:
+        before = server.cpu()
+        figures = writeAll(server.journalPort, writers, inFlight, size, timeout,
+                           duration=duration)
+        figures["head"] = readHead(server.journalPort)
+        figures.update(server.figures(since=before))
+        parameters = _parameters(server, serverArgs, writers=writers, in_flight=inFlight,
+                                 duration=duration, size=size)
+    return report("writes", target, parameters, figures)
+
+
+def runReads(target: str, entries: int = 100_000, catchUp: bool = True,
+             batch: int | None = None, size: int = 100, tcpLogServer: str | None = None,
+             serverArgs: tuple = (), timeout: float = 600.0) -> list:
+    """Populate one store, then time a catch-up in one read and/or successive pull reads."""
+    results = []
+    with startTarget(target, tcpLogServer, serverArgs) as server:
+        head = populate(server.journalPort, entries, size, timeout)
+        if catchUp:
+            results.append(_catchUp(server, head, size, serverArgs, timeout))
+        if batch:
+            results.append(_pull(server, head, batch, size, serverArgs, timeout))
+    return results
+
+
+def _catchUp(server, head: int, size: int, serverArgs: tuple, timeout: float) -> dict:
+    # tcp-log-server 10.0.0 knows only pull reads: one read of everything stands in.
+    request = {"from": 1} if server.name == "logsvc" else {"from": 1, "read": head}
+    before = server.cpu()
+    with Generators(functools.partial(readFrom, server.journalPort, request),
+                    ["reader"], 1) as generators:
+        generators.ready(timeout=30)
+        started = generators.go()
+        [(finished, data)], generatorCPU = generators.results(timeout)
+    figures = checkCatchUp(data, head)
+    seconds = finished - started
+    figures.update(seconds=round(seconds, 3), entries_per_s=round(head / seconds),
+                   generator_cpu_s=round(generatorCPU, 2), **server.figures(since=before))
+    return report("catchup", server.name, _parameters(
+        server, serverArgs, entries=head, size=size, request=request), figures)
+
+
+def _pull(server, head: int, batch: int, size: int, serverArgs: tuple, timeout: float) -> dict:
+    before = server.cpu()
+    with Generators(functools.partial(pullRead, server.journalPort, head, batch),
+                    ["reader"], 1) as generators:
+        generators.ready(timeout=30)
+        started = generators.go()
+        [(finished, received, missing)], generatorCPU = generators.results(timeout)
+    seconds = finished - started
+    figures = {"entries": received, "index_missing": missing, "seconds": round(seconds, 3),
+               "entries_per_s": round(received / seconds),
+               "generator_cpu_s": round(generatorCPU, 2), **server.figures(since=before)}
+    return report("pull", server.name, _parameters(
+        server, serverArgs, entries=head, size=size, read=batch), figures)
+
+
+def runLatency(target: str, rate: float = 1000.0, count: int = 5000, size: int = 100,
+               tcpLogServer: str | None = None, serverArgs: tuple = (),
+               timeout: float = 300.0) -> dict:
+    with startTarget(target, tcpLogServer, serverArgs) as server:
+        before = server.cpu()
+        work = functools.partial(liveRole, server.journalPort, rate, count, size,
+                                 target == "logsvc")
+        with Generators(work, ["reader", "writer"], 1) as generators:
+            generators.ready(timeout=30)
+            generators.go()
+            results, generatorCPU = generators.results(timeout)
+        roles = dict(results)
+        figures = {"delivered": len(roles["reader"]),
+                   **percentiles(roles["reader"], 50, 90, 99, 100),
+                   **{f"ack_{k}": v for k, v in percentiles(roles["writer"], 50, 99).items()},
+                   "generator_cpu_s": round(generatorCPU, 2), **server.figures(since=before)}
+        parameters = _parameters(server, serverArgs, rate=rate, count=count, size=size)
+    return report("latency", target, parameters, figures)

@@ -1,0 +1,139 @@
+"""
+Benchmarks of logsvc: ``python bench/run.py SCENARIO [options]``, one JSON line per run.
+
+Each run starts its own server (``twistd -n logatron`` or the npm tcp-log-server) in a
+fresh temporary directory and drives it from separate load-generator processes.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import journal, lines  # noqa: E402  (needs the repository on the path)
+from bench.common import BenchError  # noqa: E402
+
+
+def linesScenario(args) -> None:
+    lines.run(args.clients, args.lines, args.size, args.journal, args.clients_per_process,
+              tuple(args.server_arg), args.timeout)
+
+
+def writesScenario(args) -> None:
+    for target in args.target:
+        journal.runWrites(target, args.writers, args.in_flight, args.duration, args.size,
+                          args.tcp_log_server, tuple(args.server_arg), args.timeout)
+
+
+def catchupScenario(args) -> None:
+    for target in args.target:
+        journal.runReads(target, args.entries, True, None, args.size, args.tcp_log_server,
+                         tuple(args.server_arg), args.timeout)
+
+
+def pullScenario(args) -> None:
+    for target in args.target:
+        journal.runReads(target, args.entries, False, args.read, args.size,
+                         args.tcp_log_server, tuple(args.server_arg), args.timeout)
+
+
+def latencyScenario(args) -> None:
+    for target in args.target:
+        journal.runLatency(target, args.rate, args.count, args.size, args.tcp_log_server,
+                           tuple(args.server_arg), args.timeout)
+
+
+def suiteScenario(args) -> None:
+    """Every scenario at the parameters the goals are stated for."""
+    serverArgs = tuple(args.server_arg)
+    if "logsvc" in args.target:
+        lines.run(8, args.lines, 100, False, 4, serverArgs, args.timeout)
+        lines.run(8, args.lines, 100, True, 4, serverArgs, args.timeout)
+    for target in args.target:
+        for writers, inFlight in ((1, 1), (1, 100), (8, 1), (8, 100)):
+            journal.runWrites(target, writers, inFlight, args.duration, 100,
+                              args.tcp_log_server, serverArgs, args.timeout)
+        journal.runReads(target, args.entries, True, 5, 100, args.tcp_log_server,
+                         serverArgs, args.timeout)
+        journal.runLatency(target, 1000.0, 5000, 100, args.tcp_log_server, serverArgs,
+                           args.timeout)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    scenarios = top.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+
+    def scenario(name: str, run, summary: str, targets: bool = True):
+        sub = scenarios.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(run=run)
+        sub.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                         help="extra twistd logatron option, e.g. --server-arg=--sync=os "
+                              "(repeatable)")
+        sub.add_argument("--timeout", type=float, default=600.0,
+                         help="give up after this many seconds (default %(default)s)")
+        if targets:
+            sub.add_argument("--target", action="append",
+                             choices=["logsvc", "tcp-log-server"],
+                             help="server to measure; repeat for side by side "
+                                  "(default logsvc)")
+            sub.add_argument("--tcp-log-server", metavar="DIR",
+                             default=os.environ.get("TCP_LOG_SERVER"),
+                             help="where tcp-log-server is installed: its package directory "
+                                  "or a directory with node_modules/tcp-log-server "
+                                  "(default $TCP_LOG_SERVER)")
+            sub.add_argument("--size", type=int, default=100,
+                             help="bytes of each entry's JSON, about (default %(default)s)")
+        return sub
+
+    sub = scenario("lines", linesScenario, "N clients x M LOG lines of B bytes until "
+                   "processed (and journaled, with --journal)", targets=False)
+    sub.add_argument("--clients", type=int, default=8)
+    sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
+    sub.add_argument("--size", type=int, default=100,
+                     help="bytes per line, counting 'LOG ' and the newline")
+    sub.add_argument("--journal", action="store_true",
+                     help="journal every event to the default SQLite store "
+                          "(default: --no-journal-lines --store memory:)")
+    sub.add_argument("--clients-per-process", type=int, default=4)
+
+    sub = scenario("writes", writesScenario, "durable writes: W writers, K in flight each")
+    sub.add_argument("--writers", type=int, default=8)
+    sub.add_argument("--in-flight", type=int, default=100)
+    sub.add_argument("--duration", type=float, default=5.0, help="seconds of writing")
+
+    sub = scenario("catchup", catchupScenario, "read E existing entries from index 1 "
+                   "until current")
+    sub.add_argument("--entries", type=int, default=100_000)
+
+    sub = scenario("pull", pullScenario, "read E existing entries in successive pull "
+                   "reads of R")
+    sub.add_argument("--entries", type=int, default=100_000)
+    sub.add_argument("--read", type=int, default=5)
+
+    sub = scenario("latency", latencyScenario, "write-to-reader latency: one live reader, "
+                   "one writer at a steady rate")
+    sub.add_argument("--rate", type=float, default=1000.0, help="writes per second")
+    sub.add_argument("--count", type=int, default=5000, help="writes in all")
+
+    sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
+    sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
+    sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
+    sub.add_argument("--entries", type=int, default=100_000)
+    return top
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "target", "none") is None:
+        args.target = ["logsvc"]
+    try:
+        args.run(args)
+    except BenchError as e:
+        print(f"bench {args.scenario}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
