@@ -16,10 +16,14 @@ from .interfaces import IJournalStore
 RECENT_WRITES = 100_000
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=False, allow_nan=False)
+
+
 def canonical(entry) -> bytes:
     """Canonical JSON: sorted keys, no insignificant whitespace, UTF-8."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+    # One shared encoder: json.dumps builds a new one per call when given options.
+    return _CANONICAL.encode(entry).encode("utf-8")
 
 
 def entryHash(data: bytes) -> bytes:
