@@ -1,6 +1,6 @@
 """One realm and one portal for every authenticated listener (PB and HTTP)."""
 
-from twisted.cred.checkers import AllowAnonymousAccess
+from twisted.cred.checkers import AllowAnonymousAccess, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import IRealm, Portal
 from twisted.spread import pb
 from twisted.web.resource import IResource
@@ -27,4 +27,19 @@ class LogRealm:
 
 def makePortal(service, checkers: list) -> Portal:
     """Checkers from --auth; without any, anonymous access (loopback only, see tap)."""
-    return Portal(LogRealm(service), checkers or [AllowAnonymousAccess()])
+    return Portal(LogRealm(service), [_bytesUsers(c) for c in checkers]
+                  or [AllowAnonymousAccess()])
+
+
+def _bytesUsers(checker):
+    """
+    strcred's C{memory:} checker keeps str names and passwords, but PB's challenge
+    hashes bytes and HTTP basic auth presents bytes: store them as UTF-8 bytes.
+    """
+    if not isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        return checker
+    converted = InMemoryUsernamePasswordDatabaseDontUse()
+    for name, password in checker.users.items():
+        converted.addUser(*(v.encode("utf-8") if isinstance(v, str) else v
+                            for v in (name, password)))
+    return converted

@@ -13,7 +13,7 @@ from twisted.spread import pb
 
 from .errors import StoreError
 from .store import canonical
-from .subscription import Subscription
+from .subscription import MISSED_LIMIT, QUEUE_LIMIT, Subscription
 
 READ_LIMIT = 1000                 # entries per read() answer
 PAGE_BYTES = 256 * 1024           # canonical JSON per read() answer, well under Banana's 640 KiB
@@ -46,6 +46,9 @@ class QueryPerspective(pb.Avatar):
     """What one logged-in PB client may do; C{logout} ends its subscriptions."""
 
     log = Logger()
+    inFlightLimit = IN_FLIGHT
+    queueLimit = QUEUE_LIMIT
+    missedLimit = MISSED_LIMIT
 
     def __init__(self, service, avatarId):
         self.service = service
@@ -119,8 +122,11 @@ class QueryPerspective(pb.Avatar):
         self._lastId += 1
         subscriptionId = self._lastId
         try:
-            remote = RemoteSubscription(self.service, observer, events, clients, fromIndex,
-                                        onEnd=lambda: self._subscriptions.pop(subscriptionId, None))
+            remote = RemoteSubscription(
+                self.service, observer, events, clients, fromIndex,
+                onEnd=lambda: self._subscriptions.pop(subscriptionId, None),
+                inFlightLimit=self.inFlightLimit, queueLimit=self.queueLimit,
+                missedLimit=self.missedLimit)
         except ValueError as e:
             raise BadRequest(str(e))
         if not remote.subscription.ended:
@@ -152,14 +158,15 @@ class RemoteSubscription:
     log = Logger()
 
     def __init__(self, service, observer, events, clients, fromIndex, onEnd,
-                 inFlightLimit: int = IN_FLIGHT, **limits):
+                 inFlightLimit: int, queueLimit: int, missedLimit: int):
         self._observer = observer
         self._inFlight = 0
         self._inFlightLimit = inFlightLimit
         self._onEnd = onEnd
         self.subscription = Subscription(service, self._deliver, events=events,
                                          clients=clients, fromIndex=fromIndex,
-                                         onEnd=self._ended, **limits)
+                                         queueLimit=queueLimit, missedLimit=missedLimit,
+                                         onEnd=self._ended)
 
     def _deliver(self, message: dict) -> None:
         kind = message["event"] if message["type"] == "event" else message["type"]

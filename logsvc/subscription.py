@@ -56,7 +56,8 @@ class Subscription:
     live message.  C{clients} is a glob on the client name; journal entries pass it
     only when their C{"client"} field matches.  After C{missedLimit} line events are
     dropped with no delivery in between, the subscription ends itself and calls
-    C{onEnd(reason)}; C{cancel()} ends it without calling C{onEnd}.
+    C{onEnd(reason)}; C{cancel()} ends it without calling C{onEnd}.  Nothing is
+    delivered from within the constructor: a replay starts on the next reactor turn.
     """
 
     log = Logger()
@@ -95,7 +96,9 @@ class Subscription:
                 self._fallBehind()
         if self._observing:
             service.registry.addObserver(self)
-        self._pump()
+        if self._behind:
+            # Not from here: the consumer gets to attach this producer first.
+            service.clock.callLater(0, self._pump)
 
     # IEventObserver
 

@@ -123,6 +123,17 @@ class SubscriptionTests(TestCase):
         self.append({"n": 6})
         self.assertEqual(self.received, [entry(n, {"n": n}) for n in range(2, 7)])
 
+    def test_replayStartsAfterTheConstructor(self):
+        """The consumer can attach the subscription as a producer before anything comes."""
+        self.append({"n": 1})
+        subscription = self.subscribe(events=["entry"], fromIndex=1)
+        self.assertEqual(self.received, [])
+        subscription.pause()
+        self.clock.advance(0)
+        self.assertEqual(self.received, [])
+        subscription.resume()
+        self.assertEqual(self.received, [entry(1, {"n": 1})])
+
     def test_replayedEntriesAreNotRepeatedWhenAnnounced(self):
         """Entries read back before the store announces them arrive once."""
         self.append({"n": 1}, {"n": 2}, announce=False)
@@ -155,12 +166,14 @@ class SubscriptionTests(TestCase):
         pairs = [(1, EntryError("bad checksum")), (2, canonical({"n": 2}))]
         self.store.read = lambda start, limit: succeed(pairs[start - 1:][:limit])
         self.subscribe(events=["entry"], fromIndex=1)
+        self.clock.advance(0)
         self.assertEqual(self.received, [
             {"type": "entry", "index": 1, "error": "bad checksum"}, entry(2, {"n": 2})])
 
     def test_readFailureEndsTheSubscription(self):
         self.store.read = lambda start, limit: fail(StoreError("disk on fire"))
         subscription = self.subscribe(events=["entry"], fromIndex=1)
+        self.clock.advance(0)
         self.assertTrue(subscription.ended)
         self.assertEqual(self.ends, ["cannot read the journal: disk on fire"])
 
