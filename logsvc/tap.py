@@ -6,13 +6,16 @@ from twisted.cred import credentials, strcred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.python import usage
 from twisted.spread import pb
+from twisted.web.server import Site
 
 from .auth import makePortal
 from .errors import StoreError
+from .journal import JournalFactory, JournalLines
 from .lineservice import LineFactory
 from .registry import ClientRegistry
 from .service import LogService, exitWithError
 from .store import storeFromString
+from .web import httpResource
 
 
 def endpointDescription(value: str) -> str | None:
@@ -132,10 +135,19 @@ def makeService(config, reactor=None) -> LogService:
     service = LogService(registry, store, reactor)
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         LineFactory(registry, reactor, config["max-line"]))
+    if config["journal"] is not None:
+        service.addListener("journal", config["journal"],
+                            serverFromString(reactor, config["journal"]),
+                            JournalFactory(store, config["max-entry"]))
+    if config["journal-lines"]:
+        registry.addObserver(JournalLines(store))
     portal = makePortal(service, config.get("credCheckers") or [])
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),
                             pb.PBServerFactory(portal))
+    if config["http"] is not None:
+        service.addListener("http", config["http"], serverFromString(reactor, config["http"]),
+                            Site(httpResource(service, portal if config.get("credCheckers") else None)))
     return service
 
 

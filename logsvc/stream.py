@@ -1,0 +1,135 @@
+"""
+WebSocket C{/stream}: one L{Subscription} per connection, sent as JSON text messages.
+
+The subscription is the transport's push producer, so a subscriber whose socket stops
+draining pauses it; line events then wait in its bounded queue, overflow is reported as
+a C{dropped} message, and a subscriber that stays stuck is closed.
+"""
+
+import json
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.websocket import WebSocketResource
+
+from .subscription import Subscription, eventKinds
+
+# Close code for a subscriber that fell too far behind (RFC 6455 "policy violation").
+CLOSE_TOO_SLOW = 1008
+# How long a closing subscriber may take to drain before its socket is aborted.
+CLOSE_TIMEOUT = 10.0
+
+
+class StreamOptions:
+    """The filters of one C{/stream} request, validated before the upgrade."""
+
+    def __init__(self, args: dict):
+        self.clients = _lastArg(args, "client")
+        events = _lastArg(args, "events")
+        self.events = None if events is None else [e.strip() for e in events.split(",")]
+        eventKinds(self.events)
+        start = _lastArg(args, "from")
+        self.fromIndex = None
+        if start is not None:
+            self.fromIndex = int(start) if start.isdigit() else 0
+            if self.fromIndex < 1:
+                raise ValueError("from must be a positive integer")
+
+
+def _lastArg(args: dict, name: str) -> str | None:
+    values = args.get(name.encode())
+    return values[-1].decode("utf-8", "replace") if values else None
+
+
+class StreamResource(Resource):
+    """Answers bad filters with a 400 JSON error, then hands the request to the upgrade."""
+
+    isLeaf = True
+
+    def __init__(self, service, metrics):
+        super().__init__()
+        self.service = service
+        self.metrics = metrics
+
+    def render_GET(self, request):
+        try:
+            options = StreamOptions(request.args)
+        except ValueError as e:
+            request.setResponseCode(400)
+            request.setHeader(b"content-type", b"application/json; charset=utf-8")
+            return json.dumps({"error": str(e)}).encode()
+        factory = _StreamFactory(self.service, self.metrics, options)
+        return WebSocketResource(factory).render_GET(request)
+
+
+class _StreamFactory:
+    def __init__(self, service, metrics, options: StreamOptions):
+        self.service = service
+        self.metrics = metrics
+        self.options = options
+
+    def buildProtocol(self, request) -> "StreamProtocol":
+        return StreamProtocol(self.service, self.metrics, self.options)
+
+
+class StreamProtocol:
+    """
+    One WebSocket subscriber.  C{position} is the last journal index sent, for the
+    reader-lag metric.
+    """
+
+    log = Logger()
+
+    def __init__(self, service, metrics, options: StreamOptions):
+        self.service = service
+        self.metrics = metrics
+        self.options = options
+        self.transport = None
+        self.subscription: Subscription | None = None
+        self.position: int | None = None
+        self._abort = None
+
+    def negotiationStarted(self, transport) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        # The HTTP channel registered itself as the socket's producer; the socket is
+        # ours now, so the subscription takes its place.
+        self.transport.transport.unregisterProducer()
+        self.metrics.streams.add(self)
+        options = self.options
+        self.subscription = Subscription(
+            self.service, self._deliver, events=options.events, clients=options.clients,
+            fromIndex=options.fromIndex, onEnd=self._tooSlow)
+        if not self.subscription.ended:
+            self.transport.attachProducer(self.subscription)
+
+    def _deliver(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "entry":
+            self.position = message["index"]
+        elif kind == "dropped":
+            self.metrics.dropped.inc(message["count"])
+        self.transport.sendTextMessage(json.dumps(message, ensure_ascii=False))
+
+    def _tooSlow(self, reason: str) -> None:
+        self.transport.detachProducer()
+        self.transport.loseConnection(CLOSE_TOO_SLOW, reason)
+        self._abort = self.service.clock.callLater(
+            CLOSE_TIMEOUT, self.transport.transport.abortConnection)
+
+    def textMessageReceived(self, message: str) -> None:
+        """Subscribers only listen; anything they send is ignored."""
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        """Subscribers only listen; anything they send is ignored."""
+
+    def pongReceived(self, payload: bytes) -> None:
+        """Pings are not sent; unsolicited pongs are ignored, as RFC 6455 says."""
+
+    def connectionLost(self, reason) -> None:
+        self.metrics.streams.discard(self)
+        if self.subscription is not None:
+            self.subscription.cancel()
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()

@@ -1,0 +1,258 @@
+"""
+The HTTP interface: the status page, JSON endpoints, Prometheus metrics and the
+WebSocket stream, as one twisted.web resource tree over the shared service.
+"""
+
+import json
+from importlib import resources
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.static import Data
+
+from . import __version__
+from .errors import EntryError, NoSuchClient
+from .metrics import ServiceMetrics
+from .stream import StreamResource
+
+JOURNAL_PAGE = 100
+JOURNAL_PAGE_MAX = 1000
+
+JSON_TYPE = b"application/json; charset=utf-8"
+
+log = Logger()
+
+
+def rootResource(service) -> IResource:
+    """
+    The resource tree over C{service}, built once and then shared: the auth realm asks
+    for it on every authenticated request, and the metrics it feeds are per service.
+    """
+    root = getattr(service, "_webRoot", None)
+    if root is None:
+        root = service._webRoot = RootResource(service)
+    return root
+
+
+class HTTPError(Exception):
+    """Ends a request with C{code} and a JSON body C{{"error": message, **fields}}."""
+
+    def __init__(self, code: int, message: str, **fields):
+        super().__init__(message)
+        self.code = code
+        self.body = {"error": message, **fields}
+
+
+def _encode(body) -> bytes:
+    return body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+
+
+def _respond(request, code: int, body, contentType: bytes = JSON_TYPE) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", contentType)
+    request.setHeader(b"cache-control", b"no-store")
+    return _encode(body)
+
+
+class AsyncResource(Resource):
+    """
+    A leaf whose C{respond} coroutine returns the JSON body (or bytes already encoded)
+    or raises L{HTTPError}; the request is finished when it completes, and the work is
+    cancelled if the client goes away first.
+    """
+
+    isLeaf = True
+
+    async def respond(self, request):
+        raise NotImplementedError
+
+    def render_GET(self, request):
+        work = Deferred.fromCoroutine(self.respond(request))
+        gone = []
+
+        def disconnected(reason):
+            gone.append(reason)
+            work.cancel()
+
+        def failed(failure):
+            if failure.check(HTTPError):
+                return failure.value.code, failure.value.body, JSON_TYPE
+            if not failure.check(CancelledError):
+                log.failure("{uri} failed", failure, uri=request.uri)
+            return 500, {"error": "internal error"}, JSON_TYPE
+
+        def finish(result):
+            if not gone:
+                request.write(_respond(request, *result))
+                request.finish()
+
+        request.notifyFinish().addErrback(disconnected)
+        work.addCallback(self._result)
+        work.addErrback(failed)
+        work.addCallback(finish)
+        return NOT_DONE_YET
+
+    @staticmethod
+    def _result(body) -> tuple:
+        return 200, body, JSON_TYPE
+
+
+def _positiveArg(request, name: str, default: int) -> int:
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    try:
+        number = int(values[-1])
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise HTTPError(400, f"{name} must be a positive integer")
+    return number
+
+
+class StatusResource(AsyncResource):
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+
+    async def respond(self, request) -> dict:
+        service = self.service
+        return {"version": __version__,
+                "uptime": service.clock.seconds() - service.startTime,
+                "clients": service.registry.counts(),
+                "lines": service.registry.totalLines,
+                "head": await service.store.head()}
+
+
+class ClientsResource(AsyncResource):
+    """C{/clients}: every known client; C{/clients/NAME}: one."""
+
+    isLeaf = False
+
+    def __init__(self, registry):
+        super().__init__()
+        self.registry = registry
+
+    def getChild(self, path: bytes, request):
+        if not path:
+            return self
+        return ClientResource(self.registry, path.decode("utf-8", "replace"))
+
+    async def respond(self, request) -> dict:
+        return {record.name: record.summary() for record in self.registry.records()}
+
+
+class ClientResource(AsyncResource):
+    def __init__(self, registry, name: str):
+        super().__init__()
+        self.registry = registry
+        self.name = name
+
+    async def respond(self, request) -> dict:
+        try:
+            record = self.registry.lookup(self.name)
+        except NoSuchClient:
+            raise HTTPError(404, f"no such client: {self.name}")
+        return {"name": record.name, **record.summary()}
+
+
+class JournalResource(AsyncResource):
+    """
+    C{/journal?from=N&limit=K}: up to K entries from N (K capped at L{JOURNAL_PAGE_MAX}).
+    Entries are spliced in as stored, never decoded and re-encoded.
+    """
+
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    async def respond(self, request) -> bytes:
+        start = _positiveArg(request, "from", 1)
+        limit = min(_positiveArg(request, "limit", JOURNAL_PAGE), JOURNAL_PAGE_MAX)
+        rows = await self.store.read(start, limit)
+        head = await self.store.head()
+        entries = []
+        for index, data in rows:
+            if isinstance(data, EntryError):
+                entries.append(json.dumps({"index": index, "error": data.reason}).encode())
+            else:
+                entries.append(b'{"index":%d,"entry":%s}' % (index, data))
+        after = rows[-1][0] + 1 if rows else start
+        return b'{"head":%d,"next":%d,"entries":[%s]}' % (head, after, b",".join(entries))
+
+
+class HealthResource(AsyncResource):
+    """200 only when every listener is bound and the store can be written right now."""
+
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+
+    async def respond(self, request) -> dict:
+        service = self.service
+        listeners = {name: "up" if service.listening(name) else "down"
+                     for name in service.endpoints}
+        try:
+            await service.store.check()
+            store = "ok"
+        except CancelledError:
+            raise
+        except Exception as e:
+            store = " ".join(str(e).split()) or e.__class__.__name__
+        problems = [f"listener {name} is not listening"
+                    for name, state in listeners.items() if state != "up"]
+        if store != "ok":
+            problems.append(f"store: {store}")
+        if problems:
+            raise HTTPError(503, "; ".join(problems), listeners=listeners, store=store)
+        return {"status": "ok", "listeners": listeners, "store": store}
+
+
+class MetricsResource(AsyncResource):
+    def __init__(self, metrics: ServiceMetrics):
+        super().__init__()
+        self.metrics = metrics
+
+    async def respond(self, request) -> tuple:
+        accept = request.getHeader(b"accept")
+        return await self.metrics.render(accept.decode("latin-1") if accept else None)
+
+    @staticmethod
+    def _result(rendered) -> tuple:
+        body, contentType = rendered
+        return 200, body, contentType.encode()
+
+
+class NotFoundResource(AsyncResource):
+    async def respond(self, request):
+        raise HTTPError(404, "not found")
+
+
+class RootResource(Resource):
+    """C{/} is the page; everything else is JSON (unknown paths too)."""
+
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+        self.metrics = ServiceMetrics(service)
+        page = resources.files("logsvc").joinpath("static/index.html").read_bytes()
+        self.putChild(b"", Data(page, "text/html; charset=utf-8"))
+        self.putChild(b"status", StatusResource(service))
+        self.putChild(b"clients", ClientsResource(service.registry))
+        self.putChild(b"journal", JournalResource(service.store))
+        self.putChild(b"health", HealthResource(service))
+        self.putChild(b"metrics", MetricsResource(self.metrics))
+        self.putChild(b"stream", StreamResource(service, self.metrics))
+
+    def getChild(self, path: bytes, request):
+        return NotFoundResource()
+
+
+def httpResource(service, portal=None) -> IResource:
+    """The tree itself, or, given C{portal}, the tree behind HTTP basic authentication."""
+    if portal is None:
+        return rootResource(service)
+    return HTTPAuthSessionWrapper(portal, [BasicCredentialFactory(b"logsvc")])
