@@ -8,6 +8,8 @@ L{pb.Error} subclasses, which PB sends by type and without a traceback.
 
 import json
 
+from twisted.cred.error import LoginFailed
+from twisted.cred.portal import Portal
 from twisted.logger import Logger
 from twisted.spread import pb
 
@@ -19,6 +21,42 @@ READ_LIMIT = 1000                 # entries per read() answer
 PAGE_BYTES = 256 * 1024           # canonical JSON per read() answer, well under Banana's 640 KiB
 IN_FLIGHT = 16                    # event calls an observer may leave unanswered
 SUBSCRIPTIONS = 64                # per login
+
+
+class LoginRefused(pb.Error, LoginFailed):
+    """
+    Wrong name or password, or anonymous where --auth is required.  A pb.Error, so
+    the server logs one line instead of a traceback, and still a cred
+    C{LoginFailed} for callers that check for that.
+    """
+
+
+class _RefusalsAsErrors(Portal):
+    """
+    The shared portal, with failed logins turned into L{LoginRefused}.  A Portal
+    subclass only so PB adapts it to its root; every call goes to the shared one.
+    """
+
+    log = Logger()
+
+    def __init__(self, portal: Portal):
+        self._portal = portal
+
+    def login(self, credentials, mind, *interfaces):
+        return self._portal.login(credentials, mind, *interfaces).addErrback(
+            self._refused, credentials)
+
+    def _refused(self, failure, credentials):
+        failure.trap(LoginFailed)
+        who = getattr(credentials, "username", None) or "anonymous"
+        self.log.info("PB login refused for {who!r}: {error}", who=who,
+                      error=failure.value.__class__.__name__)
+        raise LoginRefused("login refused")
+
+
+def serverFactory(portal) -> pb.PBServerFactory:
+    """The PB listener's factory over the shared portal; tracebacks never cross the wire."""
+    return pb.PBServerFactory(_RefusalsAsErrors(portal), unsafeTracebacks=False)
 
 
 class BadRequest(pb.Error):

@@ -5,13 +5,13 @@ import ipaddress
 from twisted.cred import credentials, strcred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.python import usage
-from twisted.spread import pb
 from twisted.web.server import Site
 
 from .auth import makePortal
 from .errors import StoreError
 from .journal import JournalFactory, JournalLines
 from .lineservice import LineFactory
+from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
 from .service import LogService, exitWithError
 from .store import storeFromString
@@ -144,7 +144,7 @@ def makeService(config, reactor=None) -> LogService:
     portal = makePortal(service, config.get("credCheckers") or [])
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),
-                            pb.PBServerFactory(portal))
+                            pbServerFactory(portal))
     if config["http"] is not None:
         service.addListener("http", config["http"], serverFromString(reactor, config["http"]),
                             Site(httpResource(service, portal if config.get("credCheckers") else None)))

@@ -1,0 +1,287 @@
+"""twisted.cred without a network, and the PB avatar over two brokers pumped in memory."""
+
+from twisted.cred import credentials, error, strcred
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.spread import pb
+from twisted.test.iosim import connectedServerAndClient
+from twisted.trial.unittest import TestCase
+from twisted.python import usage
+
+from logsvc.auth import LogRealm, makePortal
+from logsvc.errors import NoSuchClient
+from logsvc.pb import PAGE_BYTES, READ_LIMIT, BadRequest, LoginRefused, QueryPerspective
+from logsvc.pb import serverFactory as pbServerFactory
+from logsvc.registry import ClientRegistry
+from logsvc.service import LogService
+from logsvc.store import MemoryStore, canonical
+from logsvc.tap import Options
+
+
+def makeService(clock):
+    return LogService(ClientRegistry(clock), MemoryStore(clock), clock)
+
+
+class CredTests(TestCase):
+    """The realm and portal, called directly."""
+
+    def setUp(self):
+        self.service = makeService(Clock())
+
+    def test_realmGivesAQueryPerspective(self):
+        interface, avatar, logout = LogRealm(self.service).requestAvatar(
+            b"alice", None, pb.IPerspective)
+        self.assertIs(interface, pb.IPerspective)
+        self.assertIsInstance(avatar, QueryPerspective)
+        self.assertEqual(avatar.avatarId, b"alice")
+        self.assertEqual(logout, avatar.logout)
+
+    def test_realmRefusesOtherInterfaces(self):
+        self.assertRaises(NotImplementedError, LogRealm(self.service).requestAvatar,
+                          b"alice", None, credentials.ICredentials)
+
+    def portalFromAuth(self, auth):
+        return makePortal(self.service, [strcred.makeChecker(auth)])
+
+    def test_rightPassword(self):
+        portal = self.portalFromAuth("memory:alice:secret")
+        result = self.successResultOf(portal.login(
+            credentials.UsernamePassword(b"alice", b"secret"), None, pb.IPerspective))
+        self.assertIsInstance(result[1], QueryPerspective)
+
+    def test_wrongPassword(self):
+        portal = self.portalFromAuth("memory:alice:secret")
+        self.failureResultOf(portal.login(
+            credentials.UsernamePassword(b"alice", b"wrong"), None, pb.IPerspective),
+            error.UnauthorizedLogin)
+
+    def test_anonymousRefusedWithAuth(self):
+        portal = self.portalFromAuth("memory:alice:secret")
+        self.failureResultOf(portal.login(credentials.Anonymous(), None, pb.IPerspective),
+                             error.UnhandledCredentials)
+
+    def test_anonymousWithoutAuth(self):
+        portal = makePortal(self.service, [])
+        result = self.successResultOf(
+            portal.login(credentials.Anonymous(), None, pb.IPerspective))
+        self.assertIsInstance(result[1], QueryPerspective)
+
+    def test_nonLoopbackPBNeedsAuth(self):
+        """(Options.parseOptions turns the UsageError into one line and exit 1.)"""
+        def parse(*args):
+            usage.Options.parseOptions(Options(), ["--http", "none", *args])
+
+        refused = self.assertRaises(usage.UsageError, parse, "--pb", "tcp:8787")
+        self.assertIn("--pb tcp:8787 is reachable from other hosts", str(refused))
+        parse("--pb", "tcp:8787", "--auth", "memory:alice:secret")
+        parse("--pb", "unix:/tmp/logsvc-pb.sock")
+        parse("--pb", r"tcp6:8787:interface=\:\:1")
+
+
+class Observer(pb.Referenceable):
+    """Records events; answers at once unless told to stall."""
+
+    def __init__(self):
+        self.events: list = []
+        self.stalled: list | None = None
+
+    def remote_event(self, kind, payload):
+        self.events.append((kind, payload))
+        if self.stalled is not None:
+            d = Deferred()
+            self.stalled.append(d)
+            return d
+
+
+class PBTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.service = makeService(self.clock)
+        self.registry = self.service.registry
+        portal = makePortal(self.service, [strcred.makeChecker("memory:alice:secret")])
+        serverFactory = pbServerFactory(portal)
+        self.clientFactory = pb.PBClientFactory()
+        self.client, self.server, self.pump = connectedServerAndClient(
+            lambda: serverFactory.buildProtocol(None),
+            lambda: self.clientFactory.buildProtocol(None), clock=self.clock)
+        self.avatar = self.login(b"alice", b"secret")
+
+    def login(self, user, password):
+        d = self.clientFactory.login(credentials.UsernamePassword(user, password))
+        self.pump.flush()
+        return self.successResultOf(d)
+
+    def call(self, name, *args, **kwargs):
+        d = self.avatar.callRemote(name, *args, **kwargs)
+        self.pump.flush()
+        return d
+
+    def result(self, name, *args, **kwargs):
+        return self.successResultOf(self.call(name, *args, **kwargs))
+
+    def disconnect(self):
+        self.client.transport.loseConnection()
+        self.pump.flush()
+
+    def test_wrongPasswordOverPB(self):
+        d = self.clientFactory.login(credentials.UsernamePassword(b"alice", b"nope"))
+        self.pump.flush()
+        failure = self.failureResultOf(d)
+        self.assertTrue(failure.check(LoginRefused))
+        self.assertTrue(failure.check(error.LoginFailed))
+        self.assertNotIn(".py", failure.getTraceback())
+
+    def test_anonymousRefusedOverPB(self):
+        d = self.clientFactory.login(credentials.Anonymous())
+        self.pump.flush()
+        self.assertTrue(self.failureResultOf(d).check(LoginRefused))
+
+    def test_clientQueries(self):
+        web = self.registry.connect("web-1")
+        self.registry.log(web, 1001.0, ["started", "é"])
+        self.registry.set(web, 1002.0, "pid", "42")
+        gone = self.registry.connect("old")
+        self.registry.disconnect(gone)
+        self.assertEqual(self.result("clientNames"), ["web-1"])
+        self.assertEqual(self.result("clientLog", "web-1"),
+                         [[1001.0, "started"], [1001.0, "é"]])
+        self.assertEqual(self.result("clientState", "web-1"), {"pid": "42"})
+        self.assertEqual(self.result("clientLog", "old"), [])
+        clients = self.result("clients")
+        self.assertEqual(sorted(clients), ["old", "web-1"])
+        self.assertEqual(clients["web-1"]["state"], {"pid": "42"})
+        self.assertIs(clients["old"]["online"], False)
+
+    def test_noSuchClientIsCaughtByType(self):
+        for method in ("clientLog", "clientState"):
+            failure = self.failureResultOf(self.call(method, "ghost"))
+            self.assertTrue(failure.check(NoSuchClient))
+            self.assertEqual(failure.getErrorMessage(), "ghost")
+            self.assertNotIn(".py", failure.getTraceback())
+
+    def test_badArguments(self):
+        for name, args in [("clientLog", (3,)), ("read", (0,)), ("read", (1, "10")),
+                           ("append", ([1],)), ("append", ({"x": float("nan")},))]:
+            failure = self.failureResultOf(self.call(name, *args))
+            self.assertTrue(failure.check(BadRequest), (name, args, failure))
+
+    def test_journal(self):
+        self.assertEqual(self.result("head"), 0)
+        self.assertEqual(self.result("append", {"b": 1, "a": [1, 2]}), 1)
+        self.assertEqual(self.result("append", {"n": 2}), 2)
+        self.assertEqual(self.result("head"), 2)
+        self.assertEqual(self.result("read", 1, 10), [
+            {"index": 1, "entry": {"a": [1, 2], "b": 1}}, {"index": 2, "entry": {"n": 2}}])
+        self.assertEqual(self.result("read", 2), [{"index": 2, "entry": {"n": 2}}])
+        self.assertEqual(self.result("read", 3, 10), [])
+
+    def test_readPagesStayUnderBanana(self):
+        """Answers are capped in entries and in bytes; an oversized entry is an error item."""
+        blob = "x" * (PAGE_BYTES // 3)
+        for n in range(6):
+            self.service.store.append(canonical({"n": n, "blob": blob}))
+        self.service.store.append(canonical({"blob": blob * 4}))
+        for n in range(READ_LIMIT + 5):
+            self.service.store.append(canonical({"n": n}))
+        page = self.result("read", 1, 100)
+        self.assertEqual([item["index"] for item in page], [1, 2])
+        self.assertEqual(len(self.result("read", 3, 100)), 2)
+        [oversized] = self.result("read", 7, 1)
+        self.assertIn("too large", oversized["error"])
+        self.assertEqual(len(self.result("read", 8, READ_LIMIT * 10)), READ_LIMIT)
+
+    def subscribe(self, observer, **kwargs):
+        return self.result("subscribe", observer, **kwargs)
+
+    def test_subscription(self):
+        observer = Observer()
+        self.subscribe(observer, clients="web-*")
+        web = self.registry.connect("web-1")
+        self.registry.connect("db-1")
+        self.registry.log(web, 1003.0, ["hello"])
+        self.result("append", {"client": "web-1", "n": 1})
+        self.pump.flush()
+        self.assertEqual(observer.events, [
+            ("ready", {"type": "event", "event": "ready", "client": "web-1", "time": 1000.0}),
+            ("log", {"type": "event", "event": "log", "client": "web-1", "time": 1003.0,
+                     "message": "hello"}),
+            ("entry", {"type": "entry", "index": 1, "entry": {"client": "web-1", "n": 1}}),
+        ])
+
+    def test_subscribeWithReplay(self):
+        self.result("append", {"n": 1})
+        observer = Observer()
+        self.subscribe(observer, events=["entry"], fromIndex=1)
+        self.pump.flush()
+        self.assertEqual(observer.events, [
+            ("entry", {"type": "entry", "index": 1, "entry": {"n": 1}})])
+
+    def test_badSubscription(self):
+        for kwargs in [{"events": ["nope"]}, {"events": "log"}, {"clients": 3},
+                       {"fromIndex": 0}]:
+            failure = self.failureResultOf(self.call("subscribe", Observer(), **kwargs))
+            self.assertTrue(failure.check(BadRequest), kwargs)
+        self.assertTrue(self.failureResultOf(self.call("subscribe", 1)).check(BadRequest))
+        self.assertFalse(self.registry.observed)
+
+    def test_unsubscribe(self):
+        observer = Observer()
+        subscriptionId = self.subscribe(observer)
+        self.assertTrue(self.result("unsubscribe", subscriptionId))
+        self.assertFalse(self.result("unsubscribe", subscriptionId))
+        self.registry.connect("a")
+        self.pump.flush()
+        self.assertEqual(observer.events, [])
+        self.assertFalse(self.registry.observed)
+
+    def test_disconnectEndsSubscriptions(self):
+        self.subscribe(Observer())
+        self.subscribe(Observer(), events=["log"])
+        self.assertTrue(self.registry.observed)
+        self.disconnect()
+        self.assertFalse(self.registry.observed)
+
+    def test_stalledObserverIsBoundedThenUnsubscribed(self):
+        """At most N calls in flight; the rest waits in a bounded queue, then it is let go."""
+        self.patch(QueryPerspective, "inFlightLimit", 4)
+        self.patch(QueryPerspective, "queueLimit", 10)
+        self.patch(QueryPerspective, "missedLimit", 50)
+        observer = Observer()
+        observer.stalled = []
+        self.subscribe(observer, events=["log"])
+        record = self.registry.connect("a")
+        for n in range(30):
+            self.registry.log(record, 1.0, [str(n)])
+            self.pump.flush()
+        self.assertEqual(len(observer.events), 4)
+        # The observer catches up: it gets the queue, then what it missed.
+        for d in observer.stalled:
+            d.callback(None)
+        observer.stalled = None
+        self.pump.flush()
+        messages = [payload.get("message", payload.get("count")) for _, payload in observer.events]
+        self.assertEqual(messages, [str(n) for n in range(14)] + [16])
+        # Stalled again, past the limit: unsubscribed and told why.
+        observer.stalled, observer.events = [], []
+        for n in range(100):
+            self.registry.log(record, 1.0, [str(n)])
+        self.pump.flush()
+        self.assertFalse(self.registry.observed)
+        self.assertEqual(observer.events[-1],
+                         ("end", {"type": "end", "reason": "subscriber too slow: 51 messages dropped"}))
+        self.assertEqual(len(observer.events), 5)
+
+    def test_observerErrorsDoNotEndTheSubscription(self):
+        class Failing(Observer):
+            def remote_event(self, kind, payload):
+                Observer.remote_event(self, kind, payload)
+                raise ValueError("observer bug")
+
+        observer = Failing()
+        self.subscribe(observer, events=["ready"])
+        for name in ("a", "b"):
+            self.registry.connect(name)
+        self.pump.flush()
+        self.assertEqual([p["client"] for _, p in observer.events], ["a", "b"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
