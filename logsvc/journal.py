@@ -1,0 +1,421 @@
+"""
+The journal listener (tcp-log-server protocol) and the observer that journals line events.
+
+NDJSON both ways.  Writes are acknowledged with their index once the store says they
+are durable.  Reads replay from the store in pages, send C{{"current":true}} once caught
+up with the head as of the read, then follow the log live; push reads (C{{"from": N}})
+never end, pull reads (C{{"from": N, "read": K}}) end after K entries with
+C{{"head": H}}.  Each connection is a streaming producer on its own transport: while the
+socket's send buffer is full it stops paging, drops live entries (they are read again
+from the store on resume) and stops reading requests, so a peer that does not read costs
+a bounded amount of memory.
+"""
+
+import json
+from json.encoder import encode_basestring, encode_basestring_ascii
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .errors import EntryError, StoreError
+from .interfaces import IEventObserver
+from .store import canonical
+
+FIRST_PAGE = 100
+"""Entries in a read's first page, before the size of its entries is known."""
+
+PAGE_ENTRIES = 1000
+"""Most entries one store read returns."""
+
+PAGE_BYTES = 1 << 20
+"""Pages are sized to about this many bytes once a read has seen its entries' size."""
+
+CURRENT = b'{"current":true}\n'
+INVALID_JSON = b'{"error":"invalid JSON"}\n'
+INVALID_MESSAGE = b'{"error":"invalid message"}\n'
+TOO_LONG = b'{"error":"message too long"}\n'
+ALREADY_READING = b'{"error":"already reading"}\n'
+
+
+def _rejectConstant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every message: json.loads would build a new one per call when given
+# options, and NaN/Infinity are not JSON.
+_decode = json.JSONDecoder(parse_constant=_rejectConstant).decode
+
+
+def _errorText(failure) -> str:
+    if failure.check(StoreError):
+        return str(failure.value) or "store error"
+    return "internal error"
+
+
+def _entryLines(rows: list) -> list:
+    """The NDJSON lines for C{(index, data)} rows; data is canonical JSON already."""
+    return [b'{"index":%d,"entry":%s}\n' % (index, data) if data.__class__ is bytes
+            else b'{"index":%d,"error":%s}\n' % (index, _json(_reason(data)))
+            for index, data in rows]
+
+
+def _reason(error) -> str:
+    return error.reason if isinstance(error, EntryError) else str(error)
+
+
+def _json(text: str) -> bytes:
+    return encode_basestring_ascii(text).encode("ascii")
+
+
+@implementer(IPushProducer)
+class JournalRead:
+    """
+    One read on one connection: pages from the store until caught up, then live batches.
+
+    Holds at most one page (or one live batch) at a time, and nothing while paused:
+    live batches that arrive while paused or paging only raise C{seen}, and the entries
+    are read from the store again.
+    """
+
+    log = Logger()
+
+    def __init__(self, store, transport, start: int, count: int | None, finished):
+        self._store = store
+        self._transport = transport
+        self._finished = finished
+        self.next = start
+        self._remaining = count
+        self._target: int | None = None
+        self._seen = 0
+        self._current = False
+        self._paused = False
+        self._fetching = False
+        self._advancing = False
+        self._live = False
+        self._done = False
+        self._pageSize = FIRST_PAGE
+        self._following = None
+
+    def start(self) -> None:
+        self._following = self._store.follow(self._committed)
+        self._fetching = True
+        self._store.head().addCallbacks(self._gotHead, self._failed)
+
+    def _gotHead(self, head: int) -> None:
+        self._fetching = False
+        if self._done:
+            return
+        self._target = head
+        self._seen = max(self._seen, head)
+        self._advance()
+
+    def _advance(self) -> None:
+        """Read pages while entries we have not sent are committed; then go live."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            while not (self._done or self._paused or self._fetching):
+                if self.next > self._seen:
+                    self._caughtUp()
+                    self._live = True
+                    return
+                self._live = False
+                self._fetching = True
+                limit = self._pageSize
+                if self._remaining is not None and self._remaining < limit:
+                    limit = self._remaining
+                self._store.read(self.next, limit).addCallbacks(self._gotPage, self._failed)
+        finally:
+            self._advancing = False
+
+    def _gotPage(self, rows: list) -> None:
+        self._fetching = False
+        if self._done:
+            return
+        if rows:
+            size = sum(len(data) for _, data in rows if data.__class__ is bytes)
+            self._pageSize = max(1, min(PAGE_ENTRIES, PAGE_BYTES * len(rows) // (size or 1)))
+            self._deliver(rows)
+        else:
+            # Nothing committed at next after all: wait for the next commit.
+            self._seen = self.next - 1
+        self._advance()
+
+    def _committed(self, batch: list) -> None:
+        last = batch[-1][0]
+        if last > self._seen:
+            self._seen = last
+        if not self._live or self._paused or self._done or last < self.next:
+            return
+        if batch[0][0] > self.next:
+            # Entries between what we sent and this batch were committed while we were
+            # paused or paging: fetch them from the store.
+            self._live = False
+            self._advance()
+        else:
+            self._deliver(batch)
+
+    def _deliver(self, rows: list) -> None:
+        """Send consecutive rows from C{next} on, C{current} in its place, C{head} after K."""
+        if rows[0][0] < self.next:
+            rows = rows[self.next - rows[0][0]:]
+        remaining = self._remaining
+        if remaining is not None and len(rows) > remaining:
+            rows = rows[:remaining]
+        first = rows[0][0]
+        lines = _entryLines(rows)
+        self.next = first + len(rows)
+        if not self._current and self.next > self._target:
+            lines.insert(max(0, self._target - first + 1), CURRENT)
+            self._current = True
+        if remaining is not None:
+            self._remaining = remaining = remaining - len(rows)
+            if remaining == 0:
+                lines.append(b'{"head":%d}\n' % max(self._seen, self.next - 1))
+        self._transport.write(b"".join(lines))
+        if remaining == 0:
+            self._finish()
+
+    def _caughtUp(self) -> None:
+        if not self._current:
+            self._current = True
+            self._transport.write(CURRENT)
+
+    def _failed(self, failure) -> None:
+        self._fetching = False
+        if self._done:
+            return
+        if not failure.check(StoreError):
+            self.log.failure("journal read failed", failure)
+        self._transport.write(b'{"error":%s}\n' % _json(_errorText(failure)))
+        self._finish()
+
+    def _finish(self) -> None:
+        self.stop()
+        self._finished(self)
+
+    def stop(self) -> None:
+        """End the read: no more pages, no more live entries."""
+        self._done = True
+        if self._following is not None:
+            self._following.cancel()
+            self._following = None
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._live = False
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._target is not None:
+            self._advance()
+
+    def stopProducing(self) -> None:
+        self.stop()
+
+
+@implementer(IPushProducer)
+class JournalProtocol(Protocol):
+    """
+    Per-connection state only: the partial message and the read in progress.
+
+    The connection is its transport's streaming producer: a full send buffer pauses
+    both the read and the reading of further requests.
+    """
+
+    log = Logger()
+
+    def __init__(self, store, maxEntry: int):
+        self._store = store
+        self._maxEntry = maxEntry
+        self._pending = b""
+        self._closed = False
+        self._paused = False
+        self.reader: JournalRead | None = None
+
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+        for option in ("setTcpNoDelay", "setTcpKeepAlive"):
+            setter = getattr(self.transport, option, None)
+            if setter is not None:
+                setter(True)
+        self.transport.registerProducer(self, True)
+
+    def connectionLost(self, reason=None) -> None:
+        self.factory.connections -= 1
+        self._closed = True
+        self._stopReading()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._pending:
+            data = self._pending + data
+        messages = data.split(b"\n")
+        self._pending = messages.pop()
+        maxEntry = self._maxEntry
+        for message in messages:
+            if len(message) > maxEntry:
+                self._fatal(TOO_LONG)
+                return
+            self._message(message)
+            if self._closed:
+                return
+        if len(self._pending) > maxEntry:
+            self._fatal(TOO_LONG)
+
+    def _message(self, line: bytes) -> None:
+        try:
+            message = _decode(line.decode("utf-8"))
+        except (ValueError, RecursionError):
+            if line.strip():
+                self._fatal(INVALID_JSON)
+            return
+        if message.__class__ is not dict:
+            self.transport.write(INVALID_MESSAGE)
+            return
+        entry = message.get("entry")
+        writeId = message.get("id")
+        if entry.__class__ is dict and writeId.__class__ is str and writeId:
+            self._write(writeId, entry)
+        elif "from" in message:
+            self._read(message)
+        else:
+            self.transport.write(INVALID_MESSAGE)
+
+    def _write(self, writeId: str, entry: dict) -> None:
+        quotedId = _json(writeId)
+        try:
+            data = canonical(entry)
+        except (ValueError, RecursionError):
+            self.transport.write(b'{"id":%s,"error":"entry cannot be stored as UTF-8 JSON"}\n'
+                                 % quotedId)
+            return
+        self._store.append(data, writeId).addCallbacks(
+            self._acked, self._writeFailed, (quotedId,), None, (quotedId,))
+
+    def _acked(self, index: int, quotedId: bytes) -> None:
+        self.transport.write(b'{"id":%s,"index":%d}\n' % (quotedId, index))
+
+    def _writeFailed(self, failure, quotedId: bytes) -> None:
+        if failure.check(StoreError):
+            self.log.warn("journal write failed: {error}", error=failure.value)
+        else:
+            self.log.failure("journal write failed", failure)
+        self.transport.write(b'{"id":%s,"error":%s}\n' % (quotedId, _json(_errorText(failure))))
+
+    def _read(self, message: dict) -> None:
+        start = message["from"]
+        count = message.get("read")
+        if (start.__class__ is not int or start < 1
+                or ("read" in message and (count.__class__ is not int or count < 1))):
+            self.transport.write(INVALID_MESSAGE)
+            return
+        if self.reader is not None:
+            self.transport.write(ALREADY_READING)
+            return
+        self.reader = JournalRead(self._store, self.transport, start, count, self._readFinished)
+        if self._paused:
+            self.reader.pauseProducing()
+        self.reader.start()
+
+    def _readFinished(self, reader: JournalRead) -> None:
+        if self.reader is reader:
+            self.reader = None
+
+    def _stopReading(self) -> None:
+        if self.reader is not None:
+            self.reader.stop()
+            self.reader = None
+
+    def _fatal(self, error: bytes) -> None:
+        """Reply with the error and close, after what is already queued for the peer."""
+        self._closed = True
+        self._stopReading()
+        self.transport.write(error)
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self.reader is not None:
+            self.reader.pauseProducing()
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if not self._closed:
+            self.transport.resumeProducing()
+        if self.reader is not None:
+            self.reader.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+        self._stopReading()
+
+
+class JournalFactory(Factory):
+    """Points every connection at the shared store; C{connections} counts open ones."""
+
+    noisy = False
+    connections = 0
+
+    def __init__(self, store, maxEntry: int = 1048576):
+        self.store = store
+        self.maxEntry = maxEntry
+
+    def buildProtocol(self, addr):
+        protocol = JournalProtocol(self.store, self.maxEntry)
+        protocol.factory = self
+        return protocol
+
+
+def eventEntry(kind: str, name: str, time: float, fields: dict) -> bytes:
+    """
+    Canonical JSON of C{{"client": name, "event": kind, "time": time, **fields}}, built
+    directly for the shapes the registry emits (sorted keys, as canonical() would).
+    """
+    if time - time == 0.0 and time.__class__ is float:
+        if not fields:
+            return ('{"client":%s,"event":%s,"time":%r}'
+                    % (encode_basestring(name), encode_basestring(kind), time)).encode()
+        if kind == "log" and len(fields) == 1 and "message" in fields:
+            return ('{"client":%s,"event":"log","message":%s,"time":%r}'
+                    % (encode_basestring(name), encode_basestring(fields["message"]),
+                       time)).encode()
+        if kind == "set" and len(fields) == 2 and "key" in fields and "value" in fields:
+            return ('{"client":%s,"event":"set","key":%s,"time":%r,"value":%s}'
+                    % (encode_basestring(name), encode_basestring(fields["key"]), time,
+                       encode_basestring(fields["value"]))).encode()
+    return canonical({**fields, "client": name, "event": kind, "time": time})
+
+
+@implementer(IEventObserver)
+class JournalLines:
+    """
+    Appends every line-service event to the journal, without an id.
+
+    Nobody waits for these appends, so a store failure is logged (the first, then every
+    10,000th) and counted in C{failures}, never raised into the line service.
+    """
+
+    log = Logger()
+
+    def __init__(self, store):
+        self._store = store
+        self.failures = 0
+
+    def event(self, kind: str, name: str, time: float, fields: dict) -> None:
+        try:
+            self._store.append(eventEntry(kind, name, time, fields)).addErrback(self._failed)
+        except Exception:
+            self.log.failure("cannot journal {kind} event of {name}", kind=kind, name=name)
+
+    def _failed(self, failure) -> None:
+        self.failures += 1
+        if self.failures % 10000 == 1:
+            self.log.warn("journal lines: {n} appends failed so far; last: {error}",
+                          n=self.failures, error=failure.getErrorMessage())
