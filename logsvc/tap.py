@@ -145,9 +145,10 @@ def makeService(config, reactor=None) -> LogService:
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),
                             pbServerFactory(portal))
+    authenticated = bool(config.get("credCheckers"))
     if config["http"] is not None:
         service.addListener("http", config["http"], serverFromString(reactor, config["http"]),
-                            Site(httpResource(service, portal if config.get("credCheckers") else None)))
+                            Site(httpResource(service, portal if authenticated else None)))
     return service
 
 
