@@ -248,7 +248,7 @@ def _generate(work, parts, ready, go, results) -> None:
     try:
         results.put(("ok", work(parts, ready, go), _ownCPU()))
     except Exception as e:
-        message = f"{e.__class__.__name__}: {e}"
+        message = str(e) if isinstance(e, BenchError) else f"{e.__class__.__name__}: {e}"
         ready.put(("error", message))
         results.put(("error", message))
 

@@ -7,6 +7,7 @@ by newline) so the server, not Python on the client side, is what gets measured.
 """
 
 import collections
+import dataclasses
 import functools
 import json
 import selectors
@@ -68,8 +69,12 @@ class Reader:
         self.socket.close()
 
 
-def readHead(port: int, timeout: float = 30.0) -> int:
-    """The head, from a pull read of one entry (the log must not be empty)."""
+def readHead(port: int, timeout: float = 30.0) -> int | None:
+    """
+    The head, from a pull read of one entry (the log must not be empty); None when the
+    server answers C{current} instead, as tcp-log-server 10.0.0 on LevelDB does because
+    it sends old entries without their index and so never sees the read complete.
+    """
     reader = Reader(port)
     reader.socket.settimeout(timeout)
     try:
@@ -78,6 +83,8 @@ def readHead(port: int, timeout: float = 30.0) -> int:
             answer = reader.next()
             if "head" in answer:
                 return answer["head"]
+            if "current" in answer:
+                return None
             if "error" in answer and "index" not in answer:
                 raise BenchError(f"reading the head: {answer}")
     finally:
@@ -107,15 +114,17 @@ def write(port: int, inFlight: int, size: int, duration: float | None, limit: in
     """
     Keep C{inFlight} writes outstanding on each writer's connection until C{limit}
     writes each (or C{duration} seconds) are sent, then wait for every ack.  Returns,
-    per writer, (acks, errors, time of the last ack, ack latencies in ns); latencies pair
-    acks with sends in order, as both servers acknowledge one connection in order.
+    per writer, (acks, errors, time of the last ack, ack latencies in ns, highest index);
+    latencies pair acks with sends in order, as both servers acknowledge one connection
+    in order, and only the last ack of each received chunk is parsed, for its index.
     """
     selector = selectors.DefaultSelector()
     state = {}
     for writer in writers:
         connection = connect(port)
         state[connection] = {"writer": writer, "sent": 0, "acked": 0, "errors": 0,
-                             "times": collections.deque(), "latencies": [], "last": 0.0}
+                             "times": collections.deque(), "latencies": [], "last": 0.0,
+                             "partial": b"", "maxIndex": 0}
         selector.register(connection, selectors.EVENT_READ)
     ready.put(("ready", len(writers)))
     go.wait()
@@ -157,6 +166,7 @@ def write(port: int, inFlight: int, size: int, duration: float | None, limit: in
             for _ in range(acks):
                 latencies.append(now - times.popleft())
             record["last"] = now / 1e9
+            _noteIndex(record, data)
             if sending and deadline is not None and now / 1e9 >= deadline:
                 sending = False
             if sending:
@@ -167,14 +177,34 @@ def write(port: int, inFlight: int, size: int, duration: float | None, limit: in
                     waiting -= 1
     for connection in state:
         connection.close()
-    return [(r["acked"], r["errors"], r["last"], r["latencies"]) for r in state.values()]
+    return [(r["acked"], r["errors"], r["last"], r["latencies"], r["maxIndex"])
+            for r in state.values()]
+
+
+def _noteIndex(record: dict, data: bytes) -> None:
+    """Parse the last complete ack received so far for the highest index."""
+    end = data.rfind(b"\n")
+    if end < 0:
+        record["partial"] += data
+        return
+    start = data.rfind(b"\n", 0, end) + 1
+    last = record["partial"] + data[:end] if start == 0 else data[start:end]
+    record["partial"] = data[end + 1:]
+    index = json.loads(last).get("index")
+    if index is not None:
+        record["maxIndex"] = max(record["maxIndex"], int(index))
 
 
 def writeAll(port: int, writers: int, inFlight: int, size: int, timeout: float,
-             duration: float | None = None, limit: int | None = None) -> dict:
-    """Run C{writers} writers in generator processes; throughput and ack latency."""
+             duration: float | None = None, limit: int | None = None,
+             firstWriter: int = 0) -> dict:
+    """
+    Run C{writers} writers (numbered from C{firstWriter}: numbers make their entries
+    and ids unique) in generator processes; throughput and ack latency.
+    """
     work = functools.partial(write, port, inFlight, size, duration, limit)
-    with Generators(work, list(range(writers)), perProcess=4) as generators:
+    numbers = list(range(firstWriter, firstWriter + writers))
+    with Generators(work, numbers, perProcess=4) as generators:
         generators.ready(timeout=30)
         started = generators.go()
         results, generatorCPU = generators.results(timeout)
@@ -184,19 +214,29 @@ def writeAll(port: int, writers: int, inFlight: int, size: int, timeout: float,
         raise BenchError(f"{errors} writes answered with an error")
     seconds = max(r[2] for r in results) - started
     latencies = [sample for r in results for sample in r[3]]
-    return {"acked": acked, "seconds": round(seconds, 3),
+    return {"acked": acked, "max_index": max(r[4] for r in results),
+            "seconds": round(seconds, 3),
             "writes_per_s": round(acked / seconds),
-            **percentiles(latencies, 50, 99), "generator_cpu_s": round(generatorCPU, 2)}
+            **{f"ack_{k}": v for k, v in percentiles(latencies, 50, 99).items()},
+            "generator_cpu_s": round(generatorCPU, 2)}
 
 
 def populate(port: int, entries: int, size: int, timeout: float) -> int:
-    """Write C{entries} entries with 8 writers x 100 in flight; return the head."""
+    """
+    Write C{entries} entries with 8 writers x 100 in flight; return the head, which is
+    the highest acknowledged index (fewer than C{entries} if the server gave one index
+    to two writes).
+    """
     writers = 8
     per, extra = divmod(entries, writers)
-    writeAll(port, writers - 1, 100, size, timeout, limit=per)
+    head = writeAll(port, writers - 1, 100, size, timeout, limit=per)["max_index"]
     if per + extra:
-        writeAll(port, 1, 100, size, timeout, limit=per + extra)
-    return readHead(port)
+        last = writeAll(port, 1, 100, size, timeout, limit=per + extra, firstWriter=writers - 1)
+        head = max(head, last["max_index"])
+    reported = readHead(port)
+    if reported not in (None, head):
+        raise BenchError(f"the server reports head {reported} after acknowledging up to {head}")
+    return head
 
 
 def readFrom(port: int, request: dict, readers: list, ready, go) -> list:
@@ -252,13 +292,17 @@ def pullRead(port: int, head: int, batch: int, readers: list, ready, go) -> list
     go.wait()
     position, received, missingIndex = 1, 0, 0
     while position <= head:
-        reader.send({"from": position, "read": min(batch, head - position + 1)})
+        end = min(position + batch, head + 1)
+        reader.send({"from": position, "read": end - position})
         while True:
             answer = reader.next()
             if "head" in answer:
                 break
-            if "error" in answer:
-                raise BenchError(f"pull read from {position}: {answer}")
+            if "current" in answer and position == end:
+                continue  # logsvc marks the head it just reached, tcp-log-server does not
+            if "error" in answer or "current" in answer:
+                raise BenchError(f"a pull read from {position} of entries that exist "
+                                 f"answered {answer}, not entries then head")
             if "entry" in answer:
                 index = answer.get("index")
                 if index is None:
@@ -346,52 +390,60 @@ def _paceWriter(port: int, rate: float, count: int, size: int, ready, go) -> tup
     return ("writer", acks)
 
 
-def startTarget(target: str, tcpLogServer: str | None, serverArgs: tuple):
-    if target == "logsvc":
-        return Logsvc("--no-journal-lines", *serverArgs).start()
-    if target == "tcp-log-server":
-        if not tcpLogServer:
-            raise BenchError("--target tcp-log-server needs --tcp-log-server DIR")
-        return TcpLogServer(tcpLogServer).start()
-    raise BenchError(f"unknown target {target!r}")
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Which server every journal scenario starts, and how."""
+
+    target: str = "logsvc"
+    tcpLogServer: str | None = None  # where the npm package is installed
+    store: str = "sqlite"  # logsvc only: "sqlite" (a fresh file) or a --store value
+    serverArgs: tuple = ()  # logsvc only: extra twistd logatron options
+    timeout: float = 600.0
+
+    def start(self):
+        if self.target == "logsvc":
+            return Logsvc("--no-journal-lines", *self.serverArgs, store=self.store).start()
+        if self.target == "tcp-log-server":
+            if not self.tcpLogServer:
+                raise BenchError("--target tcp-log-server needs --tcp-log-server DIR")
+            return TcpLogServer(self.tcpLogServer).start()
+        raise BenchError(f"unknown target {self.target!r}")
+
+    def report(self, scenario: str, server, parameters: dict, figures: dict) -> dict:
+        if server.name == "logsvc":
+            parameters.update(store=server.store.split(":")[0],
+                              server_args=list(self.serverArgs))
+        else:
+            parameters.update(store="leveldb")
+        return report(scenario, server.name, parameters, figures)
 
 
-def _parameters(target, serverArgs: tuple, **parameters) -> dict:
-    parameters["store"] = target.store.split(":")[0] if target.name == "logsvc" else "leveldb"
-    if target.name == "logsvc":
-        parameters["server_args"] = list(serverArgs)
-    return parameters
-
-
-def runWrites(target: str, writers: int = 8, inFlight: int = 100, duration: float = 5.0,
-              size: int = 100, tcpLogServer: str | None = None, serverArgs: tuple = (),
-              timeout: float = 300.0) -> dict:
-    with startTarget(target, tcpLogServer, serverArgs) as server:
+def runWrites(setup: Setup, writers: int = 8, inFlight: int = 100, duration: float = 5.0,
+              size: int = 100) -> dict:
+    with setup.start() as server:
         before = server.cpu()
-        figures = writeAll(server.journalPort, writers, inFlight, size, timeout,
+        figures = writeAll(server.journalPort, writers, inFlight, size, setup.timeout,
                            duration=duration)
         figures["head"] = readHead(server.journalPort)
         figures.update(server.figures(since=before))
-        parameters = _parameters(server, serverArgs, writers=writers, in_flight=inFlight,
-                                 duration=duration, size=size)
-    return report("writes", target, parameters, figures)
+        return setup.report("writes", server, {"writers": writers, "in_flight": inFlight,
+                                               "duration": duration, "size": size}, figures)
 
 
-def runReads(target: str, entries: int = 100_000, catchUp: bool = True,
-             batch: int | None = None, size: int = 100, tcpLogServer: str | None = None,
-             serverArgs: tuple = (), timeout: float = 600.0) -> list:
+def runReads(setup: Setup, entries: int = 100_000, catchUp: bool = True,
+             batch: int | None = None, size: int = 100) -> list:
     """Populate one store, then time a catch-up in one read and/or successive pull reads."""
     results = []
-    with startTarget(target, tcpLogServer, serverArgs) as server:
-        head = populate(server.journalPort, entries, size, timeout)
+    with setup.start() as server:
+        head = populate(server.journalPort, entries, size, setup.timeout)
         if catchUp:
-            results.append(_catchUp(server, head, size, serverArgs, timeout))
+            results.append(_catchUp(setup, server, head, size))
         if batch:
-            results.append(_pull(server, head, batch, size, serverArgs, timeout))
+            results.append(_pull(setup, server, head, batch, size))
     return results
 
 
-def _catchUp(server, head: int, size: int, serverArgs: tuple, timeout: float) -> dict:
+def _catchUp(setup: Setup, server, head: int, size: int) -> dict:
     # tcp-log-server 10.0.0 knows only pull reads: one read of everything stands in.
     request = {"from": 1} if server.name == "logsvc" else {"from": 1, "read": head}
     before = server.cpu()
@@ -399,45 +451,43 @@ def _catchUp(server, head: int, size: int, serverArgs: tuple, timeout: float) ->
                     ["reader"], 1) as generators:
         generators.ready(timeout=30)
         started = generators.go()
-        [(finished, data)], generatorCPU = generators.results(timeout)
+        [(finished, data)], generatorCPU = generators.results(setup.timeout)
     figures = checkCatchUp(data, head)
     seconds = finished - started
     figures.update(seconds=round(seconds, 3), entries_per_s=round(head / seconds),
                    generator_cpu_s=round(generatorCPU, 2), **server.figures(since=before))
-    return report("catchup", server.name, _parameters(
-        server, serverArgs, entries=head, size=size, request=request), figures)
+    return setup.report("catchup", server, {"entries": head, "size": size,
+                                            "request": request}, figures)
 
 
-def _pull(server, head: int, batch: int, size: int, serverArgs: tuple, timeout: float) -> dict:
+def _pull(setup: Setup, server, head: int, batch: int, size: int) -> dict:
     before = server.cpu()
     with Generators(functools.partial(pullRead, server.journalPort, head, batch),
                     ["reader"], 1) as generators:
         generators.ready(timeout=30)
         started = generators.go()
-        [(finished, received, missing)], generatorCPU = generators.results(timeout)
+        [(finished, received, missing)], generatorCPU = generators.results(setup.timeout)
     seconds = finished - started
     figures = {"entries": received, "index_missing": missing, "seconds": round(seconds, 3),
                "entries_per_s": round(received / seconds),
                "generator_cpu_s": round(generatorCPU, 2), **server.figures(since=before)}
-    return report("pull", server.name, _parameters(
-        server, serverArgs, entries=head, size=size, read=batch), figures)
+    return setup.report("pull", server, {"entries": head, "size": size, "read": batch},
+                        figures)
 
 
-def runLatency(target: str, rate: float = 1000.0, count: int = 5000, size: int = 100,
-               tcpLogServer: str | None = None, serverArgs: tuple = (),
-               timeout: float = 300.0) -> dict:
-    with startTarget(target, tcpLogServer, serverArgs) as server:
+def runLatency(setup: Setup, rate: float = 1000.0, count: int = 5000, size: int = 100) -> dict:
+    with setup.start() as server:
         before = server.cpu()
         work = functools.partial(liveRole, server.journalPort, rate, count, size,
-                                 target == "logsvc")
+                                 server.name == "logsvc")
         with Generators(work, ["reader", "writer"], 1) as generators:
             generators.ready(timeout=30)
             generators.go()
-            results, generatorCPU = generators.results(timeout)
+            results, generatorCPU = generators.results(setup.timeout)
         roles = dict(results)
         figures = {"delivered": len(roles["reader"]),
                    **percentiles(roles["reader"], 50, 90, 99, 100),
                    **{f"ack_{k}": v for k, v in percentiles(roles["writer"], 50, 99).items()},
                    "generator_cpu_s": round(generatorCPU, 2), **server.figures(since=before)}
-        parameters = _parameters(server, serverArgs, rate=rate, count=count, size=size)
-    return report("latency", target, parameters, figures)
+        return setup.report("latency", server, {"rate": rate, "count": count, "size": size},
+                            figures)

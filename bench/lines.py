@@ -66,13 +66,19 @@ def sendLines(port: int, lines: int, size: int, clients: list, ready, go) -> lis
 
 
 def run(clients: int = 8, lines: int = 1_000_000, size: int = 100, journal: bool = False,
-        perProcess: int = 4, serverArgs: tuple = (), timeout: float = 600.0) -> dict:
+        perProcess: int = 4, serverArgs: tuple = (), timeout: float = 600.0,
+        store: str | None = None) -> dict:
+    """
+    Without C{journal}: C{--no-journal-lines}, and the store is C{memory:} unless given.
+    With it: every event is journaled, to a fresh SQLite file unless C{store} is given.
+    """
     if size < 5:
         raise BenchError("--size counts 'LOG ', the message and the newline: at least 5")
     if journal:
-        server = Logsvc("--journal-lines", *serverArgs, listeners=("port", "journal"))
+        server = Logsvc("--journal-lines", *serverArgs, store=store or "sqlite",
+                        listeners=("port", "journal"))
     else:
-        server = Logsvc("--no-journal-lines", *serverArgs, store="memory:",
+        server = Logsvc("--no-journal-lines", *serverArgs, store=store or "memory:",
                         listeners=("port",))
     parameters = {"clients": clients, "lines": lines, "size": size,
                   "journal_lines": journal, "store": server.store.split(":")[0],

@@ -12,52 +12,63 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import journal, lines  # noqa: E402  (needs the repository on the path)
-from bench.common import BenchError  # noqa: E402
+from bench.common import BenchError, report  # noqa: E402
 
 
 def linesScenario(args) -> None:
     lines.run(args.clients, args.lines, args.size, args.journal, args.clients_per_process,
-              tuple(args.server_arg), args.timeout)
+              tuple(args.server_arg), args.timeout, args.store)
 
 
-def writesScenario(args) -> None:
-    for target in args.target:
-        journal.runWrites(target, args.writers, args.in_flight, args.duration, args.size,
-                          args.tcp_log_server, tuple(args.server_arg), args.timeout)
+def setup(args, target: str) -> journal.Setup:
+    return journal.Setup(target, args.tcp_log_server, args.store, tuple(args.server_arg),
+                         args.timeout)
 
 
-def catchupScenario(args) -> None:
-    for target in args.target:
-        journal.runReads(target, args.entries, True, None, args.size, args.tcp_log_server,
-                         tuple(args.server_arg), args.timeout)
+def writesScenario(args, target: str) -> None:
+    journal.runWrites(setup(args, target), args.writers, args.in_flight, args.duration,
+                      args.size)
 
 
-def pullScenario(args) -> None:
-    for target in args.target:
-        journal.runReads(target, args.entries, False, args.read, args.size,
-                         args.tcp_log_server, tuple(args.server_arg), args.timeout)
+def catchupScenario(args, target: str) -> None:
+    journal.runReads(setup(args, target), args.entries, True, None, args.size)
 
 
-def latencyScenario(args) -> None:
-    for target in args.target:
-        journal.runLatency(target, args.rate, args.count, args.size, args.tcp_log_server,
-                           tuple(args.server_arg), args.timeout)
+def pullScenario(args, target: str) -> None:
+    journal.runReads(setup(args, target), args.entries, False, args.read, args.size)
 
 
-def suiteScenario(args) -> None:
+def latencyScenario(args, target: str) -> None:
+    journal.runLatency(setup(args, target), args.rate, args.count, args.size)
+
+
+def suiteScenario(args, target: str) -> None:
     """Every scenario at the parameters the goals are stated for."""
-    serverArgs = tuple(args.server_arg)
-    if "logsvc" in args.target:
-        lines.run(8, args.lines, 100, False, 4, serverArgs, args.timeout)
-        lines.run(8, args.lines, 100, True, 4, serverArgs, args.timeout)
-    for target in args.target:
-        for writers, inFlight in ((1, 1), (1, 100), (8, 1), (8, 100)):
-            journal.runWrites(target, writers, inFlight, args.duration, 100,
-                              args.tcp_log_server, serverArgs, args.timeout)
-        journal.runReads(target, args.entries, True, 5, 100, args.tcp_log_server,
-                         serverArgs, args.timeout)
-        journal.runLatency(target, 1000.0, 5000, 100, args.tcp_log_server, serverArgs,
-                           args.timeout)
+    if target == "logsvc":
+        serverArgs = tuple(args.server_arg)
+        attempt("lines", target, lines.run, 8, args.lines, 100, False, 4, serverArgs,
+                args.timeout)
+        attempt("lines", target, lines.run, 8, args.lines, 100, True, 4, serverArgs,
+                args.timeout)
+    journalSetup = setup(args, target)
+    for writers, inFlight in ((1, 1), (1, 100), (8, 1), (8, 100)):
+        attempt("writes", target, journal.runWrites, journalSetup, writers, inFlight,
+                args.duration)
+    attempt("catchup+pull", target, journal.runReads, journalSetup, args.entries, True, 5)
+    attempt("latency", target, journal.runLatency, journalSetup)
+
+
+failed = False
+
+
+def attempt(scenario: str, target: str, run, *args) -> None:
+    """Run one measurement; a failure is reported as a JSON line and the others go on."""
+    global failed
+    try:
+        run(*args)
+    except BenchError as e:
+        failed = True
+        report(scenario, target, {}, {"error": str(e)})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
                              help="where tcp-log-server is installed: its package directory "
                                   "or a directory with node_modules/tcp-log-server "
                                   "(default $TCP_LOG_SERVER)")
+            sub.add_argument("--store", default="sqlite",
+                             help="logsvc's --store: 'sqlite' (a fresh file, the default) "
+                                  "or any --store value such as memory:")
             sub.add_argument("--size", type=int, default=100,
                              help="bytes of each entry's JSON, about (default %(default)s)")
         return sub
@@ -96,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
                      help="journal every event to the default SQLite store "
                           "(default: --no-journal-lines --store memory:)")
     sub.add_argument("--clients-per-process", type=int, default=4)
+    sub.add_argument("--store", help="logsvc's --store (default: memory:, or a fresh "
+                                     "SQLite file with --journal)")
 
     sub = scenario("writes", writesScenario, "durable writes: W writers, K in flight each")
     sub.add_argument("--writers", type=int, default=8)
@@ -127,12 +143,12 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "target", "none") is None:
         args.target = ["logsvc"]
-    try:
-        args.run(args)
-    except BenchError as e:
-        print(f"bench {args.scenario}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    if args.scenario == "lines":
+        attempt("lines", "logsvc", args.run, args)
+    else:
+        for target in args.target:
+            attempt(args.scenario, target, args.run, args, target)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
