@@ -61,12 +61,15 @@ class LineProtocol(Protocol):
         self._dead = True
 
     _dead = False
+    _unattributed = 0  # bytes received before IAM, counted once the name is known
 
     def dataReceived(self, data: bytes) -> None:
         if self._dead:
             return
         if self.record is not None:
             self.record.bytes += len(data)
+        else:
+            self._unattributed += len(data)
         if self._skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -132,6 +135,7 @@ class LineProtocol(Protocol):
                           peer=self.transport.getPeer(), name=name)
             self._refuse(f"name in use: {name}")
             return False
+        self.record.bytes += self._unattributed
         self.log.info("{name} connected from {peer}", name=name, peer=self.transport.getPeer())
         return True
 

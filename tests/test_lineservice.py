@@ -230,7 +230,7 @@ class LineServiceTests(TestCase):
         protocol.dataReceived(b"LOG abc\n")
         protocol.dataReceived(b"JUNK\n")
         self.assertEqual(self.registry.lookup("web-1").counters(),
-                         {"lines": 1, "bytes": 13, "ignored": 1, "truncated": 0})
+                         {"lines": 1, "bytes": 23, "ignored": 1, "truncated": 0})
 
     def test_eventsInOrderToEveryObserver(self):
         first, second = Recorder(), Recorder()
