@@ -1,0 +1,258 @@
+"""
+One behaviour suite for every journal store, run against the real reactor (the SQLite
+store really commits from its writer thread), plus what only a file can show: reopening,
+open errors, disk faults and corrupt rows.
+"""
+
+import os
+import sqlite3
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from logsvc.errors import EntryError, StoreError
+from logsvc.interfaces import IJournalStore
+from logsvc.sqlitestore import SQLiteStore
+from logsvc.store import MemoryStore, canonical, storeFromString
+
+
+def entry(n: int) -> bytes:
+    return canonical({"n": n, "message": "hello"})
+
+
+class StoreBehaviour:
+    """Mixed into a TestCase whose C{makeStore()} returns an unopened store."""
+
+    @inlineCallbacks
+    def setUp(self):
+        self.store = self.makeStore()
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+
+    def test_interface(self):
+        self.assertTrue(verifyObject(IJournalStore, self.store))
+
+    @inlineCallbacks
+    def test_emptyHeadIsZero(self):
+        self.assertEqual((yield self.store.head()), 0)
+        self.assertEqual((yield self.store.read(1, 10)), [])
+
+    @inlineCallbacks
+    def test_denseIndicesFromOne(self):
+        indices = []
+        for n in range(3):
+            indices.append((yield self.store.append(entry(n))))
+        self.assertEqual(indices, [1, 2, 3])
+        self.assertEqual((yield self.store.head()), 3)
+
+    @inlineCallbacks
+    def test_identicalEntriesGetDistinctIndices(self):
+        first = yield self.store.append(entry(1))
+        second = yield self.store.append(entry(1))
+        self.assertEqual((first, second), (1, 2))
+        self.assertEqual((yield self.store.read(1, 10)), [(1, entry(1)), (2, entry(1))])
+
+    @inlineCallbacks
+    def test_readPages(self):
+        yield gatherResults([self.store.append(entry(n)) for n in range(10)])
+        pages = yield gatherResults([self.store.read(start, 4) for start in (1, 5, 9, 11)])
+        self.assertEqual(pages, [[(i, entry(i - 1)) for i in range(1, 5)],
+                                 [(i, entry(i - 1)) for i in range(5, 9)],
+                                 [(9, entry(8)), (10, entry(9))],
+                                 []])
+        self.assertEqual((yield self.store.read(0, 1)), [(1, entry(0))])
+
+    @inlineCallbacks
+    def test_followDeliversInOrder(self):
+        batches: list = []
+        self.store.follow(batches.append)
+        yield gatherResults([self.store.append(entry(n)) for n in range(50)])
+        yield self.store.close()
+        self.assertEqual([pair for batch in batches for pair in batch],
+                         [(i + 1, entry(i)) for i in range(50)])
+
+    @inlineCallbacks
+    def test_cancelledFollowerGetsNothing(self):
+        batches: list = []
+        self.store.follow(batches.append).cancel()
+        yield self.store.append(entry(1))
+        yield self.store.close()
+        self.assertEqual(batches, [])
+
+    @inlineCallbacks
+    def test_failingFollowerDoesNotStopOthers(self):
+        def broken(batch):
+            raise RuntimeError("follower bug")
+        seen: list = []
+        self.store.follow(broken)
+        self.store.follow(seen.extend)
+        self.assertEqual((yield self.store.append(entry(1))), 1)
+        yield self.store.close()
+        self.assertEqual(seen, [(1, entry(1))])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @inlineCallbacks
+    def test_retryWithSameIdAndContentGetsOriginalIndex(self):
+        first = yield self.store.append(entry(1), "a")
+        yield self.store.append(entry(2), "b")
+        retried = yield self.store.append(entry(1), "a")
+        otherContent = yield self.store.append(entry(3), "a")
+        otherId = yield self.store.append(entry(1), "c")
+        anonymous = yield self.store.append(entry(1))
+        self.assertEqual((first, retried, otherContent, otherId, anonymous), (1, 1, 3, 4, 5))
+
+    @inlineCallbacks
+    def test_retriesInOneBatchShareAnIndex(self):
+        indices = yield gatherResults([self.store.append(entry(1), "same") for _ in range(5)]
+                                      + [self.store.append(entry(2), "other")])
+        self.assertEqual(indices, [1, 1, 1, 1, 1, 2])
+        self.assertEqual((yield self.store.head()), 2)
+
+    @inlineCallbacks
+    def test_concurrentAppendsLandDensely(self):
+        count = 3000
+        indices = yield gatherResults([self.store.append(entry(n), f"w{n}")
+                                       for n in range(count)])
+        self.assertEqual(sorted(indices), list(range(1, count + 1)))
+        stored = yield self.store.read(1, count + 10)
+        self.assertEqual(stored, [(i, entry(n)) for n, i in enumerate(indices)])
+
+    @inlineCallbacks
+    def test_commitObserversCountEntries(self):
+        counted: list = []
+        self.store.addCommitObserver(lambda seconds, count: counted.append((seconds, count)))
+        yield gatherResults([self.store.append(entry(n)) for n in range(20)])
+        yield self.store.close()
+        self.assertEqual(sum(count for _, count in counted), 20)
+        self.assertTrue(all(seconds >= 0 for seconds, _ in counted))
+
+    @inlineCallbacks
+    def test_checkWhenWritable(self):
+        self.assertIsNone((yield self.store.check()))
+
+    @inlineCallbacks
+    def test_closeCommitsEverythingQueued(self):
+        appended = [self.store.append(entry(n)) for n in range(500)]
+        yield self.store.close()
+        self.assertEqual((yield gatherResults(appended)), list(range(1, 501)))
+
+
+class MemoryStoreTests(StoreBehaviour, unittest.TestCase):
+    def makeStore(self):
+        return MemoryStore(reactor)
+
+
+class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
+    def makeStore(self, sync: str = "always"):
+        if not hasattr(self, "path"):
+            self.path = self.mktemp()
+        return SQLiteStore(reactor, self.path, sync=sync)
+
+    @inlineCallbacks
+    def reopen(self):
+        yield self.store.close()
+        self.store = self.makeStore()
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+
+    def rows(self, query: str) -> list:
+        with sqlite3.connect(self.path) as connection:
+            return connection.execute(query).fetchall()
+
+    @inlineCallbacks
+    def test_identicalEntriesStoredOnce(self):
+        yield gatherResults([self.store.append(entry(1)) for _ in range(3)])
+        self.assertEqual(self.rows("SELECT count(*) FROM blobs"), [(1,)])
+        self.assertEqual(self.rows("SELECT count(*) FROM entries"), [(3,)])
+
+    @inlineCallbacks
+    def test_reopenKeepsEntriesAndRetryWindow(self):
+        yield gatherResults([self.store.append(entry(n), f"w{n}") for n in range(10)])
+        yield self.reopen()
+        self.assertEqual((yield self.store.head()), 10)
+        self.assertEqual((yield self.store.append(entry(3), "w3")), 4)
+        self.assertEqual((yield self.store.append(entry(3), "new")), 11)
+        self.assertEqual((yield self.store.read(10, 5)), [(10, entry(9)), (11, entry(3))])
+
+    @inlineCallbacks
+    def test_closedStoreRefusesWork(self):
+        yield self.store.close()
+        for attempt in (self.store.append(entry(1)), self.store.read(1, 1),
+                        self.store.check()):
+            yield self.assertFailure(attempt, StoreError)
+
+    @inlineCallbacks
+    def test_syncOs(self):
+        yield self.store.close()
+        self.store = self.makeStore(sync="os")
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+        self.assertEqual((yield self.store.append(entry(1))), 1)
+        self.assertEqual(self.rows("PRAGMA journal_mode"), [("wal",)])
+
+    def test_unknownSyncMode(self):
+        error = self.assertRaises(StoreError, SQLiteStore, reactor, "x.db", sync="sometimes")
+        self.assertIn("unknown sync mode", str(error))
+
+    def test_fromString(self):
+        store = storeFromString(reactor, "sqlite:" + self.mktemp(), sync="os")
+        self.assertIsInstance(store, SQLiteStore)
+
+    @inlineCallbacks
+    def test_corruptAndMissingBlobsReadAsEntryErrors(self):
+        yield gatherResults([self.store.append(entry(n)) for n in range(3)])
+        with sqlite3.connect(self.path) as connection:
+            connection.execute("UPDATE blobs SET data = ? WHERE data = ?",
+                               (b'{"n":666}', entry(0)))
+            connection.execute("DELETE FROM blobs WHERE data = ?", (entry(1),))
+        self.assertEqual((yield self.store.read(1, 3)), [
+            (1, EntryError("entry corrupt: content does not match its hash")),
+            (2, EntryError("entry missing")),
+            (3, entry(2))])
+
+    @inlineCallbacks
+    def test_missingIndexReadsAsEntryError(self):
+        yield gatherResults([self.store.append(entry(n)) for n in range(3)])
+        with sqlite3.connect(self.path) as connection:
+            connection.execute("DELETE FROM entries WHERE idx = 2")
+        self.assertEqual((yield self.store.read(1, 3)),
+                         [(1, entry(0)), (2, EntryError("entry missing")), (3, entry(2))])
+
+
+class SQLiteOpenTests(unittest.TestCase):
+    """A store that cannot be opened says why in one line."""
+
+    def failure(self, path: str) -> str:
+        store = SQLiteStore(reactor, path)
+        return str(self.failureResultOf(store.open(), StoreError).value)
+
+    def test_missingDirectory(self):
+        self.assertEqual(self.failure("/nonexistent/x.db"),
+                         "cannot open store sqlite:/nonexistent/x.db: "
+                         "unable to open database file")
+
+    def test_notADatabase(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"this is not sqlite" * 100)
+        self.assertEqual(self.failure(path),
+                         f"cannot open store sqlite:{path}: file is not a database")
+
+    def test_readOnlyFile(self):
+        if os.geteuid() == 0:
+            raise unittest.SkipTest("root can write read-only files")
+        path = self.mktemp()
+        sqlite3.connect(path).close()
+        os.chmod(path, 0o444)
+        self.assertIn("readonly", self.failure(path))
+
+    @inlineCallbacks
+    def test_inUseByAnotherStore(self):
+        path = self.mktemp()
+        first = SQLiteStore(reactor, path)
+        yield first.open()
+        self.addCleanup(first.close)
+        self.assertEqual(self.failure(path),
+                         f"cannot open store sqlite:{path}: in use by another process")
