@@ -8,12 +8,15 @@ from collections import OrderedDict
 from hashlib import sha256
 
 from twisted.internet.defer import succeed
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from .errors import EntryError, StoreError
 from .interfaces import IJournalStore
 
 RECENT_WRITES = 100_000
+
+_log = Logger()
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"),
@@ -60,8 +63,12 @@ class Followers:
         self._callbacks = tuple(c for c in self._callbacks if c is not callback)
 
     def deliver(self, batch: list) -> None:
+        """A follower that raises is logged and skipped, never stopping the others."""
         for callback in self._callbacks:
-            callback(batch)
+            try:
+                callback(batch)
+            except Exception:
+                _log.failure("journal follower {callback!r} failed", callback=callback)
 
 
 class Following:
