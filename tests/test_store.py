@@ -6,6 +6,7 @@ open errors, disk faults and corrupt rows.
 
 import os
 import sqlite3
+import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
@@ -16,6 +17,13 @@ from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IJournalStore
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, canonical, storeFromString
+
+
+def temporaryPath(case: unittest.TestCase) -> str:
+    """A database path in a directory removed after the test (outside the work tree)."""
+    directory = tempfile.TemporaryDirectory()
+    case.addCleanup(directory.cleanup)
+    return directory.name + "/journal.db"
 
 
 def entry(n: int) -> bytes:
@@ -147,7 +155,7 @@ class MemoryStoreTests(StoreBehaviour, unittest.TestCase):
 class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
     def makeStore(self, sync: str = "always"):
         if not hasattr(self, "path"):
-            self.path = self.mktemp()
+            self.path = temporaryPath(self)
         return SQLiteStore(reactor, self.path, sync=sync)
 
     @inlineCallbacks
@@ -197,7 +205,7 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         self.assertIn("unknown sync mode", str(error))
 
     def test_fromString(self):
-        store = storeFromString(reactor, "sqlite:" + self.mktemp(), sync="os")
+        store = storeFromString(reactor, "sqlite:" + temporaryPath(self), sync="os")
         self.assertIsInstance(store, SQLiteStore)
 
     @inlineCallbacks
@@ -234,7 +242,7 @@ class SQLiteOpenTests(unittest.TestCase):
                          "unable to open database file")
 
     def test_notADatabase(self):
-        path = self.mktemp()
+        path = temporaryPath(self)
         with open(path, "wb") as f:
             f.write(b"this is not sqlite" * 100)
         self.assertEqual(self.failure(path),
@@ -243,14 +251,14 @@ class SQLiteOpenTests(unittest.TestCase):
     def test_readOnlyFile(self):
         if os.geteuid() == 0:
             raise unittest.SkipTest("root can write read-only files")
-        path = self.mktemp()
+        path = temporaryPath(self)
         sqlite3.connect(path).close()
         os.chmod(path, 0o444)
         self.assertIn("readonly", self.failure(path))
 
     @inlineCallbacks
     def test_inUseByAnotherStore(self):
-        path = self.mktemp()
+        path = temporaryPath(self)
         first = SQLiteStore(reactor, path)
         yield first.open()
         self.addCleanup(first.close)

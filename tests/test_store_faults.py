@@ -13,6 +13,8 @@ from logsvc.errors import StoreError
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import canonical
 
+from .test_store import temporaryPath
+
 
 def entry(n: int, size: int = 10) -> bytes:
     return canonical({"n": n, "pad": "x" * size})
@@ -41,7 +43,7 @@ class FaultyConnection:
 class StoreFaultTests(unittest.TestCase):
     @inlineCallbacks
     def setUp(self):
-        self.store = SQLiteStore(reactor, self.mktemp())
+        self.store = SQLiteStore(reactor, temporaryPath(self))
         yield self.store.open()
         self.addCleanup(self.store.close)
         self.faulty = self.store._write = FaultyConnection(self.store._write)
