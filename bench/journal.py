@@ -27,7 +27,7 @@ def connect(port: int) -> socket.socket:
     return connection
 
 
-def lines(buffer: bytes) -> tuple[list, bytes]:
+def parseMessages(buffer: bytes) -> tuple[list, bytes]:
     """Complete JSON messages in C{buffer}, and the incomplete rest."""
     *complete, rest = buffer.split(b"\n")
     return [json.loads(line) for line in complete if line.strip()], rest
@@ -61,7 +61,7 @@ class Reader:
             data = self.socket.recv(RECV_BYTES)
             if not data:
                 raise BenchError("the server closed the journal connection")
-            messages, self._rest = lines(self._rest + data)
+            messages, self._rest = parseMessages(self._rest + data)
             self._queue.extend(messages)
         return self._queue.popleft()
 
@@ -79,11 +79,14 @@ def readHead(port: int, timeout: float = 30.0) -> int | None:
     reader.socket.settimeout(timeout)
     try:
         reader.send({"from": 1, "read": 1})
+        indexed = False
         while True:
             answer = reader.next()
             if "head" in answer:
                 return answer["head"]
-            if "current" in answer:
+            if "entry" in answer:
+                indexed = "index" in answer
+            if "current" in answer and not indexed:
                 return None
             if "error" in answer and "index" not in answer:
                 raise BenchError(f"reading the head: {answer}")
@@ -255,7 +258,7 @@ def readFrom(port: int, request: dict, readers: list, ready, go) -> list:
         if tail.endswith(b"\n"):
             last = tail[:-1].rsplit(b"\n", 1)[-1]
             if b'"current"' in last or b'"head"' in last or b'"error"' in last:
-                if not b'"index"' in last:
+                if b'"index"' not in last:
                     break
     finished = time.monotonic()
     connection.close()
@@ -337,7 +340,7 @@ def _liveReader(port: int, count: int, pushReads: bool, ready, go) -> tuple:
         now = time.monotonic_ns()
         if not data:
             raise BenchError("the server closed the live reader's connection")
-        messages, rest = lines(rest + data)
+        messages, rest = parseMessages(rest + data)
         for answer in messages:
             if "entry" not in answer:
                 raise BenchError(f"the live reader got {answer}")

@@ -49,7 +49,7 @@ def suiteScenario(args, target: str) -> None:
         attempt("lines", target, lines.run, 8, args.lines, 100, False, 4, serverArgs,
                 args.timeout)
         attempt("lines", target, lines.run, 8, args.lines, 100, True, 4, serverArgs,
-                args.timeout)
+                args.timeout, args.store)
     journalSetup = setup(args, target)
     for writers, inFlight in ((1, 1), (1, 100), (8, 1), (8, 100)):
         attempt("writes", target, journal.runWrites, journalSetup, writers, inFlight,
