@@ -278,14 +278,16 @@ class SQLiteStore:
     def _committed(self, batch: list, indices: list, committed: list, probes: list,
                    seconds: float) -> None:
         """
-        On the reactor: followers first, so that a reader that starts following from
-        an acknowledgement's callback sees exactly the entries after L{head}.
+        On the reactor: L{head} and L{read} include the batch before anyone hears of
+        it; acknowledgements go before followers, so a writer that also follows sees
+        its ack before its entry.
         """
         if committed:
             self._announcedHead = committed[-1][0]
-            self._followers.deliver(committed)
         for (_, _, appended), index in zip(batch, indices):
             appended.callback(index)
+        if committed:
+            self._followers.deliver(committed)
         for checked in probes:
             checked.callback(None)
         if batch:
@@ -302,12 +304,16 @@ class SQLiteStore:
     # Reading
 
     def head(self):
-        """The last index announced to followers: a reader that calls L{follow} and
-        then reads up to L{head} misses no entry and is given none twice."""
+        """
+        The last committed index this process has announced.  A reader that calls
+        L{follow}, then reads up to L{head}, misses no entry; a follower added while
+        a batch is being acknowledged may also be given entries up to L{head}, so
+        followers skip indices they already have.
+        """
         return succeed(self._announcedHead)
 
     def read(self, start: int, limit: int):
-        """Entries up to the announced head only, for the same reason as L{head}."""
+        """Entries up to L{head} only: later ones reach readers through L{follow}."""
         if not self._accepting:
             return fail(StoreError(f"store sqlite:{self.path} is closed"))
         start = max(start, 1)

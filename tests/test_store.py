@@ -90,6 +90,19 @@ class StoreBehaviour:
         self.assertEqual(batches, [])
 
     @inlineCallbacks
+    def test_ackedEntryIsReadableAtOnceAndAckedBeforeFollowed(self):
+        events: list = []
+        self.store.follow(lambda batch: events.append(("followed", batch[-1][0])))
+
+        def acked(index):
+            events.append(("acked", index))
+            return gatherResults([self.store.head(), self.store.read(index, 1)])
+        seen = yield self.store.append(entry(1)).addCallback(acked)
+        yield self.store.close()
+        self.assertEqual(seen, [1, [(1, entry(1))]])
+        self.assertEqual(events, [("acked", 1), ("followed", 1)])
+
+    @inlineCallbacks
     def test_failingFollowerDoesNotStopOthers(self):
         def broken(batch):
             raise RuntimeError("follower bug")
