@@ -75,13 +75,16 @@ class _ServiceCollector:
                                labels=["listener"])
         connections = GaugeMetricFamily("logsvc_connections", "Open connections by listener.",
                                         labels=["listener"])
+        refused = CounterMetricFamily("logsvc_refused_connections",
+                                      "Connections refused at --max-connections, by listener.",
+                                      labels=["listener"])
         for listener in service.listeners():
             up.add_metric([listener.name], 1 if service.listening(listener.name) else 0)
-            count = getattr(listener.factory, "connections", None)
-            if count is not None:
-                connections.add_metric([listener.name], count)
+            connections.add_metric([listener.name], listener.factory.connections)
+            refused.add_metric([listener.name], listener.factory.refused)
         yield up
         yield connections
+        yield refused
 
         clients = GaugeMetricFamily("logsvc_clients", "Known client names by state.",
                                     labels=["state"])

@@ -7,6 +7,8 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from .limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
+
 
 class LogService(MultiService):
     """
@@ -17,16 +19,20 @@ class LogService(MultiService):
     it is closed, so a clean shutdown commits everything already received.
     """
 
-    def __init__(self, registry, store, clock, startTime: float | None = None):
+    def __init__(self, registry, store, clock, startTime: float | None = None,
+                 maxConnections: int = DEFAULT_MAX_CONNECTIONS):
         super().__init__()
         self.registry = registry
         self.store = store
         self.clock = clock
+        self.maxConnections = maxConnections
         self.startTime = clock.seconds() if startTime is None else startTime
         self.endpoints: dict[str, str] = {}
 
     def addListener(self, name: str, description: str, endpoint, factory) -> None:
-        listener = StreamServerEndpointService(endpoint, factory)
+        """Listen with C{factory}, capped at C{maxConnections} open connections."""
+        listener = StreamServerEndpointService(
+            endpoint, ConnectionLimit(factory, name, self.maxConnections))
         listener._raiseSynchronously = True
         listener.setName(name)
         listener.setServiceParent(self)

@@ -5,11 +5,11 @@ import ipaddress
 from twisted.cred import credentials, strcred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.python import usage
-from twisted.web.server import Site
 
 from .auth import makePortal
 from .errors import StoreError
 from .journal import JournalFactory, JournalLines
+from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
 from .lineservice import LineFactory
 from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
@@ -80,6 +80,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-offline", None, 10000,
          "Offline client records kept; the longest-offline is evicted first.",
          _positive("max-offline")],
+        ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
+         "Open connections per listener; more are refused with a message in the "
+         "listener's protocol.", _positive("max-connections")],
     ]
     optFlags = [
         ["no-journal-lines", None, "Do not append line-service events to the journal."],
@@ -132,7 +135,7 @@ def makeService(config, reactor=None) -> LogService:
         store = storeFromString(reactor, config["store"], **_storeOptions(config))
     except StoreError as e:
         exitWithError(str(e))
-    service = LogService(registry, store, reactor)
+    service = LogService(registry, store, reactor, maxConnections=config["max-connections"])
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         LineFactory(registry, reactor, config["max-line"]))
     if config["journal"] is not None:
@@ -148,7 +151,8 @@ def makeService(config, reactor=None) -> LogService:
     authenticated = bool(config.get("credCheckers"))
     if config["http"] is not None:
         service.addListener("http", config["http"], serverFromString(reactor, config["http"]),
-                            Site(httpResource(service, portal if authenticated else None)))
+                            httpSite(httpResource(service, portal if authenticated else None),
+                                     reactor))
     return service
 
 

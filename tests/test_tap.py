@@ -23,6 +23,7 @@ DEFAULTS = {
     "max-line": 65536,
     "max-entry": 1048576,
     "max-offline": 10000,
+    "max-connections": 10000,
     "journal-lines": True,
 }
 
@@ -51,11 +52,13 @@ class OptionsTests(TestCase):
         options = parse("--port", "2300", "--journal", "none", "--pb", "unix:/tmp/pb.sock",
                         "--http", "none", "--store", "memory:", "--sync", "os",
                         "--buffer-size", "16", "--max-line", "1000", "--max-entry", "2000",
-                        "--max-offline", "5", "--no-journal-lines")
+                        "--max-offline", "5", "--max-connections", "7",
+                        "--no-journal-lines")
         self.assertEqual(dict(options), {
             "port": "tcp:2300", "journal": None, "pb": "unix:/tmp/pb.sock", "http": None,
             "store": "memory:", "sync": "os", "buffer-size": 16, "max-line": 1000,
-            "max-entry": 2000, "max-offline": 5, "journal-lines": False})
+            "max-entry": 2000, "max-offline": 5, "max-connections": 7,
+            "journal-lines": False})
 
     def test_journalLinesLastFlagWins(self):
         self.assertTrue(parse("--no-journal-lines", "--journal-lines")["journal-lines"])
@@ -101,6 +104,7 @@ class MakeServiceTests(TestCase):
         [listener] = service.listeners()
         self.assertIsInstance(listener, StreamServerEndpointService)
         self.assertEqual(listener.name, "port")
-        self.assertIsInstance(listener.factory, LineFactory)
+        self.assertIsInstance(listener.factory.wrappedFactory, LineFactory)
+        self.assertEqual(listener.factory.maxConnections, 10000)
         self.assertEqual(service.endpoints, {"port": "tcp:2399"})
         self.assertEqual(service.registry.bufferSize, 128)
