@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,11 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# A server whose resident memory grows past this is killed, so that a run that buffers
+# without bound ends as an error instead of exhausting a shared machine.
+MAX_RSS = 4 * 2**30
+
+
 class Target:
     """A server under test, started in a fresh temporary directory."""
 
@@ -52,6 +58,24 @@ class Target:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{self.name}-")
         self.directory = self._tmp.name
         self.pid = 0
+        self.killedAt: int | None = None
+
+    def watchMemory(self) -> None:
+        """Kill the server (SIGKILL) if its resident memory ever exceeds L{MAX_RSS}."""
+        limit = MAX_RSS
+
+        def watch() -> None:
+            while True:
+                try:
+                    rss = procStatus(self.pid, "VmRSS")
+                except (OSError, BenchError):
+                    return
+                if rss > limit:
+                    self.killedAt = rss
+                    os.kill(self.pid, signal.SIGKILL)
+                    return
+                time.sleep(0.2)
+        threading.Thread(target=watch, daemon=True).start()
 
     def peakRSS(self) -> int:
         return procStatus(self.pid, "VmHWM")
@@ -72,9 +96,16 @@ class Target:
 
     def __exit__(self, *exc) -> None:
         try:
-            self.stop()
+            try:
+                self.stop()
+            except BenchError:
+                if self.killedAt is None:
+                    raise
         finally:
             self._tmp.cleanup()
+        if self.killedAt is not None:
+            raise BenchError(f"{self.name} killed: resident memory reached "
+                             f"{self.killedAt // 2**20} MB (limit {MAX_RSS // 2**20} MB)")
 
 
 class Logsvc(Target):
@@ -89,6 +120,7 @@ class Logsvc(Target):
         self.store = store
         self._server = Server(self.directory, *extra, store=store, listeners=listeners)
         self.ports = self._server.ports
+        self._stopped = False
 
     def start(self) -> "Logsvc":
         try:
@@ -96,6 +128,7 @@ class Logsvc(Target):
         except RuntimeError as e:
             raise BenchError(f"twistd logatron did not start: {' '.join(str(e).split())[:400]}")
         self.pid = self._server.process.pid
+        self.watchMemory()
         return self
 
     @property
@@ -103,7 +136,8 @@ class Logsvc(Target):
         return self.ports["journal"]
 
     def stop(self) -> None:
-        if self._server.process is not None and self._server.process.poll() is None:
+        if self._server.process is not None and not self._stopped:
+            self._stopped = True
             code = self._server.stop()
             if code != 0:
                 raise BenchError(f"twistd exited {code}: {self._server.output()[-400:]}")
@@ -143,6 +177,7 @@ class TcpLogServer(Target):
                                         stderr=subprocess.DEVNULL)
         self.pid = self.process.pid
         waitForPort(self.journalPort, self.process, timeout)
+        self.watchMemory()
         return self
 
     def stop(self) -> None:
