@@ -282,34 +282,55 @@ def checkCatchUp(data: bytes, head: int) -> dict:
 
 
 def pullRead(port: int, head: int, batch: int, readers: list, ready, go) -> list:
-    """Successive C{{"from": i, "read": batch}} reads until C{head}: (finish, n, missing)."""
-    reader = Reader(port)
+    """
+    Successive C{{"from": i, "read": batch}} reads until C{head}, each sent once the
+    previous one's C{head} arrived: (finish, entries, entries without index).  Entries
+    are checked by prefix, parsed only when they differ from C{{"index":i,...}}.
+    """
+    connection = connect(port)
+    connection.settimeout(10)
     ready.put(("ready", 1))
     go.wait()
-    position, received, missingIndex = 1, 0, 0
+    position, missingIndex = 1, 0
     while position <= head:
         end = min(position + batch, head + 1)
-        reader.send({"from": position, "read": end - position})
-        while True:
-            answer = reader.next()
-            if "head" in answer:
-                break
-            if "current" in answer and position == end:
-                continue  # logsvc marks the head it just reached, tcp-log-server does not
-            if "error" in answer or "current" in answer:
-                raise BenchError(f"a pull read from {position} of entries that exist "
-                                 f"answered {answer}, not entries then head")
-            if "entry" in answer:
-                index = answer.get("index")
-                if index is None:
-                    missingIndex += 1
-                elif int(index) != position:
-                    raise BenchError(f"pull read sent index {index} where {position} was due")
+        connection.sendall(b'{"from":%d,"read":%d}\n' % (position, end - position))
+        answer = _readUntilHead(connection, position)
+        for line in answer.split(b"\n")[:-2]:
+            if line.startswith(b'{"index":%d,' % position):
                 position += 1
-                received += 1
+            elif line.replace(b" ", b"") == b'{"current":true}' and position == end:
+                pass  # logsvc marks the head it just reached; tcp-log-server does not
+            else:
+                message = json.loads(line)
+                if "entry" not in message or int(message.get("index", position)) != position:
+                    raise BenchError(f"a pull read from {position} of entries that exist "
+                                     f"answered {message}, not entries then head")
+                missingIndex += "index" not in message
+                position += 1
     finished = time.monotonic()
-    reader.close()
-    return [(finished, received, missingIndex)]
+    connection.close()
+    return [(finished, position - 1, missingIndex)]
+
+
+def _readUntilHead(connection: socket.socket, position: int) -> bytes:
+    """Everything a pull read answers, up to and including its C{head} line."""
+    buffer = b""
+    while True:
+        try:
+            data = connection.recv(RECV_BYTES)
+        except TimeoutError:
+            raise BenchError(f"a pull read from {position} got no head within 10 s; "
+                             f"it answered {buffer[-300:]!r}")
+        if not data:
+            raise BenchError("the server closed the pull reader's connection")
+        buffer += data
+        if buffer.endswith(b"\n"):
+            last = buffer[buffer.rfind(b"\n", 0, -1) + 1:]
+            if b'"head"' in last:
+                return buffer
+            if b'"error"' in last and b'"index"' not in last:
+                raise BenchError(f"a pull read from {position} answered {last!r}")
 
 
 def liveRole(port: int, rate: float, count: int, size: int, pushReads: bool,

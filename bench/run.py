@@ -66,9 +66,9 @@ def attempt(scenario: str, target: str, run, *args) -> None:
     global failed
     try:
         run(*args)
-    except BenchError as e:
+    except (BenchError, OSError) as e:
         failed = True
-        report(scenario, target, {}, {"error": str(e)})
+        report(scenario, target, {}, {"error": str(e) or e.__class__.__name__})
 
 
 def parser() -> argparse.ArgumentParser:
