@@ -20,12 +20,15 @@ class Server:
     """
     Start with C{Server(tmpdir).start()}; C{ports} maps each listener (C{port},
     C{journal}, C{pb}, C{http}) to its TCP port, or is missing when turned off.
+    C{endpoints} overrides a listener's endpoint string, with C{{port}} for its port
+    (for example C{"ssl:{port}:interface=127.0.0.1:privateKey=key.pem"}).
     """
 
     def __init__(self, directory, *extra, store: str | None = None,
-                 listeners=("port", "journal", "pb", "http")):
+                 listeners=("port", "journal", "pb", "http"), endpoints: dict | None = None):
         self.directory = str(directory)
         self.ports = {name: freePort() for name in listeners}
+        self.endpoints = endpoints or {}
         self.store = store or f"sqlite:{os.path.join(self.directory, 'journal.db')}"
         self.extra = list(extra)
         self.process = None
@@ -35,7 +38,8 @@ class Server:
         args = [TWISTD, "-n", "--pidfile=", "logatron", "--store", self.store]
         for name in ("port", "journal", "pb", "http"):
             port = self.ports.get(name)
-            args += [f"--{name}", f"tcp:{port}:interface=127.0.0.1" if port else "none"]
+            endpoint = self.endpoints.get(name, "tcp:{port}:interface=127.0.0.1")
+            args += [f"--{name}", endpoint.format(port=port) if port else "none"]
         return args + self.extra
 
     def start(self, timeout: float = 20.0) -> "Server":

@@ -1,4 +1,12 @@
-"""Connection limits and slow-peer deadlines, in memory (StringTransport and task.Clock)."""
+"""
+Connection limits and slow-peer deadlines: in memory (StringTransport and task.Clock),
+then the refusals end to end against a real twistd.
+"""
+
+import socket
+import time
+import urllib.error
+import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
@@ -11,7 +19,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
-from twisted.web.static import Data
+from twisted.web.resource import Resource
 from zope.interface.verify import verifyObject
 
 from logsvc.auth import makePortal
@@ -25,14 +33,20 @@ from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
+from tests.server import Server
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
 
 
+class Ok(Resource):
+    isLeaf = True
+
+    def render_GET(self, request) -> bytes:
+        return b"ok"
+
+
 def okSite(clock) -> Site:
-    resource = Data(b"ok", "text/plain")
-    resource.isLeaf = True
-    return httpSite(resource, clock)
+    return httpSite(Ok(), clock)
 
 
 def connect(factory, transport=None):
@@ -259,3 +273,69 @@ class HTTPHeadTimeoutTests(TestCase):
         self.clock.advance(HEAD_TIMEOUT)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 5)
+
+
+# End to end: a real twistd with --max-connections 1 on every listener.
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _waitUntilIdle(server: Server) -> None:
+    """Wait until the start-up probes' connections are gone (only our scrape is open)."""
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = _get(server.ports["http"], "/metrics")
+        if status == 200:
+            open_ = {s.labels["listener"]: s.value
+                     for family in text_string_to_metric_families(body.decode())
+                     for s in family.samples if s.name == "logsvc_connections"}
+            if open_ == {"port": 0, "journal": 0, "pb": 0, "http": 1}:
+                return
+        assert time.monotonic() < deadline, (status, body)
+        time.sleep(0.05)
+
+
+def _everything(port: int) -> bytes:
+    """What the server sends before it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
+        received = b""
+        while chunk := refused.recv(4096):
+            received += chunk
+        return received
+
+
+def test_refusalsAgainstRealTwistd(tmp_path):
+    server = Server(tmp_path, "--max-connections", "1", store="memory:").start()
+    try:
+        _waitUntilIdle(server)
+        logStart = len(server.output())
+        held = [socket.create_connection(("127.0.0.1", server.ports[name]), timeout=10)
+                for name in ("port", "journal", "pb", "http")]
+        held[0].sendall(b"IAM holder\n")
+        assert held[2].recv(4096), "the first PB connection is served (Banana greeting)"
+        for _ in range(3):
+            assert _everything(server.ports["port"]) == b"ERR too many connections\n"
+        assert _everything(server.ports["journal"]) == b'{"error":"too many connections"}\n'
+        assert _everything(server.ports["pb"]) == b""
+        assert _get(server.ports["http"], "/status") == (503, b"too many connections\n")
+
+        held[0].close()
+        deadline = time.monotonic() + 10
+        while "--port: accepting connections again after refusing 3" not in server.output():
+            with socket.create_connection(("127.0.0.1", server.ports["port"])) as again:
+                again.sendall(b"IAM again\n")
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        for connection in held[1:]:
+            connection.close()
+    finally:
+        assert server.stop() == 0, server.output()
+    log = server.output()[logStart:]
+    for name in ("port", "journal", "pb", "http"):
+        assert log.count(f"--{name}: 1 connections open (--max-connections); "
+                         f"refusing new connections") == 1, log
