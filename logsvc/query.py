@@ -1,0 +1,374 @@
+"""
+``logsvc-query``: the ready-made Perspective Broker client of SPEC §4.
+
+Every failure the user can cause or meet (server down, login refused, unknown client,
+bad arguments) ends as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+import getpass
+import json
+import os
+import sys
+from datetime import datetime
+
+from twisted.cred import credentials
+from twisted.cred.error import LoginFailed
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import react
+from twisted.python import usage
+from twisted.spread import pb
+
+from . import __version__
+from .errors import NoSuchClient
+from .pb import READ_LIMIT, BadRequest, JournalError
+from .subscription import LINE_EVENTS, eventKinds
+
+DEFAULT_CONNECT = "tcp:127.0.0.1:8787"
+
+
+class QueryFailed(Exception):
+    """A one-line explanation for the user."""
+
+
+def localTime(seconds) -> str:
+    """Epoch seconds as a local ISO 8601 time with its UTC offset."""
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
+
+
+def connectDescription(value: str) -> str:
+    """A bare port number means the local PB port C{tcp:127.0.0.1:N}."""
+    value = value.strip()
+    return f"tcp:127.0.0.1:{value}" if value.isdigit() else value
+
+
+def _positiveInteger(what: str):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise usage.UsageError(f"{what} must be a positive integer, not {value!r}")
+        return number
+    return parse
+
+
+class _Command(usage.Options):
+    """Every subcommand also takes --json, so it may come after the command too."""
+
+    optFlags = [["json", "j", "Machine output (JSON)."]]
+
+
+class _NameOptions(_Command):
+    def parseArgs(self, name):
+        self["name"] = name
+
+
+class LogOptions(_NameOptions):
+    synopsis = "NAME"
+    longdesc = "Print the recent lines a client logged, oldest first."
+
+
+class StateOptions(_NameOptions):
+    synopsis = "NAME"
+    longdesc = "Print a client's state (its SET keys and values)."
+
+
+class ClientsOptions(_Command):
+    longdesc = "List every client the server remembers, online and offline."
+
+
+class WatchOptions(_Command):
+    longdesc = "Print events as they happen, until Ctrl-C."
+    optParameters = [
+        ["client", "c", None, "Only clients whose name matches this glob (e.g. 'api-*')."],
+        ["events", "e", ",".join(LINE_EVENTS),
+         "Comma-separated event kinds: ready, log, set, close, entry (journal entries)."],
+    ]
+
+    def postOptions(self):
+        kinds = [k.strip() for k in self["events"].split(",") if k.strip()]
+        try:
+            eventKinds(kinds)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        self["events"] = kinds
+
+
+class ReadOptions(_Command):
+    synopsis = "FROM"
+    longdesc = "Print journal entries from index FROM up to the head (or --limit entries)."
+    optParameters = [["limit", "n", None, "Entries to print at most.",
+                      _positiveInteger("--limit")]]
+
+    def parseArgs(self, start):
+        self["from"] = _positiveInteger("FROM")(start)
+
+
+class AppendOptions(_Command):
+    synopsis = "JSON"
+    longdesc = "Append one JSON object to the journal and print its index."
+
+    def parseArgs(self, entry):
+        try:
+            self["entry"] = json.loads(entry)
+        except ValueError as e:
+            raise usage.UsageError(f"the entry is not JSON: {e}")
+        if not isinstance(self["entry"], dict):
+            raise usage.UsageError("the entry must be a JSON object")
+
+
+class Options(usage.Options):
+    synopsis = "[options] clients | log NAME | state NAME | watch | read FROM | append JSON"
+    longdesc = ("Query a logsvc server over Perspective Broker. The password may also come "
+                "from LOGSVC_PASSWORD, or is asked for on a terminal.")
+    optParameters = [
+        ["connect", None, DEFAULT_CONNECT,
+         "Server PB endpoint (a Twisted client endpoint string; a bare number means "
+         "tcp:127.0.0.1:N)."],
+        ["user", "u", None, "User name (anonymous without it)."],
+        ["password", "p", None, "Password (prefer LOGSVC_PASSWORD or the prompt)."],
+    ]
+    optFlags = [["json", "j", "Machine output: JSON (one document, or one line per item "
+                              "for read and watch)."]]
+    subCommands = [
+        ["clients", None, ClientsOptions, "List clients."],
+        ["log", None, LogOptions, "A client's recent lines."],
+        ["state", None, StateOptions, "A client's state."],
+        ["watch", None, WatchOptions, "Follow events live."],
+        ["read", None, ReadOptions, "Read the journal."],
+        ["append", None, AppendOptions, "Append a journal entry."],
+    ]
+
+    def opt_version(self):
+        """Print the version and exit."""
+        print(__version__)
+        sys.exit(0)
+
+    def postOptions(self):
+        if self.subCommand is None:
+            raise usage.UsageError("give a command: clients, log, state, watch, read or append")
+        self["connect"] = connectDescription(self["connect"])
+        self["json"] = self["json"] or self.subOptions["json"]
+
+
+def loginCredentials(options, environ=os.environ, stdin=sys.stdin, ask=getpass.getpass):
+    """Anonymous without --user; else the password from the option, environment or a prompt."""
+    user = options["user"]
+    if user is None:
+        return credentials.Anonymous()
+    password = options["password"]
+    if password is None:
+        password = environ.get("LOGSVC_PASSWORD")
+    if password is None:
+        if not stdin.isatty():
+            raise usage.UsageError("--user needs a password: give --password, set "
+                                   "LOGSVC_PASSWORD, or run on a terminal to be asked")
+        password = ask(f"Password for {user}: ")
+    return credentials.UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
+
+
+def _explain(failure):
+    """Turn a local or remote failure into a L{QueryFailed} the user can read."""
+    message = failure.getErrorMessage()
+    if failure.check(QueryFailed):
+        return failure
+    if failure.check(NoSuchClient):
+        raise QueryFailed(f"no such client: {message}")
+    if failure.check(BadRequest, JournalError):
+        raise QueryFailed(message)
+    if failure.check(LoginFailed):
+        raise QueryFailed("login refused")
+    if failure.check(pb.PBConnectionLost, pb.DeadReferenceError, ConnectionLost, ConnectionDone):
+        raise QueryFailed("connection to the server lost")
+    kind = failure.type if isinstance(failure.type, str) else failure.type.__name__
+    raise QueryFailed(" ".join(f"{kind.rsplit('.', 1)[-1]}: {message}".split()))
+
+
+def _remote(perspective, method: str, *args, **kwargs) -> Deferred:
+    return perspective.callRemote(method, *args, **kwargs).addErrback(_explain)
+
+
+class Output:
+    """Human-readable aligned text, or JSON, on a stream that is flushed per line."""
+
+    def __init__(self, asJSON: bool, stream=None):
+        self.json = asJSON
+        self._stream = stream or sys.stdout
+
+    def line(self, text: str) -> None:
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def document(self, value) -> None:
+        self.line(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+    def table(self, rows: list) -> None:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
+            self.line("  ".join(cells).rstrip())
+
+
+def _oneLineValue(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+async def showClients(reactor, perspective, options, out: Output) -> None:
+    clients = await _remote(perspective, "clients")
+    if out.json:
+        return out.document(clients)
+    if not clients:
+        return out.line("no clients")
+    rows = [["NAME", "ONLINE", "CONNECTED", "LINES", "STATE"]]
+    for name in sorted(clients):
+        info = clients[name]
+        state = " ".join(f"{k}={_oneLineValue(v)}" for k, v in sorted(info.get("state", {}).items()))
+        rows.append([name, "yes" if info.get("online") else "no",
+                     localTime(info.get("connectedAt")),
+                     str(info.get("counters", {}).get("lines", len(info.get("log", [])))), state])
+    out.table(rows)
+
+
+async def showLog(reactor, perspective, options, out: Output) -> None:
+    lines = await _remote(perspective, "clientLog", options["name"])
+    if out.json:
+        return out.document(lines)
+    for time, message in lines:
+        out.line(f"{localTime(time)}  {message}")
+
+
+async def showState(reactor, perspective, options, out: Output) -> None:
+    state = await _remote(perspective, "clientState", options["name"])
+    if out.json:
+        return out.document(state)
+    if state:
+        out.table([[key, _oneLineValue(value)] for key, value in sorted(state.items())])
+
+
+def _entryLine(item: dict, out: Output) -> None:
+    if out.json:
+        return out.document(item)
+    body = item["entry"] if "entry" in item else {"error": item.get("error")}
+    out.line(f"{item['index']}  {json.dumps(body, ensure_ascii=False, sort_keys=True)}")
+
+
+async def readJournal(reactor, perspective, options, out: Output) -> None:
+    """Page through the journal: the server caps each answer, so ask again from the last + 1."""
+    start, remaining = options["from"], options["limit"]
+    while remaining is None or remaining > 0:
+        page = await _remote(perspective, "read", start,
+                             READ_LIMIT if remaining is None else min(remaining, READ_LIMIT))
+        if not page:
+            break
+        for item in page:
+            _entryLine(item, out)
+        start = page[-1]["index"] + 1
+        if remaining is not None:
+            remaining -= len(page)
+
+
+async def appendEntry(reactor, perspective, options, out: Output) -> None:
+    index = await _remote(perspective, "append", options["entry"])
+    out.document({"index": index}) if out.json else out.line(str(index))
+
+
+class WatchObserver(pb.Referenceable):
+    """Prints each event the server pushes; C{finished} fails when the watch must stop."""
+
+    def __init__(self, out: Output):
+        self.out = out
+        self.finished: Deferred = Deferred()
+        self.stopping = False
+
+    def remote_event(self, kind: str, payload: dict) -> None:
+        if kind == "end":
+            if not self.finished.called:
+                self.finished.errback(QueryFailed(
+                    f"unsubscribed by the server: {payload.get('reason')}"))
+            return
+        if self.out.json:
+            return self.out.document(payload)
+        if kind == "entry":
+            return _entryLine(payload, self.out)
+        if kind == "dropped":
+            return self.out.line(f"-- {payload['count']} events dropped: this watch fell behind --")
+        detail = {"ready": "connected", "close": "disconnected",
+                  "log": payload.get("message", ""),
+                  "set": f"{payload.get('key')}={payload.get('value')}"}.get(kind, "")
+        self.out.line(f"{localTime(payload.get('time'))}  {payload.get('client', ''):<20}  "
+                      f"{kind:<5}  {detail}".rstrip())
+
+    def stop(self) -> None:
+        """Ctrl-C: the reactor is shutting down, which is how a watch ends normally."""
+        self.stopping = True
+
+    def lost(self, broker=None) -> None:
+        if self.finished.called:
+            return
+        if self.stopping:
+            self.finished.callback(None)
+        else:
+            self.finished.errback(QueryFailed("connection to the server lost"))
+
+
+async def watch(reactor, perspective, options, out: Output) -> None:
+    observer = WatchObserver(out)
+    reactor.addSystemEventTrigger("before", "shutdown", observer.stop)
+    perspective.notifyOnDisconnect(observer.lost)
+    await _remote(perspective, "subscribe", observer, events=options["events"],
+                  clients=options["client"])
+    sys.stderr.write("watching; Ctrl-C to stop\n")
+    sys.stderr.flush()
+    await observer.finished
+
+
+COMMANDS = {"clients": showClients, "log": showLog, "state": showState,
+            "watch": watch, "read": readJournal, "append": appendEntry}
+
+
+async def run(reactor, options, login) -> None:
+    """Connect, log in, run the subcommand; every failure becomes one line and exit 1."""
+    factory = pb.PBClientFactory()
+    try:
+        endpoint = clientFromString(reactor, options["connect"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"logsvc-query: --connect {options['connect']!r}: {e}")
+    try:
+        await endpoint.connect(factory)
+    except Exception as e:
+        raise SystemExit(f"logsvc-query: cannot connect to {options['connect']}: "
+                         f"{' '.join(str(e).split()) or e.__class__.__name__}")
+    try:
+        perspective = await factory.login(login).addErrback(_explain)
+        await COMMANDS[options.subCommand](reactor, perspective, options.subOptions,
+                                           Output(options["json"]))
+    except QueryFailed as e:
+        if str(e) == "login refused" and isinstance(login, credentials.Anonymous):
+            e = QueryFailed("login refused: this server needs --user")
+        raise SystemExit(f"logsvc-query: {e}")
+    finally:
+        factory.disconnect()
+
+
+def main(argv: list | None = None) -> None:
+    """The console script: parse, ask for a password if needed, then run on the reactor."""
+    options = Options()
+    try:
+        options.parseOptions(argv)
+        login = loginCredentials(options)
+    except usage.UsageError as e:
+        sys.stderr.write(f"logsvc-query: {e} (see logsvc-query --help)\n")
+        sys.exit(2)
+    except (KeyboardInterrupt, EOFError):
+        sys.stderr.write("\n")
+        sys.exit(130)
+    react(run, [options, login])
+
+
+if __name__ == "__main__":
+    main()
