@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import functools
 import json
+import select
 import selectors
 import socket
 import time
@@ -364,45 +365,36 @@ def _liveReader(port: int, count: int, pushReads: bool, ready, go) -> tuple:
 
 
 def _paceWriter(port: int, rate: float, count: int, size: int, ready, go) -> tuple:
+    """Write C{count} entries on schedule, each carrying its send time; ack latencies."""
     connection = connect(port)
     ready.put(("ready", 1))
     go.wait()
     padding = "x" * max(0, size - 40)
     sendTimes: collections.deque = collections.deque()
-    acks, acked, rest = [], 0, b""
-    interval = 1.0 / rate
-    start = time.monotonic()
-    connection.setblocking(False)
-    for number in range(count):
-        pause = start + number * interval - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        sent = time.monotonic_ns()
-        data = message({"id": str(number), "entry": {"n": number, "sent": sent,
-                                                     "text": padding}})
-        sendTimes.append(sent)
-        connection.setblocking(True)
-        connection.sendall(data)
-        connection.setblocking(False)
-        try:
-            while True:
-                data = connection.recv(RECV_BYTES)
-                if not data:
-                    raise BenchError("the server closed the paced writer's connection")
-                now = time.monotonic_ns()
-                for _ in range(data.count(b"\n")):
-                    acks.append(now - sendTimes.popleft())
-        except BlockingIOError:
-            pass
-    connection.setblocking(True)
-    connection.settimeout(30)
-    while len(acks) < count:
-        data = connection.recv(RECV_BYTES)
+    acks: list = []
+
+    def received(data: bytes) -> None:
         if not data:
             raise BenchError("the server closed the paced writer's connection")
+        if b'"error"' in data:
+            raise BenchError(f"a paced write failed: {data[:300]!r}")
         now = time.monotonic_ns()
         for _ in range(data.count(b"\n")):
             acks.append(now - sendTimes.popleft())
+
+    start = time.monotonic()
+    for number in range(count):
+        # Take acks while waiting for the next send time, so they are timed on arrival.
+        while (pause := start + number / rate - time.monotonic()) > 0:
+            if select.select([connection], [], [], pause)[0]:
+                received(connection.recv(RECV_BYTES))
+        sent = time.monotonic_ns()
+        sendTimes.append(sent)
+        connection.sendall(message({"id": str(number), "entry": {
+            "n": number, "sent": sent, "text": padding}}))
+    connection.settimeout(30)
+    while len(acks) < count:
+        received(connection.recv(RECV_BYTES))
     connection.close()
     return ("writer", acks)
 
