@@ -1,0 +1,183 @@
+"""``logsvc-query`` against a real ``twistd -n logatron``: the only proof of the whole path."""
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .server import TWISTD, Server, freePort
+
+QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("open"), store="memory:",
+                    listeners=("port", "pb")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("auth"), "--auth", "memory:alice:secret",
+                    store="memory:", listeners=("port", "pb")).start()
+    yield server
+    server.stop()
+
+
+def query(server, *args, env=None, connect=None):
+    environ = {k: v for k, v in os.environ.items() if k != "LOGSVC_PASSWORD"}
+    environ.update(env or {})
+    return subprocess.run(
+        [QUERY, "--connect", connect or f"tcp:127.0.0.1:{server.ports['pb']}", *args],
+        capture_output=True, text=True, timeout=30, env=environ, stdin=subprocess.DEVNULL)
+
+
+def oneLineError(result, text):
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert text in result.stderr
+
+
+def lineClient(server, name):
+    client = socket.create_connection(("127.0.0.1", server.ports["port"]))
+    client.sendall(f"IAM {name}\n".encode())
+    return client
+
+
+def until(check, timeout=10.0):
+    """Poll a condition the server reaches asynchronously; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_logStateAndClients(open_server):
+    with lineClient(open_server, "web-1") as client:
+        client.sendall(b"LOG hello from web-1\nSET pid 4242\nLOG second line\n")
+        log = until(lambda: "second line" in query(open_server, "log", "web-1").stdout
+                    and query(open_server, "log", "web-1"))
+        assert log.returncode == 0
+        lines = log.stdout.splitlines()
+        assert [line.split("  ", 1)[1] for line in lines] == ["hello from web-1", "second line"]
+        assert lines[0][:4].isdigit() and "T" in lines[0].split("  ")[0]
+
+        state = query(open_server, "state", "web-1")
+        assert state.stdout == "pid  4242\n"
+
+        clients = query(open_server, "clients")
+        header, row = clients.stdout.splitlines()
+        assert header.split() == ["NAME", "ONLINE", "CONNECTED", "LINES", "STATE"]
+        assert row.split()[0:2] == ["web-1", "yes"] and row.endswith("pid=4242")
+
+        parsed = json.loads(query(open_server, "--json", "clients").stdout)
+        assert parsed["web-1"]["log"][1][1] == "second line"
+        assert parsed["web-1"]["state"] == {"pid": "4242"}
+        assert json.loads(query(open_server, "log", "--json", "web-1").stdout)[0][1] == \
+            "hello from web-1"
+
+
+def test_unknownClient(open_server):
+    oneLineError(query(open_server, "log", "no-such-client"), "no such client: no-such-client")
+    oneLineError(query(open_server, "state", "no-such-client"), "no such client")
+
+
+def test_journalAppendAndRead(open_server):
+    first = json.loads(query(open_server, "--json", "append", '{"k": "é", "n": 1}').stdout)
+    second = int(query(open_server, "append", '{"n": 2}').stdout)
+    assert second == first["index"] + 1
+    read = query(open_server, "--json", "read", str(first["index"]))
+    items = [json.loads(line) for line in read.stdout.splitlines()]
+    assert [item["entry"] for item in items] == [{"k": "é", "n": 1}, {"n": 2}]
+    limited = query(open_server, "read", "--limit", "1", str(first["index"]))
+    assert limited.stdout == f'{first["index"]}  {{"k": "é", "n": 1}}\n'
+
+
+def test_badArguments(open_server):
+    for args in (["read", "0"], ["append", "[1]"], ["append", "{"], ["watch", "--events", "nope"],
+                 [], ["frobnicate"]):
+        result = query(open_server, *args)
+        assert result.returncode == 2, args
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, args
+
+
+def test_serverDown():
+    oneLineError(query(None, "clients", connect=f"tcp:127.0.0.1:{freePort()}"),
+                 "cannot connect to")
+
+
+def test_watchFollowsLiveLines(open_server):
+    """watch prints a new LOG line as soon as it arrives, and Ctrl-C ends it cleanly."""
+    watcher = subprocess.Popen(
+        [QUERY, "--connect", f"tcp:127.0.0.1:{open_server.ports['pb']}", "watch", "--json",
+         "--client", "watched-*", "--events", "log"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stderr.readline() == "watching; Ctrl-C to stop\n"
+        with lineClient(open_server, "other") as other, \
+                lineClient(open_server, "watched-1") as client:
+            other.sendall(b"LOG not for this watch\n")
+            time.sleep(0.2)
+            sent = time.monotonic()
+            client.sendall(b"LOG fresh line\n")
+            selector = selectors.DefaultSelector()
+            selector.register(watcher.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout=10), "watch printed nothing"
+            line = watcher.stdout.readline()
+            latency = time.monotonic() - sent
+        message = json.loads(line)
+        assert (message["client"], message["event"], message["message"]) == \
+            ("watched-1", "log", "fresh line")
+        print(f"watch latency: {latency * 1000:.1f} ms")
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(10) == 0
+        assert "Traceback" not in watcher.stderr.read()
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        watcher.wait()
+        watcher.stdout.close()
+        watcher.stderr.close()
+
+
+def test_passwords(auth_server):
+    with lineClient(auth_server, "db-1") as client:
+        client.sendall(b"LOG ok\n")
+        until(lambda: query(auth_server, "--user", "alice", "--password", "secret",
+                            "log", "db-1").stdout)
+    right = query(auth_server, "--user", "alice", "--password", "secret", "log", "db-1")
+    assert right.returncode == 0 and right.stdout.endswith("  ok\n")
+    fromEnvironment = query(auth_server, "--user", "alice", "clients",
+                            env={"LOGSVC_PASSWORD": "secret"})
+    assert fromEnvironment.returncode == 0 and "db-1" in fromEnvironment.stdout
+    oneLineError(query(auth_server, "--user", "alice", "--password", "wrong", "clients"),
+                 "login refused")
+    oneLineError(query(auth_server, "--user", "mallory", "--password", "secret", "clients"),
+                 "login refused")
+    oneLineError(query(auth_server, "clients"), "login refused: this server needs --user")
+    noPassword = query(auth_server, "--user", "alice", "clients")
+    assert noPassword.returncode == 2 and "LOGSVC_PASSWORD" in noPassword.stderr
+    assert "Traceback" not in auth_server.output()
+
+
+def test_nonLoopbackPBWithoutAuthIsRefusedAtStartUp(tmp_path):
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "logatron", "--store", "memory:",
+         "--port", f"tcp:{freePort()}:interface=127.0.0.1", "--journal", "none",
+         "--http", "none", "--pb", f"tcp:{freePort()}"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "--pb" in result.stderr and "--auth" in result.stderr
