@@ -88,6 +88,8 @@ class WatchOptions(_Command):
         ["client", "c", None, "Only clients whose name matches this glob (e.g. 'api-*')."],
         ["events", "e", ",".join(LINE_EVENTS),
          "Comma-separated event kinds: ready, log, set, close, entry (journal entries)."],
+        ["from", None, None, "Replay journal entries from this index first (adds 'entry').",
+         _positiveInteger("--from")],
     ]
 
     def postOptions(self):
@@ -96,6 +98,8 @@ class WatchOptions(_Command):
             eventKinds(kinds)
         except ValueError as e:
             raise usage.UsageError(str(e))
+        if self["from"] is not None and "entry" not in kinds:
+            kinds.append("entry")
         self["events"] = kinds
 
 
@@ -227,7 +231,8 @@ async def showClients(reactor, perspective, options, out: Output) -> None:
     rows = [["NAME", "ONLINE", "CONNECTED", "LINES", "STATE"]]
     for name in sorted(clients):
         info = clients[name]
-        state = " ".join(f"{k}={_oneLineValue(v)}" for k, v in sorted(info.get("state", {}).items()))
+        state = " ".join(f"{k}={_oneLineValue(v)}"
+                         for k, v in sorted(info.get("state", {}).items()))
         rows.append([name, "yes" if info.get("online") else "no",
                      localTime(info.get("connectedAt")),
                      str(info.get("counters", {}).get("lines", len(info.get("log", [])))), state])
@@ -321,7 +326,7 @@ async def watch(reactor, perspective, options, out: Output) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", observer.stop)
     perspective.notifyOnDisconnect(observer.lost)
     await _remote(perspective, "subscribe", observer, events=options["events"],
-                  clients=options["client"])
+                  clients=options["client"], fromIndex=options["from"])
     sys.stderr.write("watching; Ctrl-C to stop\n")
     sys.stderr.flush()
     await observer.finished

@@ -269,7 +269,8 @@ class PBTests(TestCase):
         self.pump.flush()
         self.assertFalse(self.registry.observed)
         self.assertEqual(observer.events[-1],
-                         ("end", {"type": "end", "reason": "subscriber too slow: 51 messages dropped"}))
+                         ("end", {"type": "end",
+                                  "reason": "subscriber too slow: 51 messages dropped"}))
         self.assertEqual(len(observer.events), 5)
 
     def test_observerErrorsDoNotEndTheSubscription(self):

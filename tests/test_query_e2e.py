@@ -9,7 +9,14 @@ import subprocess
 import sys
 import time
 
+from datetime import datetime
+
 import pytest
+from twisted.cred import credentials
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from logsvc.query import Options, localTime, loginCredentials
 
 from .server import TWISTD, Server, freePort
 
@@ -181,3 +188,64 @@ def test_nonLoopbackPBWithoutAuthIsRefusedAtStartUp(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "--pb" in result.stderr and "--auth" in result.stderr
+
+
+class QueryOptionsTests(TestCase):
+    """The command line's parsing and password sources, without a server."""
+
+    def parse(self, *args):
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_defaults(self):
+        options = self.parse("watch")
+        self.assertEqual((options["connect"], options["user"], options["json"]),
+                         ("tcp:127.0.0.1:8787", None, False))
+        self.assertEqual(options.subOptions["events"], ["ready", "log", "set", "close"])
+        self.assertEqual(self.parse("--connect", "9000", "clients")["connect"],
+                         "tcp:127.0.0.1:9000")
+
+    def test_subcommandArguments(self):
+        watch = self.parse("watch", "--client", "api-*", "--events", "log,entry",
+                           "--from", "5").subOptions
+        self.assertEqual((watch["client"], watch["events"], watch["from"]),
+                         ("api-*", ["log", "entry"], 5))
+        self.assertEqual(self.parse("watch", "--from", "1").subOptions["events"],
+                         ["ready", "log", "set", "close", "entry"])
+        read = self.parse("read", "--limit", "3", "7").subOptions
+        self.assertEqual((read["from"], read["limit"]), (7, 3))
+        self.assertEqual(self.parse("append", '{"a": [1]}').subOptions["entry"], {"a": [1]})
+        self.assertTrue(self.parse("log", "--json", "web-1")["json"])
+
+    def test_badArguments(self):
+        for args in ([], ["log"], ["read", "x"], ["read", "--limit", "0", "1"],
+                     ["append", "1"], ["watch", "--events", "log,bogus"]):
+            self.assertRaises(usage.UsageError, self.parse, *args)
+
+    def test_passwordSources(self):
+        class Terminal:
+            def __init__(self, tty):
+                self.tty = tty
+
+            def isatty(self):
+                return self.tty
+
+        self.assertIsInstance(loginCredentials(self.parse("clients"), {}, Terminal(False)),
+                              credentials.Anonymous)
+        given = loginCredentials(self.parse("-u", "alice", "-p", "s3", "clients"),
+                                 {"LOGSVC_PASSWORD": "env"}, Terminal(False))
+        self.assertEqual((given.username, given.password), (b"alice", b"s3"))
+        fromEnv = loginCredentials(self.parse("-u", "alice", "clients"),
+                                   {"LOGSVC_PASSWORD": "env"}, Terminal(False))
+        self.assertEqual(fromEnv.password, b"env")
+        asked = loginCredentials(self.parse("-u", "alice", "clients"), {}, Terminal(True),
+                                 ask=lambda prompt: "typed")
+        self.assertEqual(asked.password, b"typed")
+        self.assertRaises(usage.UsageError, loginCredentials,
+                          self.parse("-u", "alice", "clients"), {}, Terminal(False))
+
+    def test_localTime(self):
+        text = localTime(0.25)
+        self.assertEqual(datetime.fromisoformat(text).timestamp(), 0.25)
+        self.assertEqual(localTime(None), "-")
