@@ -322,7 +322,7 @@ def _readUntilHead(connection: socket.socket, position: int) -> bytes:
             data = connection.recv(RECV_BYTES)
         except TimeoutError:
             raise BenchError(f"a pull read from {position} got no head within 10 s; "
-                             f"it answered {buffer[-300:]!r}")
+                             f"its answer ended {buffer[-80:]!r}")
         if not data:
             raise BenchError("the server closed the pull reader's connection")
         buffer += data
