@@ -37,6 +37,10 @@ INVALID_JSON = b'{"error":"invalid JSON"}\n'
 INVALID_MESSAGE = b'{"error":"invalid message"}\n'
 TOO_LONG = b'{"error":"message too long"}\n'
 ALREADY_READING = b'{"error":"already reading"}\n'
+MESSAGE_TIMED_OUT = b'{"error":"message timeout"}\n'
+
+MESSAGE_TIMEOUT = 30.0
+"""Seconds a message may stay incomplete, from its first byte to its newline."""
 
 
 def _rejectConstant(name: str):
@@ -74,9 +78,9 @@ class JournalRead:
     """
     One read on one connection: pages from the store until caught up, then live batches.
 
-    Holds at most one page (or one live batch) at a time, and nothing while paused:
-    live batches that arrive while paused or paging only raise C{seen}, and the entries
-    are read from the store again.
+    Holds at most one page at a time, and nothing while paused: live batches that arrive
+    while paused or paging only raise C{seen}, and the entries are read from the store
+    again.
     """
 
     log = Logger()
@@ -159,18 +163,29 @@ class JournalRead:
             self._deliver(batch)
 
     def _deliver(self, rows: list) -> None:
-        """Send consecutive rows from C{next} on, C{current} in its place, C{head} after K."""
+        """
+        Send consecutive rows from C{next} on, C{current} in its place, C{head} after K.
+        A live batch can be a whole group commit: it is sent a page at a time, and what
+        is left when the socket fills up is read from the store again after resuming.
+        """
         if rows[0][0] < self.next:
             rows = rows[self.next - rows[0][0]:]
-        remaining = self._remaining
-        if remaining is not None and len(rows) > remaining:
-            rows = rows[:remaining]
+        if self._remaining is not None and len(rows) > self._remaining:
+            rows = rows[:self._remaining]
+        size = self._pageSize
+        for start in range(0, len(rows), size):
+            self._send(rows[start:start + size] if len(rows) > size else rows)
+            if self._paused or self._done:
+                return
+
+    def _send(self, rows: list) -> None:
         first = rows[0][0]
         lines = _entryLines(rows)
         self.next = first + len(rows)
         if not self._current and self.next > self._target:
             lines.insert(max(0, self._target - first + 1), CURRENT)
             self._current = True
+        remaining = self._remaining
         if remaining is not None:
             self._remaining = remaining = remaining - len(rows)
             if remaining == 0:
@@ -228,10 +243,13 @@ class JournalProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, store, maxEntry: int):
+    def __init__(self, store, maxEntry: int, clock=None):
         self._store = store
         self._maxEntry = maxEntry
+        self._clock = clock
         self._pending = b""
+        self._partialSince: float | None = None
+        self._deadline = None
         self._closed = False
         self._paused = False
         self.reader: JournalRead | None = None
@@ -248,6 +266,8 @@ class JournalProtocol(Protocol):
         self.factory.connections -= 1
         self._closed = True
         self._stopReading()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
 
     def dataReceived(self, data: bytes) -> None:
         if self._closed:
@@ -256,6 +276,8 @@ class JournalProtocol(Protocol):
             data = self._pending + data
         messages = data.split(b"\n")
         self._pending = messages.pop()
+        if self._clock is not None:
+            self._timePartial(bool(messages))
         maxEntry = self._maxEntry
         for message in messages:
             if len(message) > maxEntry:
@@ -266,6 +288,31 @@ class JournalProtocol(Protocol):
                 return
         if len(self._pending) > maxEntry:
             self._fatal(TOO_LONG)
+
+    def _timePartial(self, completed: bool) -> None:
+        """Note when the message still incomplete at the end of this chunk began."""
+        if not self._pending:
+            self._partialSince = None
+        elif completed or self._partialSince is None:
+            self._partialSince = self._clock.seconds()
+            self._armDeadline()
+
+    def _armDeadline(self) -> None:
+        if self._deadline is None:
+            self._deadline = self._clock.callLater(MESSAGE_TIMEOUT, self._checkDeadline)
+
+    def _checkDeadline(self) -> None:
+        """Close a slow sender; while we do not read (paused), the peer is not late."""
+        self._deadline = None
+        if self._closed or self._paused or self._partialSince is None:
+            return
+        left = self._partialSince + MESSAGE_TIMEOUT - self._clock.seconds()
+        if left > 0:
+            self._deadline = self._clock.callLater(left, self._checkDeadline)
+            return
+        self.log.info("{peer}: message incomplete for {s:.0f} s; closing",
+                      peer=self.transport.getPeer(), s=MESSAGE_TIMEOUT)
+        self._fatal(MESSAGE_TIMED_OUT)
 
     def _message(self, line: bytes) -> None:
         try:
@@ -347,6 +394,10 @@ class JournalProtocol(Protocol):
 
     def resumeProducing(self) -> None:
         self._paused = False
+        if self._partialSince is not None and not self._closed:
+            # The peer could not send while we were not reading: its time starts again.
+            self._partialSince = self._clock.seconds()
+            self._armDeadline()
         if not self._closed:
             self.transport.resumeProducing()
         if self.reader is not None:
@@ -358,17 +409,21 @@ class JournalProtocol(Protocol):
 
 
 class JournalFactory(Factory):
-    """Points every connection at the shared store; C{connections} counts open ones."""
+    """
+    Points every connection at the shared store; C{connections} counts open ones.
+    Messages get a deadline (L{MESSAGE_TIMEOUT}) only when given a C{clock} to keep it.
+    """
 
     noisy = False
     connections = 0
 
-    def __init__(self, store, maxEntry: int = 1048576):
+    def __init__(self, store, maxEntry: int = 1048576, clock=None):
         self.store = store
         self.maxEntry = maxEntry
+        self.clock = clock
 
     def buildProtocol(self, addr):
-        protocol = JournalProtocol(self.store, self.maxEntry)
+        protocol = JournalProtocol(self.store, self.maxEntry, self.clock)
         protocol.factory = self
         return protocol
 

@@ -70,6 +70,23 @@ class TCPTransport(StringTransport):
         self.options["keepalive"] = enabled
 
 
+class FillingTransport(StringTransport):
+    """Pauses its streaming producer once more than C{limit} bytes wait, as TCP's does."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data):
+        super().write(data)
+        if len(self.value()) > self.limit and self.producerState == "producing":
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        self.clear()
+        self.producer.resumeProducing()
+
+
 class Connection:
     """One in-memory journal connection and what it received."""
 
@@ -564,6 +581,22 @@ class BackpressureTests(JournalTestCase):
         self.assertEqual(entries(connection.received()), [1, 2, 3])
         self.clock.advance(0)
         self.assertEqual(connection.received(), [])
+
+    def test_largeLiveBatchIsSentAPageAtATime(self):
+        """A group commit of 3,000 entries is not turned into one 3,000-line write."""
+        transport = FillingTransport(limit=1000)
+        connection = self.connect(transport)
+        connection.send({"from": 1})
+        self.assertEqual(connection.received(), [{"current": True}])
+        self.fill(3000)
+        received = entries(connection.received())
+        self.assertEqual(received, list(range(1, 101)))
+        self.assertEqual(self.store.reads, [])
+        for _ in range(10):
+            transport.drain()
+            received += entries(connection.received())
+        self.assertEqual(received, list(range(1, 3001)))
+        self.assertTrue(all(start > 100 for start, _ in self.store.reads))
 
     def test_readStartedWhilePausedWaits(self):
         self.fill(3)

@@ -105,8 +105,10 @@ def test_secondReadIsAlreadyReading(server):
     assert client.receive() == {"current": True}
     client.send({"from": 1})
     assert client.receive() == {"error": "already reading"}
-    assert client.write("w", {"still": "open"}) == 1
-    assert client.receive() == {"index": 1, "entry": {"still": "open"}}
+    client.send({"id": "w", "entry": {"still": "open"}})
+    replies = client.receiveMany(2)  # the ack and the live entry, in either order
+    assert sorted(replies, key=len) == [{"id": "w", "index": 1},
+                                        {"index": 1, "entry": {"still": "open"}}]
 
 
 def test_writeThenRead(server):
@@ -197,9 +199,10 @@ def test_invalidMessageKeepsConnectionInvalidJSONClosesIt(server):
 def test_invalidJSONMidReadClosesIt(server):
     client = Client(server.ports["journal"])
     client.write("a", {})
-    client.send({"from": 1}, b"[1, 2")
-    assert client.receiveMany(3) == [{"index": 1, "entry": {}}, {"current": True},
-                                     {"error": "invalid JSON"}]
+    client.send({"from": 1})
+    assert client.receiveMany(2) == [{"index": 1, "entry": {}}, {"current": True}]
+    client.send(b"[1, 2")
+    assert client.receive() == {"error": "invalid JSON"}
     assert client.closedByServer()
 
 
@@ -256,21 +259,45 @@ def test_retryGetsTheSameIndexAcrossRestarts(tmp_path):
         server.stop()
 
 
-def writeMany(port: int, writer: int, count: int, window: int = 100) -> dict:
-    """C{count} writes with C{window} in flight; returns {index: entry} as acknowledged."""
+def writeMany(port: int, writer: int, count: int, window: int = 100, pad: str = "") -> dict:
+    """
+    C{count} writes of C{{"w": writer, "n": n}} (plus C{pad} if given) with C{window} in
+    flight; returns {index: entry} as acknowledged.
+    """
     client = Client(port)
+    extra = {"pad": pad} if pad else {}
     acknowledged = {}
     try:
         for start in range(0, count, window):
             numbers = range(start, min(count, start + window))
-            client.send(*[{"id": f"{writer}.{n}", "entry": {"w": writer, "n": n}}
+            client.send(*[{"id": f"{writer}.{n}", "entry": {"w": writer, "n": n, **extra}}
                           for n in numbers])
             for n in numbers:
                 reply = client.receive()
                 writer_, n_ = map(int, reply["id"].split("."))
-                acknowledged[reply["index"]] = {"w": writer_, "n": n_}
+                acknowledged[reply["index"]] = {"w": writer_, "n": n_, **extra}
     finally:
         client.close()
+    return acknowledged
+
+
+def concurrentWrites(port: int, writers: range, count: int, **options) -> dict:
+    """C{count} writes by each writer, all at once; returns {index: entry} as acknowledged."""
+    results: dict = {}
+
+    def run(writer):
+        results[writer] = writeMany(port, writer, count, **options)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    acknowledged: dict = {}
+    for writer in writers:
+        assert len(results.get(writer, ())) == count
+        assert not acknowledged.keys() & results[writer].keys(), "an index was given twice"
+        acknowledged.update(results[writer])
     return acknowledged
 
 
@@ -286,21 +313,7 @@ def readAll(port: int, expected: int) -> list:
 
 def test_eightConcurrentWriters(server):
     port = server.ports["journal"]
-    results: list = [None] * 8
-
-    def run(writer):
-        results[writer] = writeMany(port, writer, 10_000)
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    acknowledged = {}
-    for result in results:
-        assert result is not None and len(result) == 10_000
-        assert not acknowledged.keys() & result.keys(), "an index was handed out twice"
-        acknowledged.update(result)
+    acknowledged = concurrentWrites(port, range(8), 10_000)
     assert sorted(acknowledged) == list(range(1, 80_001))
     found = readAll(port, 80_000)
     assert [m["index"] for m in found] == list(range(1, 80_001))
@@ -411,55 +424,40 @@ def waitUntilRead(port: int, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
-def sendLogLines(port: int, name: str, count: int, size: int = 0) -> socket.socket:
+def sendLogLines(port: int, name: str, count: int) -> socket.socket:
+    """A line-service client that sent C{LOG 0} to C{LOG count-1}."""
     client = socket.create_connection(("127.0.0.1", port), timeout=30)
     client.sendall(f"IAM {name}\n".encode())
-    pad = "p" * size
     for start in range(0, count, 10_000):
-        client.sendall("".join(f"LOG {n} {pad}\n"
+        client.sendall("".join(f"LOG {n}\n"
                                for n in range(start, min(count, start + 10_000))).encode())
     return client
-
-
-def waitForHead(port: int, index: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while head(port) < index:
-        assert time.monotonic() < deadline, f"journal never reached {index}"
-        time.sleep(0.1)
 
 
 @pytest.mark.skipif(STORE == "memory:", reason="a memory store grows with what it holds")
 def test_slowReaderKeepsServerMemoryBounded(server):
     """
-    A reader that stops reading while 200,000 entries (about 50 MB) are appended costs the
-    server a page and the transport's buffer, not the backlog; it then catches up in order.
-    The first 200,000 entries, with no reader, bring the store's queues and caches to
-    their working size so that only the reader's cost is measured.
+    A reader that stops reading while 200,000 entries (about 90 MB) are appended costs the
+    server at most a page and the transport's buffer (and the store's read cache, 16 MiB
+    for SQLite), not the backlog; then it catches up in order.  The first 100,000 writes,
+    with no reader, bring the store's caches and retry window to their working size, so
+    that only the reader's cost is measured.
     """
-    journal, port = server.ports["journal"], server.ports["port"]
-    first = sendLogLines(port, "warm-up", 200_000, size=200)
-    waitUntilRead(port, timeout=120)
-    waitForHead(journal, 200_001)
+    journal = server.ports["journal"]
+    pad = "x" * 400
+    concurrentWrites(journal, range(4), 25_000, window=200, pad=pad)
     before = rss(server.process.pid)
     slow = Client(journal, receiveBuffer=16 * 1024)
     slow.send({"from": 1})
-    second = sendLogLines(port, "bulk", 200_000, size=200)
-    waitUntilRead(port, timeout=120)
-    waitForHead(journal, 400_002)
+    acknowledged = concurrentWrites(journal, range(4, 8), 50_000, window=200, pad=pad)
     growth = rss(server.process.pid) - before
     print(f"server RSS {before / 2**20:.1f} MiB before the slow reader, "
           f"grew {growth / 2**20:.1f} MiB while 200,000 entries were appended")
-    assert growth < 20 * 2**20, f"server grew by {growth / 2**20:.1f} MiB for a slow reader"
-    found, messages = readUntil(slow, 400_002)
-    assert [m["index"] for m in found] == list(range(1, 400_003))
+    assert growth < 32 * 2**20, f"server grew by {growth / 2**20:.1f} MiB for a slow reader"
+    found, messages = readUntil(slow, 300_000)
+    assert [m["index"] for m in found] == list(range(1, 300_001))
     assert messages.count({"current": True}) == 1
-    clients = [m["entry"]["client"] for m in found]
-    assert clients == ["warm-up"] * 200_001 + ["bulk"] * 200_001
-    numbers = [int(m["entry"]["message"].split()[0]) for m in found
-               if m["entry"]["event"] == "log"]
-    assert numbers == list(range(200_000)) * 2
-    first.close()
-    second.close()
+    assert all(acknowledged[m["index"]] == m["entry"] for m in found[100_000:])
 
 
 def test_lineEventsAreJournaled(tmp_path):
