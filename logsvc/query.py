@@ -301,7 +301,7 @@ class WatchObserver(pb.Referenceable):
         if kind == "entry":
             return _entryLine(payload, self.out)
         if kind == "dropped":
-            return self.out.line(f"-- {payload['count']} events dropped: this watch fell behind --")
+            return self.out.line(f"-- {payload['dropped']} events dropped: this watch fell behind --")
         detail = {"ready": "connected", "close": "disconnected",
                   "log": payload.get("message", ""),
                   "set": f"{payload.get('key')}={payload.get('value')}"}.get(kind, "")

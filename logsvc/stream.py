@@ -109,7 +109,7 @@ class StreamProtocol:
         if kind == "entry":
             self.position = message["index"]
         elif kind == "dropped":
-            self.metrics.dropped.inc(message["count"])
+            self.metrics.dropped.inc(message["dropped"])
         self.transport.sendTextMessage(json.dumps(message, ensure_ascii=False))
 
     def _tooSlow(self, reason: str) -> None:

@@ -50,7 +50,7 @@ class Subscription:
       - C{{"type": "event", "event": kind, "client": name, "time": t, ...fields}}
       - C{{"type": "entry", "index": i, "entry": {...}}} (or C{"error"} instead of
         C{"entry"} for an entry that cannot be read back)
-      - C{{"type": "dropped", "count": n}} where C{n} line events were lost
+      - C{{"type": "dropped", "dropped": n}} where C{n} line events were lost
 
     With C{fromIndex}, the journal is replayed from that index (in pages) before any
     live message.  C{clients} is a glob on the client name; journal entries pass it
@@ -156,7 +156,7 @@ class Subscription:
         self._pump()
 
     def _droppedNotice(self) -> dict:
-        notice = {"type": "dropped", "count": self._dropped}
+        notice = {"type": "dropped", "dropped": self._dropped}
         self._dropped = 0
         return notice
 

@@ -212,7 +212,7 @@ class SubscriptionTests(TestCase):
         subscription.resume()
         self.assertEqual(self.received, [
             event("log", "a", 1.0, message="0"), event("log", "a", 1.0, message="1"),
-            event("log", "a", 1.0, message="2"), {"type": "dropped", "count": 2}])
+            event("log", "a", 1.0, message="2"), {"type": "dropped", "dropped": 2}])
 
     def test_droppedNoticeSitsWhereTheGapIs(self):
         subscription = self.subscribe(events=["log"], queueLimit=2)
@@ -223,7 +223,7 @@ class SubscriptionTests(TestCase):
         subscription.pause()
         self.registry.log(record, 1.0, ["4"])
         subscription.resume()
-        messages = [m.get("message", m.get("count")) for m in self.received]
+        messages = [m.get("message", m.get("dropped")) for m in self.received]
         self.assertEqual(messages, ["0", "1", 2, "4"])
 
     def test_journalEntriesAreNeverDropped(self):
@@ -256,7 +256,7 @@ class SubscriptionTests(TestCase):
             self.registry.log(record, 1.0, ["x"] * 5)
             subscription.resume()
         self.assertFalse(subscription.ended)
-        self.assertEqual(self.received.count({"type": "dropped", "count": 3}), 10)
+        self.assertEqual(self.received.count({"type": "dropped", "dropped": 3}), 10)
 
     def test_cancel(self):
         subscription = self.subscribe()

@@ -389,7 +389,7 @@ class StreamProtocolTests(TestCase):
         self.registry.log(record, 1.0, [str(n) for n in range(1005)])
         socket.producer.resumeProducing()
         self.assertEqual(len(socket.messages), 1001)
-        self.assertEqual(socket.messages[-1], {"type": "dropped", "count": 5})
+        self.assertEqual(socket.messages[-1], {"type": "dropped", "dropped": 5})
         self.assertEqual(self.metrics.dropped._value.get(), 5)
 
         socket.producer.pauseProducing()
