@@ -141,7 +141,7 @@ def makeService(config, reactor=None) -> LogService:
     if config["journal"] is not None:
         service.addListener("journal", config["journal"],
                             serverFromString(reactor, config["journal"]),
-                            JournalFactory(store, config["max-entry"]))
+                            JournalFactory(store, config["max-entry"], reactor))
     if config["journal-lines"]:
         registry.addObserver(JournalLines(store))
     portal = makePortal(service, config.get("credCheckers") or [])

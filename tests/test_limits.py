@@ -24,7 +24,7 @@ from zope.interface.verify import verifyObject
 
 from logsvc.auth import makePortal
 from logsvc.errors import NoSuchClient
-from logsvc.journal import JournalFactory
+from logsvc.journal import MESSAGE_TIMEOUT, JournalFactory
 from logsvc.limits import (DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, REFUSALS, ConnectionLimit,
                            httpSite)
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
@@ -219,6 +219,69 @@ class SlowPeerTests(TestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"ERR identify within 30 seconds\n")
         self.assertEqual(self.registry.counts()["online"], 0)
+
+
+class JournalMessageTimeoutTests(TestCase):
+    """A journal message incomplete 30 s after its first byte closes the connection."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        self.protocol, self.transport = connect(
+            ConnectionLimit(JournalFactory(self.store, clock=self.clock), "journal"))
+
+    def test_trickledMessageClosedAt30Seconds(self):
+        self.assertEqual(MESSAGE_TIMEOUT, 30.0)
+        for byte in b'{"id":"slow","entry":{"text":"' + b"x" * 100:
+            self.protocol.dataReceived(bytes([byte]))
+            self.clock.advance(1)
+            if self.transport.disconnecting:
+                break
+        self.assertEqual(self.clock.seconds(), 30)
+        self.assertEqual(self.transport.value(), b'{"error":"message timeout"}\n')
+
+    def test_deadlineRestartsWithEachMessage(self):
+        """Messages that each complete in time never time out, however long it goes on."""
+        for n in range(10):
+            self.protocol.dataReceived(b'{"id":"%d","entry":{}}\n{"id":"n%d",' % (n, n))
+            self.clock.advance(20)
+            self.protocol.dataReceived(b'"entry":{}}\n')
+            self.clock.advance(20)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertNotIn(b"timeout", self.transport.value())
+
+    def test_partialMessageStartedLaterInAChunk(self):
+        self.protocol.dataReceived(b'{"id":"a",')
+        self.clock.advance(25)
+        self.protocol.dataReceived(b'"entry":{}}\n{"id":"b",')
+        self.clock.advance(25)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(5)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertTrue(self.transport.value().endswith(b'{"error":"message timeout"}\n'))
+
+    def test_idleBetweenMessagesIsFine(self):
+        self.protocol.dataReceived(b'{"id":"a","entry":{}}\n')
+        self.clock.advance(MESSAGE_TIMEOUT * 10)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_pausedTimeIsNotCounted(self):
+        """While a full send buffer stops our reading, the sender cannot be late."""
+        self.protocol.dataReceived(b'{"id":"a",')
+        self.clock.advance(10)
+        self.protocol.wrappedProtocol.pauseProducing()
+        self.clock.advance(MESSAGE_TIMEOUT * 3)
+        self.assertFalse(self.transport.disconnecting)
+        self.protocol.wrappedProtocol.resumeProducing()
+        self.clock.advance(MESSAGE_TIMEOUT - 1)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_closedConnectionCancelsDeadline(self):
+        self.protocol.dataReceived(b'{"id":"a",')
+        close(self.protocol)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class HTTPHeadTimeoutTests(TestCase):
