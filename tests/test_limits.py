@@ -33,6 +33,7 @@ from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
+from logsvc.tap import Options, makeService
 from tests.server import Server
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
@@ -186,6 +187,15 @@ class ServiceWiringTests(TestCase):
             self.assertEqual(listener.factory.maxConnections, 1)
             self.assertEqual(listener.factory.name, listener.name)
             self.assertEqual(listener.factory.refusal, REFUSALS[listener.name])
+
+    def test_tapWiresLimitAndJournalClock(self):
+        options = Options()
+        options.parseOptions(["--store", "memory:", "--pb", "none", "--http", "none",
+                              "--max-connections", "5"])
+        service = makeService(options, reactor=self.clock)
+        journal = service.getServiceNamed("journal").factory
+        self.assertEqual((journal.maxConnections, journal.wrappedFactory.clock), (5, self.clock))
+        self.assertEqual(service.getServiceNamed("port").factory.maxConnections, 5)
 
     def test_metricsCountEveryListener(self):
         for listener in self.service.listeners():
