@@ -32,6 +32,12 @@ PAGE_ENTRIES = 1000
 PAGE_BYTES = 1 << 20
 """Pages are sized to about this many bytes once a read has seen its entries' size."""
 
+READ_AHEAD = 100
+"""
+Entries a pull read asks the store for even when it wants fewer: the rest wait on the
+connection for its next pull read, so reads of 5 do not cost a store query each.
+"""
+
 CURRENT = b'{"current":true}\n'
 INVALID_JSON = b'{"error":"invalid JSON"}\n'
 INVALID_MESSAGE = b'{"error":"invalid message"}\n'
@@ -85,10 +91,12 @@ class JournalRead:
 
     log = Logger()
 
-    def __init__(self, store, transport, start: int, count: int | None, finished):
+    def __init__(self, store, transport, start: int, count: int | None, finished,
+                 ahead: list = ()):
         self._store = store
         self._transport = transport
         self._finished = finished
+        self._ahead = ahead if ahead and ahead[0][0] == start else ()
         self.next = start
         self._remaining = count
         self._target: int | None = None
@@ -127,10 +135,14 @@ class JournalRead:
                     self._live = True
                     return
                 self._live = False
+                rows, self._ahead = self._ahead, ()
+                if rows and rows[0][0] == self.next:
+                    self._deliverKeepingRest(rows)
+                    continue
                 self._fetching = True
                 limit = self._pageSize
-                if self._remaining is not None and self._remaining < limit:
-                    limit = self._remaining
+                if self._remaining is not None:
+                    limit = min(limit, max(self._remaining, READ_AHEAD))
                 self._store.read(self.next, limit).addCallbacks(self._gotPage, self._failed)
         finally:
             self._advancing = False
@@ -142,11 +154,17 @@ class JournalRead:
         if rows:
             size = sum(len(data) for _, data in rows if data.__class__ is bytes)
             self._pageSize = max(1, min(PAGE_ENTRIES, PAGE_BYTES * len(rows) // (size or 1)))
-            self._deliver(rows)
+            self._deliverKeepingRest(rows)
         else:
             # Nothing committed at next after all: wait for the next commit.
             self._seen = self.next - 1
         self._advance()
+
+    def _deliverKeepingRest(self, rows: list) -> None:
+        """Deliver rows read from the store; what a pull read does not take is kept."""
+        if self._remaining is not None and len(rows) > self._remaining:
+            self._ahead = rows[self._remaining:]
+        self._deliver(rows)
 
     def _committed(self, batch: list) -> None:
         last = batch[-1][0]
@@ -209,12 +227,14 @@ class JournalRead:
         self._finish()
 
     def _finish(self) -> None:
+        ahead = self._ahead
         self.stop()
-        self._finished(self)
+        self._finished(self, ahead)
 
     def stop(self) -> None:
         """End the read: no more pages, no more live entries."""
         self._done = True
+        self._ahead = ()
         if self._following is not None:
             self._following.cancel()
             self._following = None
@@ -252,6 +272,7 @@ class JournalProtocol(Protocol):
         self._deadline = None
         self._closed = False
         self._paused = False
+        self._ahead: list = []
         self.reader: JournalRead | None = None
 
     def connectionMade(self) -> None:
@@ -364,14 +385,18 @@ class JournalProtocol(Protocol):
         if self.reader is not None:
             self.transport.write(ALREADY_READING)
             return
-        self.reader = JournalRead(self._store, self.transport, start, count, self._readFinished)
+        ahead, self._ahead = self._ahead, []
+        self.reader = JournalRead(self._store, self.transport, start, count,
+                                  self._readFinished, ahead)
         if self._paused:
             self.reader.pauseProducing()
         self.reader.start()
 
-    def _readFinished(self, reader: JournalRead) -> None:
+    def _readFinished(self, reader: JournalRead, ahead: list) -> None:
+        """A pull read ended: keep the entries it read beyond K for the next one."""
         if self.reader is reader:
             self.reader = None
+            self._ahead = ahead
 
     def _stopReading(self) -> None:
         if self.reader is not None:

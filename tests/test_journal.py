@@ -521,6 +521,29 @@ class PullReadTests(JournalTestCase):
         self.assertEqual(messages[-1], {"head": 1500})
         self.assertEqual(sum(limit for _, limit in self.store.reads), 1200)
 
+    def test_smallPullReadsShareStoreReads(self):
+        self.fill(300)
+        connection = self.connect()
+        received = []
+        while len(received) < 300:
+            connection.send({"from": len(received) + 1, "read": 5})
+            messages = connection.received()
+            self.assertEqual(messages[-1]["head"], 300)
+            received += entries(messages)
+        self.assertEqual(received, list(range(1, 301)))
+        self.assertEqual(len(self.store.reads), 3)
+
+    def test_readAheadIsDroppedForAnotherStart(self):
+        self.fill(20)
+        connection = self.connect()
+        connection.send({"from": 1, "read": 2})
+        self.assertEqual(entries(connection.received()), [1, 2])
+        connection.send({"from": 10, "read": 2})
+        self.assertEqual(entries(connection.received()), [10, 11])
+        self.assertEqual(self.store.reads, [(1, 100), (10, 100)])
+        connection.send({"from": 12, "read": 20})
+        self.assertEqual(entries(connection.received()), list(range(12, 21)))
+
     def test_pullReadErrorsCountAsEntries(self):
         self.fill(3)
         self.store.unreadable.add(1)
