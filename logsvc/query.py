@@ -18,6 +18,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import react
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from . import __version__
@@ -344,10 +345,15 @@ async def run(reactor, options, login) -> None:
     except (ValueError, TypeError, KeyError) as e:
         raise SystemExit(f"logsvc-query: --connect {options['connect']!r}: {e}")
     try:
-        await endpoint.connect(factory)
+        broker = await endpoint.connect(factory)
     except Exception as e:
         raise SystemExit(f"logsvc-query: cannot connect to {options['connect']}: "
                          f"{' '.join(str(e).split()) or e.__class__.__name__}")
+    # Endpoints never call clientConnectionLost: without this, a server that closes
+    # before PB is ready (at --max-connections, or a refused TLS handshake) would leave
+    # the login waiting forever.
+    broker.notifyOnDisconnect(lambda: factory.clientConnectionLost(
+        None, Failure(ConnectionLost("closed by the server before login"))))
     try:
         perspective = await factory.login(login).addErrback(_explain)
         await COMMANDS[options.subCommand](reactor, perspective, options.subOptions,

@@ -3,7 +3,10 @@ Connection limits and slow-peer deadlines: in memory (StringTransport and task.C
 then the refusals end to end against a real twistd.
 """
 
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +38,8 @@ from logsvc.service import LogService
 from logsvc.store import MemoryStore
 from logsvc.tap import Options, makeService
 from tests.server import Server
+
+QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
 
@@ -395,6 +400,10 @@ def test_refusalsAgainstRealTwistd(tmp_path):
             assert _everything(server.ports["port"]) == b"ERR too many connections\n"
         assert _everything(server.ports["journal"]) == b'{"error":"too many connections"}\n'
         assert _everything(server.ports["pb"]) == b""
+        query = subprocess.run([QUERY, "--connect", f"tcp:127.0.0.1:{server.ports['pb']}",
+                                "clients"], capture_output=True, text=True, timeout=60)
+        assert (query.returncode, query.stderr) == (
+            1, "logsvc-query: connection to the server lost\n")
         assert _get(server.ports["http"], "/status") == (503, b"too many connections\n")
 
         held[0].close()

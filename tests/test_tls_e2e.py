@@ -99,6 +99,16 @@ def test_lineClientThenQueryOverTLS(tls):
     assert json.loads(state.stdout) == {"mode": "secure"}, state.stderr
 
 
+def test_queryRefusesAnUntrustedServer(tls, tmp_path):
+    server, _, _ = tls
+    otherCert, _ = selfSignedCertificate(tmp_path / "other")
+    result = query("--connect", f"ssl:host=127.0.0.1:port={server.ports['pb']}"
+                                f":caCertsDir={os.path.dirname(otherCert)}:hostname=localhost",
+                   "clients")
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr == "logsvc-query: connection to the server lost\n"
+
+
 def test_journalWriteAndReadOverTLS(tls):
     server, certPath, _ = tls
     with connectTLS(server.ports["journal"], certPath) as journal:
