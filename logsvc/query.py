@@ -342,8 +342,11 @@ async def run(reactor, options, login) -> None:
     factory = pb.PBClientFactory()
     try:
         endpoint = clientFromString(reactor, options["connect"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise SystemExit(f"logsvc-query: --connect {options['connect']!r}: {e}")
+    except Exception as e:
+        # Also an unreadable caCertsDir, or a file in it that is not a PEM certificate.
+        e = getattr(e, "originalException", e)
+        raise SystemExit(f"logsvc-query: --connect {options['connect']!r}: "
+                         f"{' '.join(str(e).split()) or e.__class__.__name__}")
     try:
         broker = await endpoint.connect(factory)
     except Exception as e:

@@ -149,3 +149,10 @@ def test_plainTCPClientGetsNoService(tls):
     result = query("--connect", f"ssl:host=127.0.0.1:port={server.ports['pb']}"
                                 f":caCertsDir={tls[2]}:hostname=localhost", "--json", "clients")
     assert "plain" not in json.loads(result.stdout), result.stderr
+
+
+def test_queryWithAMissingCADirectoryIsOneLine(tmp_path):
+    result = query("--connect", f"ssl:host=127.0.0.1:port=1:caCertsDir={tmp_path / 'none'}",
+                   "clients")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "No such file or directory" in result.stderr
