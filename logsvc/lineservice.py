@@ -37,11 +37,9 @@ class LineProtocol(Protocol):
         self.record = None
 
     def connectionMade(self) -> None:
-        self.factory.connections += 1
         self._timeout = self._clock.callLater(IDENTIFY_TIMEOUT, self._identifyTimedOut)
 
     def connectionLost(self, reason=None) -> None:
-        self.factory.connections -= 1
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
@@ -193,7 +191,6 @@ class LineFactory(Factory):
     """Points every connection at the shared registry; holds no per-client state."""
 
     noisy = False
-    connections = 0
 
     def __init__(self, registry, clock, maxLine: int = 65536):
         self.registry = registry

@@ -273,12 +273,6 @@ class LineServiceTests(TestCase):
         self.assertEqual(recorder.events, [])
         self.assertTrue(self.registry.lookup("x").online)
 
-    def test_connectionCount(self):
-        protocol, _ = self.client()
-        self.assertEqual(self.factory.connections, 1)
-        protocol.connectionLost(None)
-        self.assertEqual(self.factory.connections, 0)
-
 
 class RegistryTests(TestCase):
     def setUp(self):
