@@ -48,6 +48,20 @@ MESSAGE_TIMED_OUT = b'{"error":"message timeout"}\n'
 MESSAGE_TIMEOUT = 30.0
 """Seconds a message may stay incomplete, from its first byte to its newline."""
 
+MAX_IN_FLIGHT = 1000
+"""
+Writes one connection may have waiting for the store; past it the connection stops
+reading until acknowledgements catch up, so a peer that pipelines without limit
+cannot make the store's queue grow without bound.
+"""
+
+BACKLOG_HIGH, BACKLOG_LOW = 50_000, 10_000
+"""
+Journal-line appends waiting for the store at which line traffic is paused, and
+resumed: LOG lines are not acknowledged, so the journal slows the line clients
+down (through TCP) rather than buffering their lines without bound.
+"""
+
 
 def _rejectConstant(name: str):
     raise ValueError(f"{name} is not JSON")
@@ -272,6 +286,9 @@ class JournalProtocol(Protocol):
         self._deadline = None
         self._closed = False
         self._paused = False
+        self._inFlight = 0
+        self._throttled = False   # too many writes wait for the store
+        self._notReading = False  # the transport is paused, for either reason
         self._ahead: list = []
         self.reader: JournalRead | None = None
 
@@ -325,7 +342,7 @@ class JournalProtocol(Protocol):
     def _checkDeadline(self) -> None:
         """Close a slow sender; while we do not read (paused), the peer is not late."""
         self._deadline = None
-        if self._closed or self._paused or self._partialSince is None:
+        if self._closed or self._notReading or self._partialSince is None:
             return
         left = self._partialSince + MESSAGE_TIMEOUT - self._clock.seconds()
         if left > 0:
@@ -362,13 +379,35 @@ class JournalProtocol(Protocol):
             self.transport.write(b'{"id":%s,"error":"entry cannot be stored as UTF-8 JSON"}\n'
                                  % quotedId)
             return
+        self._inFlight += 1
+        if self._inFlight >= MAX_IN_FLIGHT and not self._throttled:
+            self._throttled = True
+            self._updateReading()
         self._store.append(data, writeId).addCallbacks(
             self._acked, self._writeFailed, (quotedId,), None, (quotedId,))
 
     def _acked(self, index: int, quotedId: bytes) -> None:
+        self._landed()
         self.transport.write(b'{"id":%s,"index":%d}\n' % (quotedId, index))
 
+    def _landed(self) -> None:
+        self._inFlight -= 1
+        if self._throttled and self._inFlight <= MAX_IN_FLIGHT // 2:
+            self._throttled = False
+            self._updateReading()
+
+    def _updateReading(self) -> None:
+        """Read from the socket unless its send buffer is full or too many writes wait."""
+        stop = self._paused or self._throttled
+        if stop != self._notReading and not self._closed:
+            self._notReading = stop
+            if stop:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
     def _writeFailed(self, failure, quotedId: bytes) -> None:
+        self._landed()
         if failure.check(StoreError):
             self.log.warn("journal write failed: {error}", error=failure.value)
         else:
@@ -415,16 +454,15 @@ class JournalProtocol(Protocol):
         self._paused = True
         if self.reader is not None:
             self.reader.pauseProducing()
-        self.transport.pauseProducing()
+        self._updateReading()
 
     def resumeProducing(self) -> None:
         self._paused = False
-        if self._partialSince is not None and not self._closed:
+        self._updateReading()
+        if self._partialSince is not None and not self._closed and not self._notReading:
             # The peer could not send while we were not reading: its time starts again.
             self._partialSince = self._clock.seconds()
             self._armDeadline()
-        if not self._closed:
-            self.transport.resumeProducing()
         if self.reader is not None:
             self.reader.resumeProducing()
 
@@ -484,17 +522,30 @@ class JournalLines:
 
     log = Logger()
 
-    def __init__(self, store):
+    def __init__(self, store, producer=None):
         self._store = store
+        self._producer = producer
+        self.backlog = 0
         self.failures = 0
 
     def event(self, kind: str, name: str, time: float, fields: dict) -> None:
         try:
-            self._store.append(eventEntry(kind, name, time, fields)).addErrback(self._failed)
+            appended = self._store.append(eventEntry(kind, name, time, fields))
         except Exception:
             self.log.failure("cannot journal {kind} event of {name}", kind=kind, name=name)
+            return
+        self.backlog += 1
+        if self.backlog == BACKLOG_HIGH and self._producer is not None:
+            self._producer.pauseProducing()
+        appended.addCallbacks(self._landed, self._failed)
+
+    def _landed(self, _=None) -> None:
+        self.backlog -= 1
+        if self.backlog == BACKLOG_LOW and self._producer is not None:
+            self._producer.resumeProducing()
 
     def _failed(self, failure) -> None:
+        self._landed()
         self.failures += 1
         if self.failures % 10000 == 1:
             self.log.warn("journal lines: {n} appends failed so far; last: {error}",

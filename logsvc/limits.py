@@ -8,6 +8,7 @@ rather than memory for as long as the peer likes.  HTTP gets a deadline for each
 head, because twisted.web's idle timeout restarts with every byte received.
 """
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -55,6 +56,19 @@ class _Refusal(Protocol):
         self.transport.loseConnection()
 
 
+class _CountedConnection(ProtocolWrapper):
+    """
+    Counts a connection as gone only after its protocol has handled the loss, so what
+    that does (a line client's C{close} event, journaled) happens before
+    L{ConnectionLimit.closeAll} lets shutdown close the store.
+    """
+
+    def connectionLost(self, reason) -> None:
+        self.wrappedProtocol.connectionLost(reason)
+        self.factory.unregisterProtocol(self)
+        self.wrappedProtocol = None
+
+
 class ConnectionLimit(WrappingFactory):
     """
     Caps one listener's open connections and counts them in C{connections}, which
@@ -66,6 +80,7 @@ class ConnectionLimit(WrappingFactory):
 
     log = Logger()
     noisy = False
+    protocol = _CountedConnection
     connections = 0
 
     def __init__(self, wrappedFactory: Factory, name: str,
@@ -76,6 +91,7 @@ class ConnectionLimit(WrappingFactory):
         self.refusal = REFUSALS.get(name, b"")
         self.refused = 0
         self._refusedInBurst = 0
+        self._emptied: list = []  # closeAll() callers waiting for the last connection
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         if self.connections >= self.maxConnections:
@@ -98,6 +114,33 @@ class ConnectionLimit(WrappingFactory):
     def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
         super().unregisterProtocol(protocol)
         self.connections -= 1
+        if not self.connections:
+            emptied, self._emptied = self._emptied, []
+            for waiting in emptied:
+                waiting.callback(None)
+
+    def closeAll(self, clock, grace: float = 2.0) -> Deferred:
+        """
+        Close every open connection, aborting those whose peers have not taken what is
+        queued for them after C{grace} seconds; fires once none is left.
+        """
+        if not self.connections:
+            return succeed(None)
+        emptied = Deferred()
+        self._emptied.append(emptied)
+        for protocol in list(self.protocols):
+            protocol.transport.loseConnection()
+        aborting = clock.callLater(grace, self._abortAll)
+
+        def stopAborting(result):
+            if aborting.active():
+                aborting.cancel()
+            return result
+        return emptied.addBoth(stopAborting)
+
+    def _abortAll(self) -> None:
+        for protocol in list(self.protocols):
+            protocol.transport.abortConnection()
 
 
 class HeadTimeoutChannel(HTTPChannel):

@@ -7,8 +7,10 @@ LineReceiver's per-line callbacks, and hands runs of LOG lines to the registry a
 
 import re
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from .errors import NameInUse
 
@@ -37,9 +39,11 @@ class LineProtocol(Protocol):
         self.record = None
 
     def connectionMade(self) -> None:
+        self.factory.connected(self)
         self._timeout = self._clock.callLater(IDENTIFY_TIMEOUT, self._identifyTimedOut)
 
     def connectionLost(self, reason=None) -> None:
+        self.factory.disconnected(self)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
@@ -187,17 +191,50 @@ class LineProtocol(Protocol):
             self._registry.log(self.record, now, [_text(line[4:]).strip() for line in lines])
 
 
+@implementer(IPushProducer)
 class LineFactory(Factory):
-    """Points every connection at the shared registry; holds no per-client state."""
+    """
+    Points every connection at the shared registry; holds no per-client state.
+
+    It is also the push producer of all line traffic: the journal pauses it while its
+    backlog is high, and every connection then stops reading from its socket, so TCP
+    slows the clients down instead of the server buffering without bound.
+    """
 
     noisy = False
+    paused = False
 
     def __init__(self, registry, clock, maxLine: int = 65536):
         self.registry = registry
         self.clock = clock
         self.maxLine = maxLine
+        self._connected: set = set()
 
     def buildProtocol(self, addr):
         protocol = LineProtocol(self.registry, self.clock, self.maxLine)
         protocol.factory = self
         return protocol
+
+    def connected(self, protocol: LineProtocol) -> None:
+        self._connected.add(protocol)
+        if self.paused:
+            protocol.transport.pauseProducing()
+
+    def disconnected(self, protocol: LineProtocol) -> None:
+        self._connected.discard(protocol)
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            for protocol in self._connected:
+                protocol.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            for protocol in self._connected:
+                protocol.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        for protocol in list(self._connected):
+            protocol.transport.loseConnection()

@@ -4,7 +4,7 @@ import sys
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
 
 from .limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
@@ -72,12 +72,17 @@ class LogService(MultiService):
             exitWithError(_oneLine(failures[0]))
 
     def stopService(self) -> Deferred:
-        """Stop listening, drop connections, then commit and close the store."""
+        """
+        Stop listening, close every connection (so line clients' C{close} events are
+        journaled too), then commit everything received and close the store.
+        """
         # twistd re-raises a terminating signal once stopped (exit status -15); a clean
         # stop on SIGTERM is a success, so report it as exit 0.
         if getattr(self.clock, "_exitSignal", None) is not None:
             self.clock._exitSignal = None
         stopped = super().stopService()
+        stopped.addBoth(lambda _: DeferredList(
+            [listener.factory.closeAll(self.clock) for listener in self.listeners()]))
         stopped.addBoth(lambda _: self.store.close())
         return stopped
 

@@ -136,14 +136,15 @@ def makeService(config, reactor=None) -> LogService:
     except StoreError as e:
         exitWithError(str(e))
     service = LogService(registry, store, reactor, maxConnections=config["max-connections"])
+    lineFactory = LineFactory(registry, reactor, config["max-line"])
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
-                        LineFactory(registry, reactor, config["max-line"]))
+                        lineFactory)
     if config["journal"] is not None:
         service.addListener("journal", config["journal"],
                             serverFromString(reactor, config["journal"]),
                             JournalFactory(store, config["max-entry"], reactor))
     if config["journal-lines"]:
-        registry.addObserver(JournalLines(store))
+        registry.addObserver(JournalLines(store, producer=lineFactory))
     portal = makePortal(service, config.get("credCheckers") or [])
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),

@@ -18,7 +18,8 @@ from logsvc.registry import ClientRegistry
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
-words = st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=40)
+words = st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)),
+                max_size=40)
 keys = st.from_regex(r"[A-Za-z0-9_]{1,8}", fullmatch=True)
 garbage = st.binary(max_size=60).map(lambda b: b.replace(b"\n", b""))
 line = st.one_of(

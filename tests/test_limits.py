@@ -204,7 +204,8 @@ class ServiceWiringTests(TestCase):
 
     def test_metricsCountEveryListener(self):
         for listener in self.service.listeners():
-            connect(listener.factory)
+            protocol, _ = connect(listener.factory)
+            self.addCleanup(close, protocol)
             connect(listener.factory)
         metrics = ServiceMetrics(self.service)
         body, _ = self.successResultOf(Deferred.fromCoroutine(metrics.render(None)))

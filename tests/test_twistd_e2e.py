@@ -1,5 +1,6 @@
 """The real ``twistd -n logatron``: discoverable, serving, and failing cleanly."""
 
+import json
 import socket
 import subprocess
 import time
@@ -82,3 +83,40 @@ def test_unwritableStoreIsOneLine(tmp_path):
     result = run("--store", f"sqlite:{tmp_path}/missing/dir/journal.db",
                  "--port", str(freePort()), "--journal", "none", "--pb", "none", "--http", "none")
     assertOneLineError(result, "cannot open store")
+
+
+def journalEntries(port: int) -> list:
+    """Every entry of the journal, read with pull reads until the head."""
+    entries, start = [], 1
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        lines = client.makefile("rb")
+        while True:
+            client.sendall(b'{"from":%d,"read":1000}\n' % start)
+            for raw in lines:
+                message = json.loads(raw)
+                if "entry" in message:
+                    entries.append(message["entry"])
+                    start = message["index"] + 1
+                if "head" in message or "current" in message:
+                    break
+            if "current" in message or message.get("head", 0) < start:
+                return entries
+
+
+def test_sigtermJournalsTheCloseOfConnectedClients(tmp_path):
+    server = Server(tmp_path, listeners=("port", "journal")).start()
+    client = lineClient(server.ports["port"], "api-7")
+    client.sendall(b"LOG about to be stopped\n")
+    deadline = time.monotonic() + 10
+    while not any(e.get("message") == "about to be stopped"
+                  for e in journalEntries(server.ports["journal"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert server.stop() == 0
+    server = Server(tmp_path, listeners=("port", "journal")).start()
+    try:
+        events = [(e["client"], e["event"]) for e in journalEntries(server.ports["journal"])]
+    finally:
+        server.stop()
+    assert events == [("api-7", "ready"), ("api-7", "log"), ("api-7", "close")]
+    client.close()
