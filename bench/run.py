@@ -11,13 +11,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import journal, lines  # noqa: E402  (needs the repository on the path)
+from bench import journal, lines, load  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
 def linesScenario(args) -> None:
     lines.run(args.clients, args.lines, args.size, args.journal, args.clients_per_process,
               tuple(args.server_arg), args.timeout, args.store)
+
+
+def clientsScenario(args) -> None:
+    load.runClients(args.clients, args.lines, args.size, args.journal,
+                    args.clients_per_process, tuple(args.server_arg), args.timeout)
+
+
+def followersScenario(args) -> None:
+    load.runFollowers(args.readers, args.writers, args.entries, args.in_flight, args.size,
+                      args.readers_per_process, tuple(args.server_arg), args.timeout)
 
 
 def setup(args, target: str) -> journal.Setup:
@@ -132,6 +142,27 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--rate", type=float, default=1000.0, help="writes per second")
     sub.add_argument("--count", type=int, default=5000, help="writes in all")
 
+    sub = scenario("clients", clientsScenario, "N line clients connected at once, each "
+                   "logging M lines (raises the file-descriptor limit)", targets=False)
+    sub.add_argument("--clients", type=int, default=5000)
+    sub.add_argument("--lines", type=int, default=100, help="lines per client")
+    sub.add_argument("--size", type=int, default=100,
+                     help="bytes per line, counting 'LOG ' and the newline")
+    sub.add_argument("--journal", action="store_true",
+                     help="journal every event to a fresh SQLite file "
+                          "(default: --no-journal-lines --store memory:)")
+    sub.add_argument("--clients-per-process", type=int, default=625)
+
+    sub = scenario("followers", followersScenario, "R journal readers following live "
+                   "while W writers append E entries", targets=False)
+    sub.add_argument("--readers", type=int, default=200)
+    sub.add_argument("--writers", type=int, default=8)
+    sub.add_argument("--entries", type=int, default=50_000, help="entries in all")
+    sub.add_argument("--in-flight", type=int, default=100)
+    sub.add_argument("--size", type=int, default=100,
+                     help="bytes of each entry's JSON, about (default %(default)s)")
+    sub.add_argument("--readers-per-process", type=int, default=25)
+
     sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
     sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
@@ -143,8 +174,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "target", "none") is None:
         args.target = ["logsvc"]
-    if args.scenario == "lines":
-        attempt("lines", "logsvc", args.run, args)
+    if args.scenario in ("lines", "clients", "followers"):
+        attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:
             attempt(args.scenario, target, args.run, args, target)

@@ -1,0 +1,105 @@
+"""
+Fifty kill -9 / restart cycles of a real ``twistd -n logatron`` under write load.
+
+Each writer resends, after every restart, the writes it never saw acknowledged, with the
+same ids, as a careful client would.  So besides "no acknowledged entry is lost and
+indices stay dense", the end state is exact: every write ever sent is in the journal
+exactly once, whether it was committed before the kill (the retry gets its original
+index back) or not (the retry stores it).
+"""
+
+import random
+import threading
+import time
+
+import pytest
+
+from tests.server import Server
+from tests.test_journal_e2e import Client, head, readAll
+
+CYCLES = 50
+WRITERS = 4
+TIME_LIMIT = 170  # seconds for all the cycles; the test aims at well under this
+
+
+class RetryingWriter:
+    """One client's writes across restarts: what was acknowledged, and what is pending."""
+
+    def __init__(self, number: int):
+        self.number = number
+        self.next = 0
+        self.pending: dict = {}        # id -> entry, sent or about to be, not acknowledged
+        self.acknowledged: dict = {}   # index -> entry
+        self.ids: dict = {}            # id -> index, to see a retry change its answer
+
+    def newBatch(self, size: int) -> None:
+        for n in range(self.next, self.next + size):
+            self.pending[f"{self.number}.{n}"] = {
+                "w": self.number, "n": n, "pad": "x" * random.randrange(200)}
+        self.next += size
+
+    def run(self, port: int, stop: threading.Event) -> None:
+        """Resend what is pending, then stream batches of 20 until the server dies."""
+        try:
+            client = Client(port)
+            while True:
+                if not self.pending:
+                    if stop.is_set():
+                        break
+                    self.newBatch(20)
+                batch = dict(self.pending)
+                client.send(*[{"id": i, "entry": e} for i, e in batch.items()])
+                for _ in batch:
+                    self.acknowledge(client.receive())
+            client.close()
+        except (OSError, AssertionError, ValueError):
+            return  # killed: whatever is pending is resent after the restart
+
+    def acknowledge(self, reply: dict) -> None:
+        assert set(reply) == {"id", "index"}, reply
+        writeId, index = reply["id"], reply["index"]
+        assert self.ids.setdefault(writeId, index) == index, "a retry got another index"
+        self.acknowledged[index] = self.pending.pop(writeId)
+
+
+@pytest.mark.slow
+def test_fiftyKillNineCycles(tmp_path):
+    server = Server(tmp_path, listeners=("port", "journal"))
+    writers = [RetryingWriter(number) for number in range(WRITERS)]
+    started = time.monotonic()
+    for cycle in range(CYCLES):
+        assert time.monotonic() - started < TIME_LIMIT, f"only {cycle} cycles in time"
+        server.start()
+        stop = threading.Event()
+        threads = [threading.Thread(target=w.run, args=(server.ports["journal"], stop))
+                   for w in writers]
+        for thread in threads:
+            thread.start()
+        time.sleep(random.uniform(0.1, 0.4))
+        server.kill()
+        for thread in threads:
+            thread.join(30)
+            assert not thread.is_alive()
+
+    server.start()
+    try:
+        stop = threading.Event()
+        stop.set()  # resend what is pending, then finish
+        for writer in writers:
+            writer.run(server.ports["journal"], stop)
+            assert not writer.pending
+        total = head(server.ports["journal"])
+        found = readAll(server.ports["journal"], total)
+    finally:
+        assert server.stop() == 0
+    acknowledged: dict = {}
+    for writer in writers:
+        assert not acknowledged.keys() & writer.acknowledged.keys(), "an index given twice"
+        acknowledged.update(writer.acknowledged)
+    print(f"{CYCLES} kill -9 cycles in {time.monotonic() - started:.0f} s: "
+          f"{len(acknowledged)} writes, {total} entries")
+    assert [m["index"] for m in found] == list(range(1, total + 1))
+    stored = {m["index"]: m["entry"] for m in found}
+    assert stored == acknowledged
+    assert sorted((e["w"], e["n"]) for e in stored.values()) == [
+        (w.number, n) for w in writers for n in range(w.next)]
