@@ -215,7 +215,11 @@ class JournalRead:
         lines = _entryLines(rows)
         self.next = first + len(rows)
         if not self._current and self.next > self._target:
-            lines.insert(max(0, self._target - first + 1), CURRENT)
+            # A pull read whose K-th entry is the head ends with head alone, as
+            # tcp-log-server does: the head was not reached before the K entries.
+            upToTarget = max(0, self._target - first + 1)
+            if self._remaining is None or upToTarget < self._remaining:
+                lines.insert(upToTarget, CURRENT)
             self._current = True
         remaining = self._remaining
         if remaining is not None:

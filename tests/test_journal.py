@@ -489,13 +489,15 @@ class PullReadTests(JournalTestCase):
                                                  {"head": 13}])
         connection.send({"from": 13, "read": 1})
         self.assertEqual(connection.received(), [{"index": 13, "entry": {"n": 13}},
-                                                 {"current": True}, {"head": 13}])
+                                                 {"head": 13}])
 
-    def test_readEndingAtHeadSaysCurrentThenHead(self):
+    def test_readEndingAtHeadSaysHeadOnly(self):
+        """The K-th entry is the head: the head was not reached first (tcp-log-server)."""
         self.fill(5)
         connection = self.connect()
         connection.send({"from": 1, "read": 5})
-        self.assertEqual(connection.received()[-2:], [{"current": True}, {"head": 5}])
+        self.assertEqual(connection.received()[-2:], [{"index": 5, "entry": {"n": 5}},
+                                                      {"head": 5}])
 
     def test_nextReadAfterCaughtUp(self):
         self.fill(2)
