@@ -383,6 +383,12 @@ class JournalProtocol(Protocol):
             self.transport.write(b'{"id":%s,"error":"entry cannot be stored as UTF-8 JSON"}\n'
                                  % quotedId)
             return
+        try:
+            writeId.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate: the store keeps ids as UTF-8, in a batch with other writes.
+            self.transport.write(b'{"id":%s,"error":"id is not valid Unicode"}\n' % quotedId)
+            return
         self._inFlight += 1
         if self._inFlight >= MAX_IN_FLIGHT and not self._throttled:
             self._throttled = True
