@@ -21,6 +21,7 @@ READ_LIMIT = 1000                 # entries per read() answer
 PAGE_BYTES = 256 * 1024           # canonical JSON per read() answer, well under Banana's 640 KiB
 IN_FLIGHT = 16                    # event calls an observer may leave unanswered
 SUBSCRIPTIONS = 64                # per login
+PB_DEPTH = 100                    # nesting jelly and Banana carry: both recurse per level
 
 
 class LoginRefused(pb.Error, LoginFailed):
@@ -71,13 +72,34 @@ def _tooLarge(size: int) -> str:
     return f"entry too large for PB ({size} bytes): read it on the journal port"
 
 
+_TOO_DEEP = f"entry nested deeper than {PB_DEPTH} levels for PB: read it on the journal port"
+
+
+def _tooDeep(entry, data: bytes) -> bool:
+    """More than L{PB_DEPTH} nested lists and dicts, counted without recursion."""
+    if data.count(b"[") + data.count(b"{") <= PB_DEPTH:
+        return False
+    depth, level = 0, [entry]
+    while level:
+        level = [child for value in level if isinstance(value, (dict, list))
+                 for child in (value.values() if isinstance(value, dict) else value)]
+        depth += 1
+    return depth > PB_DEPTH + 1
+
+
 def entryMessage(index: int, data) -> dict:
     """One read() item: the entry, or an error when it cannot be read or sent in one page."""
     if not isinstance(data, bytes):
         return {"index": index, "error": data.reason}
     if len(data) > PAGE_BYTES:
         return {"index": index, "error": _tooLarge(len(data))}
-    return {"index": index, "entry": json.loads(data)}
+    try:
+        entry = json.loads(data)
+    except RecursionError:
+        return {"index": index, "error": _TOO_DEEP}
+    if _tooDeep(entry, data):
+        return {"index": index, "error": _TOO_DEEP}
+    return {"index": index, "entry": entry}
 
 
 class QueryPerspective(pb.Avatar):
@@ -173,6 +195,8 @@ class QueryPerspective(pb.Avatar):
 
     def perspective_unsubscribe(self, subscriptionId) -> bool:
         """True if the subscription was live; unsubscribing twice is harmless."""
+        if isinstance(subscriptionId, bool) or not isinstance(subscriptionId, int):
+            raise BadRequest(f"a subscription id is an int, not {type(subscriptionId).__name__}")
         remote = self._subscriptions.pop(subscriptionId, None)
         if remote is None:
             return False
@@ -209,9 +233,12 @@ class RemoteSubscription:
     def _deliver(self, message: dict) -> None:
         kind = message["event"] if message["type"] == "event" else message["type"]
         if kind == "entry" and "entry" in message:
-            size = len(canonical(message["entry"]))
-            if size > PAGE_BYTES:
-                message = {"type": "entry", "index": message["index"], "error": _tooLarge(size)}
+            data = canonical(message["entry"])
+            if len(data) > PAGE_BYTES:
+                message = {"type": "entry", "index": message["index"],
+                           "error": _tooLarge(len(data))}
+            elif _tooDeep(message["entry"], data):
+                message = {"type": "entry", "index": message["index"], "error": _TOO_DEEP}
         self._call(kind, message)
 
     def _call(self, kind: str, payload: dict) -> None:
