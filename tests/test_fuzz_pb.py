@@ -118,9 +118,7 @@ class Caller:
         """The answer, a remote failure, or None when the client library refused to send."""
         try:
             d = self.avatar.callRemote(name, *args, **kwargs)
-        except (pb.DeadReferenceError, banana.BananaError, RecursionError):
-            return None
-        except Exception:  # jelly refuses what it cannot serialise on the sending side
+        except Exception:  # refused on this side (jelly, Banana's size limit): nothing sent
             return None
         self.pump.flush()
         result: list = []
