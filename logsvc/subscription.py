@@ -192,7 +192,12 @@ class Subscription:
         if isinstance(data, EntryError):
             message = {"type": "entry", "index": index, "error": data.reason}
         else:
-            entry = json.loads(data)
+            try:
+                entry = json.loads(data)
+            except RecursionError:
+                self._send({"type": "entry", "index": index,
+                            "error": "entry nested too deeply to decode here"})
+                return
             if self._clients is not None and not (
                     isinstance(entry, dict) and isinstance(entry.get("client"), str)
                     and fnmatchcase(entry["client"], self._clients)):

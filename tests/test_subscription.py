@@ -1,6 +1,7 @@
 """The live feed shared by PB and WebSocket: filters, replay, order and flow control."""
 
 import json
+import sys
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -267,6 +268,21 @@ class SubscriptionTests(TestCase):
         self.assertEqual(self.received, [])
         self.assertFalse(self.registry.observed)
         self.assertEqual(self.ends, [])
+
+    def test_entryTooDeepToDecodeIsAnErrorItem(self):
+        """The journal stores what its parser took; a deeper stack here must not crash."""
+        self.subscribe(events=["entry"])
+        limit = sys.getrecursionlimit()
+        self.addCleanup(sys.setrecursionlimit, limit)
+        data = b"[" * 400 + b"]" * 400
+        sys.setrecursionlimit(300)
+        self.store.append(data)
+        self.store.append(canonical({"after": True}))
+        self.clock.advance(0)
+        sys.setrecursionlimit(limit)
+        self.assertEqual(self.received, [
+            {"type": "entry", "index": 1, "error": "entry nested too deeply to decode here"},
+            {"type": "entry", "index": 2, "entry": {"after": True}}])
 
     def test_entriesAreDecodedJSON(self):
         self.subscribe(events=["entry"])
