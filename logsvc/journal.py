@@ -437,18 +437,21 @@ class JournalProtocol(Protocol):
         ahead, self._ahead = self._ahead, []
         self.reader = JournalRead(self._store, self.transport, start, count,
                                   self._readFinished, ahead)
+        self.factory.readers.add(self.reader)
         if self._paused:
             self.reader.pauseProducing()
         self.reader.start()
 
     def _readFinished(self, reader: JournalRead, ahead: list) -> None:
         """A pull read ended: keep the entries it read beyond K for the next one."""
+        self.factory.readers.discard(reader)
         if self.reader is reader:
             self.reader = None
             self._ahead = ahead
 
     def _stopReading(self) -> None:
         if self.reader is not None:
+            self.factory.readers.discard(self.reader)
             self.reader.stop()
             self.reader = None
 
@@ -494,6 +497,7 @@ class JournalFactory(Factory):
         self.store = store
         self.maxEntry = maxEntry
         self.clock = clock
+        self.readers: set = set()  # reads in progress, for the reader-lag metric
 
     def buildProtocol(self, addr):
         protocol = JournalProtocol(self.store, self.maxEntry, self.clock)

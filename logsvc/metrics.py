@@ -105,7 +105,11 @@ class _ServiceCollector:
         yield GaugeMetricFamily("logsvc_stream_subscribers", "Open WebSocket subscribers.",
                                 value=len(metrics.streams))
         positions = [s.position for s in metrics.streams if s.position is not None]
+        if "journal" in service.endpoints:
+            journal = service.getServiceNamed("journal").factory.wrappedFactory
+            positions += [read.next - 1 for read in journal.readers]
         yield GaugeMetricFamily(
             "logsvc_journal_reader_lag",
-            "Entries the furthest-behind journal subscriber has yet to get.",
+            "Entries the furthest-behind journal reader (journal port or WebSocket) has "
+            "yet to get.",
             value=max([metrics.head - p for p in positions], default=0))

@@ -19,6 +19,7 @@ from zope.interface.verify import verifyObject
 from logsvc import __version__
 from logsvc.auth import makePortal
 from logsvc.errors import EntryError, StoreError
+from logsvc.journal import JournalFactory
 from logsvc.lineservice import LineFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
@@ -284,6 +285,21 @@ class MetricsTests(WebTestCase):
         self.assertEqual(samples[("logsvc_clients", (("state", "online"),))], 1)
         self.assertEqual(samples[("logsvc_clients", (("state", "offline"),))], 1)
         self.assertEqual(samples[("logsvc_build_info", (("version", __version__),))], 1)
+
+    def test_journalPortReadersLag(self):
+        journal = JournalFactory(self.service.store)
+        self.service.addListener("journal", "tcp:8089",
+                                 TCP4ServerEndpoint(MemoryReactor(), 8089), journal)
+        self.service.getServiceNamed("journal").privilegedStartService()
+        self.append(*({"n": n} for n in range(5)))
+        reader = journal.buildProtocol(None)
+        transport = StringTransport()
+        reader.makeConnection(transport)
+        reader.pauseProducing()
+        reader.dataReceived(b'{"from":2}\n')
+        self.assertEqual(self.scrape()[("logsvc_journal_reader_lag", ())], 4)
+        reader.connectionLost(None)
+        self.assertEqual(self.scrape()[("logsvc_journal_reader_lag", ())], 0)
 
     def test_commitLatency(self):
         observe = self.service.store._commitObservers[0]
