@@ -23,6 +23,7 @@ from twisted.spread import pb
 
 from . import __version__
 from .errors import NoSuchClient
+from .options import positiveInteger
 from .pb import READ_LIMIT, BadRequest, JournalError
 from .subscription import LINE_EVENTS, eventKinds
 
@@ -44,18 +45,6 @@ def connectDescription(value: str) -> str:
     """A bare port number means the local PB port C{tcp:127.0.0.1:N}."""
     value = value.strip()
     return f"tcp:127.0.0.1:{value}" if value.isdigit() else value
-
-
-def _positiveInteger(what: str):
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number < 1:
-            raise usage.UsageError(f"{what} must be a positive integer, not {value!r}")
-        return number
-    return parse
 
 
 class _Command(usage.Options):
@@ -90,7 +79,7 @@ class WatchOptions(_Command):
         ["events", "e", ",".join(LINE_EVENTS),
          "Comma-separated event kinds: ready, log, set, close, entry (journal entries)."],
         ["from", None, None, "Replay journal entries from this index first (adds 'entry').",
-         _positiveInteger("--from")],
+         positiveInteger("--from")],
     ]
 
     def postOptions(self):
@@ -108,10 +97,10 @@ class ReadOptions(_Command):
     synopsis = "FROM"
     longdesc = "Print journal entries from index FROM up to the head (or --limit entries)."
     optParameters = [["limit", "n", None, "Entries to print at most.",
-                      _positiveInteger("--limit")]]
+                      positiveInteger("--limit")]]
 
     def parseArgs(self, start):
-        self["from"] = _positiveInteger("FROM")(start)
+        self["from"] = positiveInteger("FROM")(start)
 
 
 class AppendOptions(_Command):

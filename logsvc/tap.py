@@ -11,6 +11,7 @@ from .errors import StoreError
 from .journal import JournalFactory, JournalLines
 from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
 from .lineservice import LineFactory
+from .options import positiveInteger
 from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
 from .service import LogService, exitWithError
@@ -26,19 +27,6 @@ def endpointDescription(value: str) -> str | None:
     if value.isdigit():
         return f"tcp:{value}"
     return value
-
-
-def _positive(name: str):
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number < 1:
-            raise usage.UsageError(f"--{name} must be a positive integer, not {value!r}")
-        return number
-    parse.coerceDoc = "A positive integer."
-    return parse
 
 
 def isLoopback(endpoint) -> bool:
@@ -72,17 +60,18 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["sync", None, "always",
          "When appends reach the disk: 'always' (fsync before every ack, grouped) or "
          "'os' (acks once written to the OS; a power loss may lose the last writes)."],
-        ["buffer-size", None, 128, "Lines kept per client.", _positive("buffer-size")],
+        ["buffer-size", None, 128, "Lines kept per client.",
+         positiveInteger("--buffer-size")],
         ["max-line", None, 65536, "Longest line (bytes) on the line service.",
-         _positive("max-line")],
+         positiveInteger("--max-line")],
         ["max-entry", None, 1048576, "Longest NDJSON message (bytes) on the journal.",
-         _positive("max-entry")],
+         positiveInteger("--max-entry")],
         ["max-offline", None, 10000,
          "Offline client records kept; the longest-offline is evicted first.",
-         _positive("max-offline")],
+         positiveInteger("--max-offline")],
         ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
          "Open connections per listener; more are refused with a message in the "
-         "listener's protocol.", _positive("max-connections")],
+         "listener's protocol.", positiveInteger("--max-connections")],
     ]
     optFlags = [
         ["no-journal-lines", None, "Do not append line-service events to the journal."],

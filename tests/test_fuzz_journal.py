@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from logsvc.journal import JournalFactory
 from logsvc.store import MemoryStore
+from tests.test_fuzz_lines import cut
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -183,16 +184,6 @@ rawLines = st.one_of(
                      b'{"id":"h","entry":{"n":' + b"9" * 4000 + b"}}"]),
 )
 lines = st.one_of(writes.map(encode), notReads.map(encode), rawLines)
-
-
-def cut(data: bytes, points: list) -> list:
-    """Split C{data} at the given relative points."""
-    offsets = sorted({int(p * len(data)) for p in points})
-    pieces, start = [], 0
-    for offset in offsets + [len(data)]:
-        pieces.append(data[start:offset])
-        start = offset
-    return [p for p in pieces if p]
 
 
 class Connection:
