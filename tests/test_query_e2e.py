@@ -137,17 +137,23 @@ def test_watchFollowsLiveLines(open_server):
                 lineClient(open_server, "watched-1") as client:
             other.sendall(b"LOG not for this watch\n")
             time.sleep(0.2)
-            sent = time.monotonic()
-            client.sendall(b"LOG fresh line\n")
             selector = selectors.DefaultSelector()
             selector.register(watcher.stdout, selectors.EVENT_READ)
-            assert selector.select(timeout=10), "watch printed nothing"
-            line = watcher.stdout.readline()
-            latency = time.monotonic() - sent
-        message = json.loads(line)
-        assert (message["client"], message["event"], message["message"]) == \
-            ("watched-1", "log", "fresh line")
-        print(f"watch latency: {latency * 1000:.1f} ms")
+            latencies = []
+            for n in range(5):
+                sent = time.monotonic()
+                client.sendall(b"LOG fresh line %d\n" % n)
+                assert selector.select(timeout=10), "watch printed nothing"
+                message = json.loads(watcher.stdout.readline())
+                latencies.append(time.monotonic() - sent)
+                assert (message["client"], message["event"], message["message"]) == \
+                    ("watched-1", "log", f"fresh line {n}")
+                time.sleep(0.05)
+        # Issue 4: a new line shows within 100 ms; the median of five keeps one
+        # scheduling hiccup on a shared machine from deciding it.
+        median = sorted(latencies)[2]
+        print(f"watch latencies: {[round(t * 1000, 1) for t in latencies]} ms")
+        assert median < 0.1, latencies
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(10) == 0
         assert "Traceback" not in watcher.stderr.read()
