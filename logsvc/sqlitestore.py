@@ -30,15 +30,26 @@ SYNC_MODES = {"always": "FULL", "os": "NORMAL"}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS blobs (
-    id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+    id INTEGER PRIMARY KEY, hash BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS hashes (hash BLOB PRIMARY KEY, blob INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, blob INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS writes (idx INTEGER PRIMARY KEY, writeId TEXT NOT NULL);
 """
 
 READ_RANGE = """
-SELECT e.idx, e.hash, b.data FROM entries e LEFT JOIN blobs b ON b.hash = e.hash
+SELECT e.idx, b.hash, b.data FROM entries e LEFT JOIN blobs b ON b.id = e.blob
 WHERE e.idx BETWEEN ? AND ? ORDER BY e.idx
 """
+
+MERGE_EVERY = 20_000
+"""
+New blobs are found by their hash in memory until this many have accumulated, then
+merged into the C{hashes} index in one sorted batch: inserting each random hash into
+a B-tree as it arrives would dirty a random page per entry in every commit.
+"""
+
+LOOKUP_CHUNK = 500
+"""Hashes looked up in the index per query."""
 
 # Identified writes are pruned from the table in steps of this many, keeping the
 # newest RECENT_WRITES rows.
@@ -48,9 +59,11 @@ PRUNE_EVERY = RECENT_WRITES // 2
 @implementer(IJournalStore)
 class SQLiteStore:
     """
-    Entries content-addressed in C{blobs} (one row per distinct SHA-256), C{entries}
-    mapping each dense index to a hash, and C{writes} keeping the write ids of the
-    newest identified writes so retries are recognised across restarts.
+    Entries content-addressed in C{blobs} (one row per distinct SHA-256, in the order
+    first written), C{hashes} indexing blobs by hash (merged in batches, see
+    L{MERGE_EVERY}), C{entries} mapping each dense index to a blob, and C{writes}
+    keeping the write ids of the newest identified writes so retries are recognised
+    across restarts.
     """
 
     log = Logger()
@@ -122,9 +135,11 @@ class SQLiteStore:
         self._write.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)",
                             (time.time(),))
         self._head = self._announcedHead = self._lastIndex()
+        self._loadUnindexed()
         recent = self._write.execute(
-            "SELECT w.writeId, e.hash, w.idx FROM writes w JOIN entries e ON e.idx = w.idx"
-            " ORDER BY w.idx DESC LIMIT ?", (RECENT_WRITES,)).fetchall()
+            "SELECT w.writeId, b.hash, w.idx FROM writes w JOIN entries e ON e.idx = w.idx"
+            " JOIN blobs b ON b.id = e.blob ORDER BY w.idx DESC LIMIT ?",
+            (RECENT_WRITES,)).fetchall()
         for writeId, digest, index in reversed(recent):
             self._recent.add(writeId, digest, index)
         self._read = sqlite3.connect(self.path, isolation_level=None,
@@ -205,17 +220,20 @@ class SQLiteStore:
         """
         One transaction for the whole batch.  Indices are assigned here, after the
         head is read inside the transaction, so they stay dense even when an earlier
-        commit reported an error but reached the disk anyway.
+        commit reported an error but reached the disk anyway.  What this thread
+        remembers (blob ids, unmerged hashes, write ids) changes only after COMMIT.
         """
         write = self._write
         write.execute("BEGIN IMMEDIATE")
         head = self._lastIndex()
         committed = self._unannounced() if head > self._head else []
         nextIndex = head + 1
-        recent, pending = self._recent, {}
+        digests = [entryHash(data) for data, _, _ in batch]
+        known = self._lookup(digests)
+        recent, pending, added = self._recent, {}, {}
+        lastBlob = self._lastBlob
         indices, blobs, entries, writes = [], [], [], []
-        for data, writeId, _ in batch:
-            digest = entryHash(data)
+        for (data, writeId, _), digest in zip(batch, digests):
             if writeId is not None:
                 index = pending.get((writeId, digest)) or recent.get(writeId, digest)
                 if index is not None:
@@ -223,35 +241,71 @@ class SQLiteStore:
                     continue
                 pending[writeId, digest] = nextIndex
                 writes.append((nextIndex, writeId))
-            blobs.append((digest, data))
-            entries.append((nextIndex, digest))
+            blob = known.get(digest) or added.get(digest)
+            if blob is None:
+                lastBlob += 1
+                blob = added[digest] = lastBlob
+                blobs.append((blob, digest, data))
+            entries.append((nextIndex, blob))
             committed.append((nextIndex, data))
             indices.append(nextIndex)
             nextIndex += 1
+        merge = len(self._unindexed) + len(added) >= MERGE_EVERY
         if entries:
-            write.executemany("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?, ?)", blobs)
-            write.executemany("INSERT INTO entries (idx, hash) VALUES (?, ?)", entries)
+            write.executemany("INSERT INTO blobs (id, hash, data) VALUES (?, ?, ?)", blobs)
+            write.executemany("INSERT INTO entries (idx, blob) VALUES (?, ?)", entries)
             if writes:
                 write.executemany("INSERT INTO writes (idx, writeId) VALUES (?, ?)", writes)
                 self._pruneWrites(len(writes))
         elif probe:
             write.execute("INSERT OR REPLACE INTO meta VALUES ('checked', ?)", (time.time(),))
+        if merge:
+            write.executemany("INSERT OR IGNORE INTO hashes (hash, blob) VALUES (?, ?)",
+                              sorted([*self._unindexed.items(), *added.items()]))
+            write.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (lastBlob,))
         write.execute("COMMIT")
         self._head = nextIndex - 1
+        self._lastBlob = lastBlob
+        if merge:
+            self._unindexed = {}
+        else:
+            self._unindexed.update(added)
         for (writeId, digest), index in pending.items():
             recent.add(writeId, digest, index)
         return indices, committed
+
+    def _lookup(self, digests: list) -> dict:
+        """Blob ids of the hashes already stored: unmerged ones first, then the index."""
+        unindexed = self._unindexed
+        found = {d: unindexed[d] for d in digests if d in unindexed}
+        unknown = list({d for d in digests if d not in found})
+        for start in range(0, len(unknown), LOOKUP_CHUNK):
+            chunk = unknown[start:start + LOOKUP_CHUNK]
+            found.update(self._write.execute(
+                "SELECT hash, blob FROM hashes WHERE hash IN (%s)" % ",".join("?" * len(chunk)),
+                chunk))
+        return found
+
+    def _loadUnindexed(self) -> None:
+        """Blobs written since the last merge into C{hashes}, found by hash in memory."""
+        indexed = self._write.execute(
+            "SELECT value FROM meta WHERE key = 'indexed'").fetchone()
+        self._unindexed = dict(self._write.execute(
+            "SELECT hash, id FROM blobs WHERE id > ?", (indexed[0] if indexed else 0,)))
+        self._lastBlob = self._write.execute("SELECT max(id) FROM blobs").fetchone()[0] or 0
 
     def _lastIndex(self) -> int:
         return self._write.execute("SELECT max(idx) FROM entries").fetchone()[0] or 0
 
     def _unannounced(self) -> list:
         """Entries committed without this thread knowing (a commit that reported a
-        failure but reached the disk): remember their write ids and announce them."""
+        failure but reached the disk): remember their blobs and write ids, and
+        announce them."""
         rows = self._write.execute(
-            "SELECT e.idx, b.data, w.writeId, e.hash FROM entries e"
-            " LEFT JOIN blobs b ON b.hash = e.hash LEFT JOIN writes w ON w.idx = e.idx"
+            "SELECT e.idx, b.data, w.writeId, b.hash FROM entries e"
+            " LEFT JOIN blobs b ON b.id = e.blob LEFT JOIN writes w ON w.idx = e.idx"
             " WHERE e.idx > ? ORDER BY e.idx", (self._head,)).fetchall()
+        self._loadUnindexed()
         for index, _, writeId, digest in rows:
             if writeId is not None:
                 self._recent.add(writeId, digest, index)

@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IJournalStore
+from logsvc import sqlitestore
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, canonical, storeFromString
 
@@ -187,6 +188,23 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         yield gatherResults([self.store.append(entry(1)) for _ in range(3)])
         self.assertEqual(self.rows("SELECT count(*) FROM blobs"), [(1,)])
         self.assertEqual(self.rows("SELECT count(*) FROM entries"), [(3,)])
+
+    @inlineCallbacks
+    def test_identicalEntriesStoredOnceAcrossMergesAndRestarts(self):
+        """Hashes are found whether merged into the index yet or not, before and after
+        a restart."""
+        self.patch(sqlitestore, "MERGE_EVERY", 3)
+        for n in [0, 1, 2, 1]:          # 0-2 merged into the index at the third blob
+            yield self.store.append(entry(n))
+        for n in [3, 4, 3]:             # 3 and 4 not merged yet
+            yield self.store.append(entry(n))
+        yield self.reopen()
+        for n in [4, 0, 3, 5]:
+            yield self.store.append(entry(n))
+        self.assertEqual(self.rows("SELECT count(*) FROM blobs"), [(6,)])
+        self.assertEqual(self.rows("SELECT count(*) FROM hashes"), [(6,)])
+        self.assertEqual([data for _, data in (yield self.store.read(1, 20))],
+                         [entry(n) for n in [0, 1, 2, 1, 3, 4, 3, 4, 0, 3, 5]])
 
     @inlineCallbacks
     def test_reopenKeepsEntriesAndRetryWindow(self):
