@@ -14,9 +14,10 @@ class LogService(MultiService):
     """
     Holds the shared state (client registry, journal store, clock) and the listeners.
 
-    Listeners are named children (C{"line"}, C{"journal"}, C{"pb"}, C{"http"}) so health
-    checks and tests can find them; they start after the store is open and stop before
-    it is closed, so a clean shutdown commits everything already received.
+    Listeners are named children, after their options (C{"port"}, C{"journal"},
+    C{"pb"}, C{"http"}), so health checks and tests can find them; they start after the
+    store is open and stop before it is closed, so a clean shutdown commits everything
+    already received.
     """
 
     def __init__(self, registry, store, clock, startTime: float | None = None,
