@@ -78,8 +78,11 @@ def _errorText(failure) -> str:
     return "internal error"
 
 
-def _entryLines(rows: list) -> list:
-    """The NDJSON lines for C{(index, data)} rows; data is canonical JSON already."""
+def entryLines(rows: list) -> list:
+    """
+    The NDJSON lines for C{(index, data)} rows (data is canonical JSON already, or an
+    EntryError): the journal protocol's replies, and /journal's array items.
+    """
     return [b'{"index":%d,"entry":%s}\n' % (index, data) if data.__class__ is bytes
             else b'{"index":%d,"error":%s}\n' % (index, _json(_reason(data)))
             for index, data in rows]
@@ -212,7 +215,7 @@ class JournalRead:
 
     def _send(self, rows: list) -> None:
         first = rows[0][0]
-        lines = _entryLines(rows)
+        lines = entryLines(rows)
         self.next = first + len(rows)
         if not self._current and self.next > self._target:
             # A pull read whose K-th entry is the head ends with head alone, as

@@ -14,7 +14,8 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import Data
 
 from . import __version__
-from .errors import EntryError, NoSuchClient
+from .errors import NoSuchClient
+from .journal import entryLines
 from .metrics import ServiceMetrics
 from .stream import StreamResource
 
@@ -174,14 +175,9 @@ class JournalResource(AsyncResource):
         limit = min(_positiveArg(request, "limit", JOURNAL_PAGE), JOURNAL_PAGE_MAX)
         rows = await self.store.read(start, limit)
         head = await self.store.head()
-        entries = []
-        for index, data in rows:
-            if isinstance(data, EntryError):
-                entries.append(json.dumps({"index": index, "error": data.reason}).encode())
-            else:
-                entries.append(b'{"index":%d,"entry":%s}' % (index, data))
         after = rows[-1][0] + 1 if rows else start
-        return b'{"head":%d,"next":%d,"entries":[%s]}' % (head, after, b",".join(entries))
+        return b'{"head":%d,"next":%d,"entries":[%s]}' % (head, after,
+                                                          b",".join(entryLines(rows)))
 
 
 class HealthResource(AsyncResource):
