@@ -11,12 +11,19 @@ from zope.interface import Attribute, Interface
 class IEventObserver(Interface):
     """Receives line-service events as they happen, in order."""
 
+    def logged(name: str, time: float, messages: list, truncated: bool) -> None:
+        """
+        LOG lines of one client received together (already trimmed str), as one call:
+        equivalent to one C{log} event per message, with C{"truncated": True} in each
+        when C{truncated}.  Must not raise and must not block.
+        """
+
     def event(kind: str, name: str, time: float, fields: dict) -> None:
         """
-        One event: C{kind} is C{"ready"}, C{"log"}, C{"set"} or C{"close"}; C{name} the
-        client; C{time} epoch seconds; C{fields} is C{{}} for ready/close,
-        C{{"message": str}} (plus C{"truncated": True} when cut) for log and
-        C{{"key": str, "value": str}} for set.  Must not raise and must not block.
+        One event: C{kind} is C{"ready"}, C{"set"} or C{"close"} (LOG lines come
+        through L{logged}); C{name} the client; C{time} epoch seconds; C{fields} is
+        C{{}} for ready/close and C{{"key": str, "value": str}} for set.  Must not raise
+        and must not block.
         """
 
 
@@ -74,11 +81,14 @@ class IJournalStore(Interface):
     def close():
         """Commit everything appended so far, then release the storage. Deferred."""
 
-    def append(data: bytes, writeId: str | None = None):
+    def append(entries: list, writeIds: list | None = None):
         """
-        Append one entry. Returns a Deferred firing with its index once the entry is
-        durable, or failing with L{StoreError}.  When C{writeId} and C{data} repeat one
-        of the last 100,000 identified writes, fires with that write's index instead.
+        Append entries (in order, with consecutive indices unless a retry is among
+        them). Returns one Deferred firing with the list of their indices once all are
+        durable, or failing with L{StoreError}.  C{writeIds}, when given, has one id
+        (or None) per entry: an entry whose id and data repeat one of the last 100,000
+        identified writes gets that write's index instead of a new one.  Batches are
+        how callers share a commit cheaply: a chunk of lines is one call.
         """
 
     def head():

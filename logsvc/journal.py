@@ -294,6 +294,9 @@ class JournalProtocol(Protocol):
         self._closed = False
         self._paused = False
         self._inFlight = 0
+        self._writes: list = []     # this chunk's writes, for the store in one batch
+        self._writeIds: list = []
+        self._quotedIds: list = []
         self._throttled = False   # too many writes wait for the store
         self._notReading = False  # the transport is paused, for either reason
         self._ahead: list = []
@@ -333,6 +336,8 @@ class JournalProtocol(Protocol):
                 return
         if len(self._pending) > maxEntry:
             self._fatal(TOO_LONG)
+        else:
+            self._flushWrites()
 
     def _timePartial(self, completed: bool) -> None:
         """Note when the message still incomplete at the end of this chunk began."""
@@ -367,7 +372,7 @@ class JournalProtocol(Protocol):
                 self._fatal(INVALID_JSON)
             return
         if message.__class__ is not dict:
-            self.transport.write(INVALID_MESSAGE)
+            self._reply(INVALID_MESSAGE)
             return
         entry = message.get("entry")
         writeId = message.get("id")
@@ -376,35 +381,53 @@ class JournalProtocol(Protocol):
         elif "from" in message:
             self._read(message)
         else:
-            self.transport.write(INVALID_MESSAGE)
+            self._reply(INVALID_MESSAGE)
 
     def _write(self, writeId: str, entry: dict) -> None:
+        """Queue the write; the writes of one chunk go to the store as one batch."""
         quotedId = _json(writeId)
         try:
             data = canonical(entry)
         except (ValueError, RecursionError):
-            self.transport.write(b'{"id":%s,"error":"entry cannot be stored as UTF-8 JSON"}\n'
-                                 % quotedId)
+            self._reply(b'{"id":%s,"error":"entry cannot be stored as UTF-8 JSON"}\n'
+                        % quotedId)
             return
         try:
             writeId.encode("utf-8")
         except UnicodeEncodeError:
             # A lone surrogate: the store keeps ids as UTF-8, in a batch with other writes.
-            self.transport.write(b'{"id":%s,"error":"id is not valid Unicode"}\n' % quotedId)
+            self._reply(b'{"id":%s,"error":"id is not valid Unicode"}\n' % quotedId)
             return
-        self._inFlight += 1
+        self._writes.append(data)
+        self._writeIds.append(writeId)
+        self._quotedIds.append(quotedId)
+
+    def _reply(self, data: bytes) -> None:
+        """A reply that is not an ack: after the acks of the writes before it."""
+        self._flushWrites()
+        self.transport.write(data)
+
+    def _flushWrites(self) -> None:
+        """Hand the queued writes to the store, before anything that must follow them."""
+        if not self._writes:
+            return
+        count = len(self._writes)
+        appended = self._store.append(self._writes, self._writeIds)
+        appended.addCallbacks(self._acked, self._writeFailed, (self._quotedIds,), None,
+                              (self._quotedIds,))
+        self._writes, self._writeIds, self._quotedIds = [], [], []
+        self._inFlight += count
         if self._inFlight >= MAX_IN_FLIGHT and not self._throttled:
             self._throttled = True
             self._updateReading()
-        self._store.append(data, writeId).addCallbacks(
-            self._acked, self._writeFailed, (quotedId,), None, (quotedId,))
 
-    def _acked(self, index: int, quotedId: bytes) -> None:
-        self._landed()
-        self.transport.write(b'{"id":%s,"index":%d}\n' % (quotedId, index))
+    def _acked(self, indices: list, quotedIds: list) -> None:
+        self._landed(len(quotedIds))
+        self.transport.write(b"".join([b'{"id":%s,"index":%d}\n' % reply
+                                       for reply in zip(quotedIds, indices)]))
 
-    def _landed(self) -> None:
-        self._inFlight -= 1
+    def _landed(self, count: int) -> None:
+        self._inFlight -= count
         if self._throttled and self._inFlight <= MAX_IN_FLIGHT // 2:
             self._throttled = False
             self._updateReading()
@@ -419,24 +442,27 @@ class JournalProtocol(Protocol):
             else:
                 self.transport.resumeProducing()
 
-    def _writeFailed(self, failure, quotedId: bytes) -> None:
-        self._landed()
+    def _writeFailed(self, failure, quotedIds: list) -> None:
+        self._landed(len(quotedIds))
         if failure.check(StoreError):
             self.log.warn("journal write failed: {error}", error=failure.value)
         else:
             self.log.failure("journal write failed", failure)
-        self.transport.write(b'{"id":%s,"error":%s}\n' % (quotedId, _json(_errorText(failure))))
+        error = _json(_errorText(failure))
+        self.transport.write(b"".join([b'{"id":%s,"error":%s}\n' % (quotedId, error)
+                                       for quotedId in quotedIds]))
 
     def _read(self, message: dict) -> None:
         start = message["from"]
         count = message.get("read")
         if (start.__class__ is not int or start < 1
                 or ("read" in message and (count.__class__ is not int or count < 1))):
-            self.transport.write(INVALID_MESSAGE)
+            self._reply(INVALID_MESSAGE)
             return
         if self.reader is not None:
-            self.transport.write(ALREADY_READING)
+            self._reply(ALREADY_READING)
             return
+        self._flushWrites()
         ahead, self._ahead = self._ahead, []
         self.reader = JournalRead(self._store, self.transport, start, count,
                                   self._readFinished, ahead)
@@ -460,6 +486,7 @@ class JournalProtocol(Protocol):
 
     def _fatal(self, error: bytes) -> None:
         """Reply with the error and close, after what is already queued for the peer."""
+        self._flushWrites()
         self._closed = True
         self._stopReading()
         self.transport.write(error)
@@ -517,10 +544,6 @@ def eventEntry(kind: str, name: str, time: float, fields: dict) -> bytes:
         if not fields:
             return ('{"client":%s,"event":%s,"time":%r}'
                     % (encode_basestring(name), encode_basestring(kind), time)).encode()
-        if kind == "log" and len(fields) == 1 and "message" in fields:
-            return ('{"client":%s,"event":"log","message":%s,"time":%r}'
-                    % (encode_basestring(name), encode_basestring(fields["message"]),
-                       time)).encode()
         if kind == "set" and len(fields) == 2 and "key" in fields and "value" in fields:
             return ('{"client":%s,"event":"set","key":%s,"time":%r,"value":%s}'
                     % (encode_basestring(name), encode_basestring(fields["key"]), time,
@@ -528,10 +551,21 @@ def eventEntry(kind: str, name: str, time: float, fields: dict) -> bytes:
     return canonical({**fields, "client": name, "event": kind, "time": time})
 
 
+def logEntries(name: str, time: float, messages: list, truncated: bool) -> list:
+    """The canonical JSON of each line's C{log} event, the part they share built once."""
+    if not (time - time == 0.0 and time.__class__ is float):
+        extra = {"truncated": True} if truncated else {}
+        return [eventEntry("log", name, time, {"message": m, **extra}) for m in messages]
+    prefix = '{"client":%s,"event":"log","message":' % encode_basestring(name)
+    suffix = ',"time":%r%s}' % (time, ',"truncated":true' if truncated else "")
+    return [(prefix + encode_basestring(m) + suffix).encode() for m in messages]
+
+
 @implementer(IEventObserver)
 class JournalLines:
     """
-    Appends every line-service event to the journal, without an id.
+    Appends every line-service event to the journal, without an id: the lines a
+    client sent together as one batch.
 
     Nobody waits for these appends, so a store failure is logged (the first, then every
     10,000th) and counted in C{failures}, never raised into the line service.
@@ -542,28 +576,40 @@ class JournalLines:
     def __init__(self, store, producer=None):
         self._store = store
         self._producer = producer
+        self._paused = False
         self.backlog = 0
         self.failures = 0
 
     def event(self, kind: str, name: str, time: float, fields: dict) -> None:
-        try:
-            appended = self._store.append(eventEntry(kind, name, time, fields))
-        except Exception:
-            self.log.failure("cannot journal {kind} event of {name}", kind=kind, name=name)
-            return
-        self.backlog += 1
-        if self.backlog == BACKLOG_HIGH and self._producer is not None:
-            self._producer.pauseProducing()
-        appended.addCallbacks(self._landed, self._failed)
+        self._append(lambda: [eventEntry(kind, name, time, fields)], name)
 
-    def _landed(self, _=None) -> None:
-        self.backlog -= 1
-        if self.backlog == BACKLOG_LOW and self._producer is not None:
+    def logged(self, name: str, time: float, messages: list, truncated: bool) -> None:
+        self._append(lambda: logEntries(name, time, messages, truncated), name)
+
+    def _append(self, entries, name: str) -> None:
+        try:
+            appended = self._store.append(entries := entries())
+        except Exception:
+            self.log.failure("cannot journal events of {name}", name=name)
+            return
+        self.backlog += len(entries)
+        if self.backlog >= BACKLOG_HIGH and not self._paused and self._producer is not None:
+            self._paused = True
+            self._producer.pauseProducing()
+        appended.addCallbacks(self._landed, self._failed, errbackArgs=(len(entries),))
+
+    def _landed(self, indices: list) -> None:
+        self._drained(len(indices))
+
+    def _drained(self, count: int) -> None:
+        self.backlog -= count
+        if self._paused and self.backlog <= BACKLOG_LOW:
+            self._paused = False
             self._producer.resumeProducing()
 
-    def _failed(self, failure) -> None:
-        self._landed()
-        self.failures += 1
-        if self.failures % 10000 == 1:
+    def _failed(self, failure, count: int) -> None:
+        self._drained(count)
+        before, self.failures = self.failures, self.failures + count
+        if before == 0 or before // 10000 != self.failures // 10000:
             self.log.warn("journal lines: {n} appends failed so far; last: {error}",
                           n=self.failures, error=failure.getErrorMessage())

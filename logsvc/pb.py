@@ -160,7 +160,8 @@ class QueryPerspective(pb.Avatar):
             data = canonical(entry)
         except (TypeError, ValueError) as e:
             raise BadRequest(f"entry is not JSON: {e}")
-        return self.service.store.append(data).addErrback(_journalError)
+        appended = self.service.store.append([data])
+        return appended.addCallbacks(lambda indices: indices[0], _journalError)
 
     # Live subscriptions
 

@@ -112,13 +112,8 @@ class ClientRegistry:
         record.ring.extend([(time, m) for m in messages])
         if truncated:
             record.truncated += 1
-        observers = self._observers
-        if observers:
-            name = record.name
-            for message in messages:
-                fields = {"message": message, "truncated": True} if truncated else {"message": message}
-                for observer in observers:
-                    observer.event("log", name, time, fields)
+        for observer in self._observers:
+            observer.logged(record.name, time, messages, truncated)
 
     def set(self, record: ClientRecord, time: float, key: str, value: str) -> None:
         record.state[key] = value

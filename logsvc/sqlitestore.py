@@ -8,10 +8,12 @@ reader thread; WAL lets them proceed while the writer commits.
 """
 
 import fcntl
+import json
 import os
 import sqlite3
 import threading
 import time
+from hashlib import sha256
 from queue import SimpleQueue
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -20,7 +22,7 @@ from zope.interface import implementer
 
 from .errors import EntryError, StoreError
 from .interfaces import IJournalStore
-from .store import RECENT_WRITES, Followers, RecentWrites, entryHash
+from .store import RECENT_WRITES, Followers, RecentWrites
 
 # PRAGMA synchronous per --sync mode: "always" fsyncs the WAL at every commit, so an
 # acknowledged entry survives power loss; "os" acknowledges once the commit is in the
@@ -29,41 +31,46 @@ SYNC_MODES = {"always": "FULL", "os": "NORMAL"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
-CREATE TABLE IF NOT EXISTS blobs (
-    id INTEGER PRIMARY KEY, hash BLOB NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS hashes (hash BLOB PRIMARY KEY, blob INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, blob INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS writes (idx INTEGER PRIMARY KEY, writeId TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    first INTEGER PRIMARY KEY, count INTEGER NOT NULL,
+    digests BLOB NOT NULL, data BLOB NOT NULL, ids TEXT);
+CREATE INDEX IF NOT EXISTS identified ON chunks (first) WHERE ids IS NOT NULL;
+CREATE TABLE IF NOT EXISTS hashes (hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
 """
 
-READ_RANGE = """
-SELECT e.idx, b.hash, b.data FROM entries e LEFT JOIN blobs b ON b.id = e.blob
-WHERE e.idx BETWEEN ? AND ? ORDER BY e.idx
+CHUNKS_FROM = """
+SELECT first, count, digests, data FROM chunks
+WHERE first >= coalesce((SELECT max(first) FROM chunks WHERE first <= ?1), 0) AND first <= ?2
+ORDER BY first
 """
 
-MERGE_EVERY = 20_000
-"""
-New blobs are found by their hash in memory until this many have accumulated, then
-merged into the C{hashes} index in one sorted batch: inserting each random hash into
-a B-tree as it arrives would dirty a random page per entry in every commit.
-"""
+CHUNK_ENTRIES = 256
+CHUNK_BYTES = 256 * 1024
+"""A commit stores its entries in rows (chunks) of at most this many entries or bytes."""
+
+INDEX_STEP = 20_000
+"""Entries the deduplicating indexer handles per transaction, between commits."""
 
 LOOKUP_CHUNK = 500
 """Hashes looked up in the index per query."""
 
-# Identified writes are pruned from the table in steps of this many, keeping the
-# newest RECENT_WRITES rows.
-PRUNE_EVERY = RECENT_WRITES // 2
+DIGEST = 32
 
 
 @implementer(IJournalStore)
 class SQLiteStore:
     """
-    Entries content-addressed in C{blobs} (one row per distinct SHA-256, in the order
-    first written), C{hashes} indexing blobs by hash (merged in batches, see
-    L{MERGE_EVERY}), C{entries} mapping each dense index to a blob, and C{writes}
-    keeping the write ids of the newest identified writes so retries are recognised
-    across restarts.
+    Entries live in C{chunks}: one row per run of consecutive indices written by one
+    commit, holding their canonical JSON separated by newlines (which canonical JSON
+    never contains), their SHA-256 digests, and the ids of identified writes (so
+    retries are recognised across restarts).  One row per commit rather than per
+    entry is what lets a commit of thousands of entries cost about as much as one.
+
+    Identical entries are stored once: between commits, an indexer walks the new
+    entries in index order, records each new hash in C{hashes}, and rewrites a later
+    copy of an entry as C{=INDEX} pointing at the first.  Keeping that B-tree off the
+    commit path is what keeps random hash inserts from slowing acknowledgements; under
+    sustained load deduplication lags behind the head and catches up when writes ease.
     """
 
     log = Logger()
@@ -79,14 +86,15 @@ class SQLiteStore:
         self._followers = Followers()
         self._commitObservers: list = []
         self._wakeup = threading.Condition()
-        self._queue: list = []      # (data, writeId, Deferred) awaiting the writer
+        self._queue: list = []      # (entries, writeIds, Deferred) awaiting the writer
         self._probes: list = []     # Deferreds of check() awaiting the writer
         self._accepting = False
         self._closing = False
         self._closed: list = []     # Deferreds of close() callers
         self._head = 0              # last committed index, as the writer thread knows it
+        self._indexed = 0           # last index the deduplicating indexer has handled
+        self._indexing = True       # False after an indexing error, until the next commit
         self._announcedHead = 0     # last index handed to followers, on the reactor
-        self._unprunedWrites = 0
         self._write = self._read = None
         self._lockFile: int | None = None
         self._reads: SimpleQueue = SimpleQueue()
@@ -135,17 +143,28 @@ class SQLiteStore:
         self._write.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)",
                             (time.time(),))
         self._head = self._announcedHead = self._lastIndex()
-        self._loadUnindexed()
-        recent = self._write.execute(
-            "SELECT w.writeId, b.hash, w.idx FROM writes w JOIN entries e ON e.idx = w.idx"
-            " JOIN blobs b ON b.id = e.blob ORDER BY w.idx DESC LIMIT ?",
-            (RECENT_WRITES,)).fetchall()
-        for writeId, digest, index in reversed(recent):
-            self._recent.add(writeId, digest, index)
+        indexed = self._write.execute(
+            "SELECT value FROM meta WHERE key = 'indexed'").fetchone()
+        self._indexed = indexed[0] if indexed else 0
+        self._loadRecentWrites()
         self._read = sqlite3.connect(self.path, isolation_level=None,
                                      check_same_thread=False)
         for pragma in ("query_only=1", "busy_timeout=10000", "cache_size=-16384"):
             self._read.execute(f"PRAGMA {pragma}")
+
+    def _loadRecentWrites(self) -> None:
+        """The newest identified writes, newest chunk first, until there are enough."""
+        found = []
+        for first, digests, ids in self._write.execute(
+                "SELECT first, digests, ids FROM chunks WHERE ids IS NOT NULL"
+                " ORDER BY first DESC"):
+            for index, writeId in reversed(json.loads(ids)):
+                at = (index - first) * DIGEST
+                found.append((writeId, digests[at:at + DIGEST], index))
+            if len(found) >= RECENT_WRITES:
+                break
+        for writeId, digest, index in reversed(found[:RECENT_WRITES]):
+            self._recent.add(writeId, digest, index)
 
     def close(self):
         """Commit everything queued, stop both threads and release the file."""
@@ -170,12 +189,12 @@ class SQLiteStore:
 
     # Writing
 
-    def append(self, data: bytes, writeId: str | None = None):
+    def append(self, entries: list, writeIds: list | None = None):
         appended = Deferred()
         with self._wakeup:
             if not self._accepting:
                 return fail(StoreError(f"store sqlite:{self.path} is closed"))
-            self._queue.append((data, writeId, appended))
+            self._queue.append((entries, writeIds, appended))
             if len(self._queue) == 1:
                 self._wakeup.notify()
         return appended
@@ -193,14 +212,17 @@ class SQLiteStore:
     def _writeLoop(self) -> None:
         while True:
             with self._wakeup:
-                while not (self._queue or self._probes or self._closing):
+                while not (self._queue or self._probes or self._closing
+                           or (self._indexing and self._indexed < self._head)):
                     self._wakeup.wait()
                 batch, self._queue = self._queue, []
                 probes, self._probes = self._probes, []
             if batch or probes:
                 self._commit(batch, probes)
-            else:
+            elif self._closing:
                 break
+            else:
+                self._index()
         self._reads.put(None)
 
     def _commit(self, batch: list, probes: list) -> None:
@@ -213,6 +235,7 @@ class SQLiteStore:
             error = StoreError(f"cannot write to store sqlite:{self.path}: {e}")
             self._reactor.callFromThread(self._failed, batch, probes, error)
         else:
+            self._indexing = True
             self._reactor.callFromThread(self._committed, batch, indices, committed,
                                          probes, time.perf_counter() - started)
 
@@ -221,106 +244,68 @@ class SQLiteStore:
         One transaction for the whole batch.  Indices are assigned here, after the
         head is read inside the transaction, so they stay dense even when an earlier
         commit reported an error but reached the disk anyway.  What this thread
-        remembers (blob ids, unmerged hashes, write ids) changes only after COMMIT.
+        remembers (head, write ids) changes only after COMMIT.
         """
         write = self._write
         write.execute("BEGIN IMMEDIATE")
         head = self._lastIndex()
         committed = self._unannounced() if head > self._head else []
         nextIndex = head + 1
-        digests = [entryHash(data) for data, _, _ in batch]
-        known = self._lookup(digests)
-        recent, pending, added = self._recent, {}, {}
-        lastBlob = self._lastBlob
-        indices, blobs, entries, writes = [], [], [], []
-        for (data, writeId, _), digest in zip(batch, digests):
-            if writeId is not None:
-                index = pending.get((writeId, digest)) or recent.get(writeId, digest)
-                if index is not None:
-                    indices.append(index)
-                    continue
-                pending[writeId, digest] = nextIndex
-                writes.append((nextIndex, writeId))
-            blob = known.get(digest) or added.get(digest)
-            if blob is None:
-                lastBlob += 1
-                blob = added[digest] = lastBlob
-                blobs.append((blob, digest, data))
-            entries.append((nextIndex, blob))
-            committed.append((nextIndex, data))
-            indices.append(nextIndex)
-            nextIndex += 1
-        merge = len(self._unindexed) + len(added) >= MERGE_EVERY
-        if entries:
-            write.executemany("INSERT INTO blobs (id, hash, data) VALUES (?, ?, ?)", blobs)
-            write.executemany("INSERT INTO entries (idx, blob) VALUES (?, ?)", entries)
-            if writes:
-                write.executemany("INSERT INTO writes (idx, writeId) VALUES (?, ?)", writes)
-                self._pruneWrites(len(writes))
+        recent, pending = self._recent, {}
+        indices, accepted, digests, identified = [], [], [], []
+        for entries, writeIds, _ in batch:
+            hashes = [sha256(data).digest() for data in entries]
+            if writeIds is None:
+                indices.append(range(nextIndex, nextIndex + len(entries)))
+                accepted += entries
+                digests += hashes
+                nextIndex += len(entries)
+                continue
+            given = []
+            for data, digest, writeId in zip(entries, hashes, writeIds):
+                if writeId is not None:
+                    index = pending.get((writeId, digest)) or recent.get(writeId, digest)
+                    if index is not None:
+                        given.append(index)
+                        continue
+                    pending[writeId, digest] = nextIndex
+                    identified.append((nextIndex, writeId))
+                accepted.append(data)
+                digests.append(digest)
+                given.append(nextIndex)
+                nextIndex += 1
+            indices.append(given)
+        if accepted:
+            write.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)",
+                              _chunkRows(head + 1, accepted, digests, identified))
         elif probe:
             write.execute("INSERT OR REPLACE INTO meta VALUES ('checked', ?)", (time.time(),))
-        if merge:
-            write.executemany("INSERT OR IGNORE INTO hashes (hash, blob) VALUES (?, ?)",
-                              sorted([*self._unindexed.items(), *added.items()]))
-            write.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (lastBlob,))
         write.execute("COMMIT")
         self._head = nextIndex - 1
-        self._lastBlob = lastBlob
-        if merge:
-            self._unindexed = {}
-        else:
-            self._unindexed.update(added)
         for (writeId, digest), index in pending.items():
             recent.add(writeId, digest, index)
+        committed += zip(range(head + 1, nextIndex), accepted)
         return indices, committed
 
-    def _lookup(self, digests: list) -> dict:
-        """Blob ids of the hashes already stored: unmerged ones first, then the index."""
-        unindexed = self._unindexed
-        found = {d: unindexed[d] for d in digests if d in unindexed}
-        unknown = list({d for d in digests if d not in found})
-        for start in range(0, len(unknown), LOOKUP_CHUNK):
-            chunk = unknown[start:start + LOOKUP_CHUNK]
-            found.update(self._write.execute(
-                "SELECT hash, blob FROM hashes WHERE hash IN (%s)" % ",".join("?" * len(chunk)),
-                chunk))
-        return found
-
-    def _loadUnindexed(self) -> None:
-        """Blobs written since the last merge into C{hashes}, found by hash in memory."""
-        indexed = self._write.execute(
-            "SELECT value FROM meta WHERE key = 'indexed'").fetchone()
-        self._unindexed = dict(self._write.execute(
-            "SELECT hash, id FROM blobs WHERE id > ?", (indexed[0] if indexed else 0,)))
-        self._lastBlob = self._write.execute("SELECT max(id) FROM blobs").fetchone()[0] or 0
-
     def _lastIndex(self) -> int:
-        return self._write.execute("SELECT max(idx) FROM entries").fetchone()[0] or 0
+        row = self._write.execute(
+            "SELECT first + count - 1 FROM chunks ORDER BY first DESC LIMIT 1").fetchone()
+        return row[0] if row else 0
 
     def _unannounced(self) -> list:
         """Entries committed without this thread knowing (a commit that reported a
-        failure but reached the disk): remember their blobs and write ids, and
-        announce them."""
-        rows = self._write.execute(
-            "SELECT e.idx, b.data, w.writeId, b.hash FROM entries e"
-            " LEFT JOIN blobs b ON b.id = e.blob LEFT JOIN writes w ON w.idx = e.idx"
-            " WHERE e.idx > ? ORDER BY e.idx", (self._head,)).fetchall()
-        self._loadUnindexed()
-        for index, _, writeId, digest in rows:
-            if writeId is not None:
-                self._recent.add(writeId, digest, index)
+        failure but reached the disk): remember their write ids, and announce them."""
+        committed = []
+        for first, count, digests, data, ids in self._write.execute(
+                "SELECT first, count, digests, data, ids FROM chunks WHERE first > ?"
+                " ORDER BY first", (self._head,)).fetchall():
+            committed += zip(range(first, first + count), data.split(b"\n"))
+            for index, writeId in json.loads(ids or "[]"):
+                at = (index - first) * DIGEST
+                self._recent.add(writeId, digests[at:at + DIGEST], index)
         self.log.warn("{store}: found {count} entries committed by a commit that "
-                      "reported an error", store=self, count=len(rows))
-        return [(index, data if data is not None else EntryError("entry missing"))
-                for index, data, _, _ in rows]
-
-    def _pruneWrites(self, added: int) -> None:
-        self._unprunedWrites += added
-        if self._unprunedWrites >= PRUNE_EVERY:
-            self._write.execute(
-                "DELETE FROM writes WHERE idx < (SELECT idx FROM writes"
-                " ORDER BY idx DESC LIMIT 1 OFFSET ?)", (RECENT_WRITES - 1,))
-            self._unprunedWrites = 0
+                      "reported an error", store=self, count=len(committed))
+        return committed
 
     def _rollback(self) -> None:
         try:
@@ -338,8 +323,8 @@ class SQLiteStore:
         """
         if committed:
             self._announcedHead = committed[-1][0]
-        for (_, _, appended), index in zip(batch, indices):
-            appended.callback(index)
+        for (_, _, appended), given in zip(batch, indices):
+            appended.callback(list(given))
         if committed:
             self._followers.deliver(committed)
         for checked in probes:
@@ -354,6 +339,78 @@ class SQLiteStore:
             appended.errback(error)
         for checked in probes:
             checked.errback(error)
+
+    # Deduplicating
+
+    @property
+    def indexed(self) -> int:
+        """The last index deduplicated so far (the head, once writes ease)."""
+        return self._indexed
+
+    def _index(self) -> None:
+        """One step of the indexer, in the writer thread while no commit waits."""
+        try:
+            self._indexStep()
+        except sqlite3.Error as e:
+            self._rollback()
+            self._indexing = False
+            self.log.warn("{store}: deduplication paused until the next commit: {error}",
+                          store=self, error=e)
+
+    def _indexStep(self) -> None:
+        """
+        Record the hashes of the next entries in C{hashes}, in one sorted batch, and
+        rewrite each entry whose hash is already there as a reference to the first.
+        """
+        write = self._write
+        write.execute("BEGIN IMMEDIATE")
+        pairs, last = [], self._indexed
+        for first, count, digests in write.execute(
+                "SELECT first, count, digests FROM chunks WHERE first > ? AND first <= ?"
+                " ORDER BY first", (self._indexed, self._head)):
+            pairs += zip([digests[at:at + DIGEST] for at in range(0, count * DIGEST, DIGEST)],
+                         range(first, first + count))
+            last = first + count - 1
+            if len(pairs) >= INDEX_STEP:
+                break
+        known = self._lookup([digest for digest, _ in pairs])
+        new, copies = {}, {}
+        for digest, index in pairs:
+            original = known.get(digest) or new.get(digest)
+            if original is None:
+                new[digest] = index
+            else:
+                copies[index] = original
+        write.executemany("INSERT INTO hashes VALUES (?, ?)", sorted(new.items()))
+        if copies:
+            self._replaceCopies(copies)
+        write.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (last,))
+        write.execute("COMMIT")
+        self._indexed = last
+
+    def _lookup(self, digests: list) -> dict:
+        """The first index of each hash already in the index."""
+        found = {}
+        for start in range(0, len(digests), LOOKUP_CHUNK):
+            chunk = digests[start:start + LOOKUP_CHUNK]
+            found.update(self._write.execute(
+                "SELECT hash, idx FROM hashes WHERE hash IN (%s)" % ",".join("?" * len(chunk)),
+                chunk))
+        return found
+
+    def _replaceCopies(self, copies: dict) -> None:
+        rows = self._write.execute(CHUNKS_FROM, (min(copies), max(copies))).fetchall()
+        for first, count, _, data in rows:
+            records = data.split(b"\n")
+            replaced = False
+            for index in range(first, first + count):
+                original = copies.get(index)
+                if original is not None:
+                    records[index - first] = b"=%d" % original
+                    replaced = True
+            if replaced:
+                self._write.execute("UPDATE chunks SET data = ? WHERE first = ?",
+                                    (b"\n".join(records), first))
 
     # Reading
 
@@ -392,9 +449,30 @@ class SQLiteStore:
         self._reactor.callFromThread(self._finishClosing)
 
     def _readRange(self, start: int, last: int) -> list:
-        rows = [(index, data if isinstance(data, bytes) and entryHash(data) == digest
-                 else _unreadable(data))
-                for index, digest, data in self._read.execute(READ_RANGE, (start, last))]
+        """Each entry checked against its hash; references to a first copy resolved."""
+        rows, copies = [], []
+        for first, count, digests, data in self._read.execute(CHUNKS_FROM, (start, last)):
+            low, high = max(first, start), min(first + count - 1, last)
+            records = data.split(b"\n")
+            if len(records) != count or len(digests) != count * DIGEST:
+                rows += [(index, EntryError("entry corrupt: its chunk is damaged"))
+                         for index in range(low, high + 1)]
+                continue
+            for index in range(low, high + 1):
+                record = records[index - first]
+                at = (index - first) * DIGEST
+                digest = digests[at:at + DIGEST]
+                if record[:1] == b"=":
+                    copies.append((len(rows), index, int(record[1:]), digest))
+                    rows.append(None)
+                else:
+                    rows.append((index, record if sha256(record).digest() == digest
+                                 else CORRUPT))
+        for at, index, original, digest in copies:
+            found = self._readRange(original, original) if original < index else []
+            data = found[0][1] if found else None
+            rows[at] = (index, data if data.__class__ is bytes
+                        and sha256(data).digest() == digest else CORRUPT)
         if len(rows) != last - start + 1:
             found = dict(rows)
             rows = [(i, found.get(i) or EntryError("entry missing"))
@@ -416,7 +494,27 @@ class SQLiteStore:
         self._commitObservers.append(observer)
 
 
-def _unreadable(data) -> EntryError:
-    if data is None:
-        return EntryError("entry missing")
-    return EntryError("entry corrupt: content does not match its hash")
+CORRUPT = EntryError("entry corrupt: content does not match its hash")
+
+
+def _chunkRows(first: int, entries: list, digests: list, identified: list) -> list:
+    """
+    Rows for C{chunks}: consecutive entries from index C{first}, at most
+    L{CHUNK_ENTRIES} entries or about L{CHUNK_BYTES} bytes per row (a larger entry
+    gets a row of its own).
+    """
+    rows, start, ids = [], 0, 0
+    while start < len(entries):
+        end = min(len(entries), start + CHUNK_ENTRIES)
+        while end - start > 1 and sum(map(len, entries[start:end])) > CHUNK_BYTES:
+            end = start + (end - start) // 2
+        chunkEnd = first + end
+        chunkIds = []
+        while ids < len(identified) and identified[ids][0] < chunkEnd:
+            chunkIds.append(identified[ids])
+            ids += 1
+        rows.append((first + start, end - start, b"".join(digests[start:end]),
+                     b"\n".join(entries[start:end]),
+                     json.dumps(chunkIds, ensure_ascii=False) if chunkIds else None))
+        start = end
+    return rows

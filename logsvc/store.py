@@ -6,6 +6,7 @@ window of recent identified writes that makes retries safe, and the in-memory st
 import json
 from collections import OrderedDict
 from hashlib import sha256
+from itertools import repeat
 
 from twisted.internet.defer import succeed
 from twisted.logger import Logger
@@ -100,21 +101,25 @@ class MemoryStore:
         self._announce()
         return succeed(None)
 
-    def append(self, data: bytes, writeId: str | None = None):
-        digest = entryHash(data)
-        if writeId is not None:
-            index = self._recent.get(writeId, digest)
-            if index is not None:
-                return succeed(index)
-        self._blobs.setdefault(digest, data)
-        self._hashes.append(digest)
-        index = len(self._hashes)
-        if writeId is not None:
-            self._recent.add(writeId, digest, index)
-        if not self._unannounced:
-            self._reactor.callLater(0, self._announce)
-        self._unannounced.append((index, data))
-        return succeed(index)
+    def append(self, entries: list, writeIds: list | None = None):
+        indices = []
+        for data, writeId in zip(entries, writeIds or repeat(None)):
+            digest = entryHash(data)
+            if writeId is not None:
+                index = self._recent.get(writeId, digest)
+                if index is not None:
+                    indices.append(index)
+                    continue
+            self._blobs.setdefault(digest, data)
+            self._hashes.append(digest)
+            index = len(self._hashes)
+            if writeId is not None:
+                self._recent.add(writeId, digest, index)
+            if not self._unannounced:
+                self._reactor.callLater(0, self._announce)
+            self._unannounced.append((index, data))
+            indices.append(index)
+        return succeed(indices)
 
     def _announce(self) -> None:
         batch, self._unannounced = self._unannounced, []

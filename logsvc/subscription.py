@@ -102,6 +102,11 @@ class Subscription:
 
     # IEventObserver
 
+    def logged(self, name: str, time: float, messages: list, truncated: bool) -> None:
+        extra = {"truncated": True} if truncated else {}
+        for message in messages:
+            self.event("log", name, time, {"message": message, **extra})
+
     def event(self, kind: str, name: str, time: float, fields: dict) -> None:
         if self.ended or kind not in self._kinds:
             return

@@ -17,20 +17,22 @@ from logsvc.registry import ClientRegistry
 
 
 class HeldStore:
-    """A store whose appends land only when the test says so."""
+    """A store whose appended batches land only when the test says so."""
 
     def __init__(self):
         self.held: list = []
+        self.landed = 0
 
-    def append(self, data, writeId=None):
+    def append(self, entries, writeIds=None):
         landed = Deferred()
-        self.held.append(landed)
+        self.held.append((landed, len(entries)))
         return landed
 
-    def land(self, count: int) -> None:
-        for landed in self.held[:count]:
-            landed.callback(1)
-        del self.held[:count]
+    def land(self, batches: int) -> None:
+        for landed, count in self.held[:batches]:
+            landed.callback(list(range(self.landed + 1, self.landed + count + 1)))
+            self.landed += count
+        del self.held[:batches]
 
 
 class Producer:
@@ -85,6 +87,17 @@ class JournalLinesBacklogTests(TestCase):
         store.land(4)
         self.assertEqual(producer.calls, ["pause", "resume"])
 
+    def test_linesReceivedTogetherAreOneBatch(self):
+        self.patch(journal, "BACKLOG_HIGH", 10)
+        self.patch(journal, "BACKLOG_LOW", 4)
+        store, producer = HeldStore(), Producer()
+        lines = JournalLines(store, producer=producer)
+        lines.logged("a", 1.0, [str(n) for n in range(12)], False)
+        self.assertEqual((len(store.held), store.held[0][1]), (1, 12))
+        self.assertEqual((producer.calls, lines.backlog), (["pause"], 12))
+        store.land(1)
+        self.assertEqual((producer.calls, lines.backlog), (["pause", "resume"], 0))
+
     def test_failedAppendsLeaveTheBacklogToo(self):
         self.patch(journal, "BACKLOG_HIGH", 2)
         self.patch(journal, "BACKLOG_LOW", 0)
@@ -92,7 +105,7 @@ class JournalLinesBacklogTests(TestCase):
         lines = JournalLines(store, producer=producer)
         lines.event("ready", "a", 1.0, {})
         lines.event("close", "a", 2.0, {})
-        for landed in store.held:
+        for landed, _ in store.held:
             landed.errback(RuntimeError("disk full"))
         self.assertEqual((producer.calls, lines.backlog, lines.failures),
                          (["pause", "resume"], 0, 2))
@@ -105,7 +118,9 @@ class JournalInFlightTests(TestCase):
         protocol = JournalFactory(store, clock=Clock()).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
-        protocol.dataReceived(b"".join(b'{"id":"w%d","entry":{}}\n' % n for n in range(5)))
+        for n in range(5):
+            protocol.dataReceived(b'{"id":"w%d","entry":{}}\n' % n)
+        self.assertEqual(len(store.held), 5)
         self.assertEqual(transport.producerState, "paused")
         store.land(2)
         self.assertEqual(transport.producerState, "paused")

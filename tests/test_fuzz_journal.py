@@ -422,10 +422,11 @@ class JournalFuzzTests(TestCase):
         offered = []
         append = self.store.append
 
-        def strictAppend(data, writeId=None):
-            offered.append(writeId)
-            writeId.encode("utf-8")
-            return append(data, writeId)
+        def strictAppend(entries, writeIds=None):
+            offered.extend(writeIds)
+            for writeId in writeIds:
+                writeId.encode("utf-8")
+            return append(entries, writeIds)
 
         self.store.append = strictAppend
         connection = self.connect()

@@ -25,6 +25,7 @@ from logsvc.pb import PB_DEPTH, BadRequest, serverFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
+from tests.stores import appendOne
 
 SETTINGS = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -296,7 +297,7 @@ class PBFuzzTests(TestCase):
         for _ in range(PB_DEPTH + 50):
             deep = [deep]
         for entry in ({"a": 1}, {"deep": deep}, {"b": 2}):
-            self.service.store.append(canonical(entry))
+            appendOne(self.service.store, canonical(entry))
         self.clock.advance(0)
         self.good.pump.flush()
         page = self.good.call("read", 1, 10)

@@ -13,9 +13,10 @@ from zope.interface.verify import verifyObject
 from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IEventObserver
 from logsvc.journal import (PAGE_ENTRIES, JournalFactory, JournalLines, JournalRead,
-                            eventEntry)
+                            eventEntry, logEntries)
 from logsvc.registry import ClientRegistry
 from logsvc.store import MemoryStore, canonical
+from tests.stores import appendOne
 
 
 class ControlledStore(MemoryStore):
@@ -30,10 +31,10 @@ class ControlledStore(MemoryStore):
         self.appendError: Exception | None = None
         self.readError: Exception | None = None
 
-    def append(self, data, writeId=None):
+    def append(self, entries, writeIds=None):
         if self.appendError is not None:
             return fail(self.appendError)
-        return super().append(data, writeId)
+        return super().append(entries, writeIds)
 
     def read(self, start, limit):
         self.reads.append((start, limit))
@@ -128,7 +129,7 @@ class JournalTestCase(TestCase):
 
     def fill(self, count: int, start: int = 1) -> None:
         for n in range(start, start + count):
-            self.store.append(canonical({"n": n}))
+            appendOne(self.store, canonical({"n": n}))
         self.clock.advance(0)
 
 
@@ -451,7 +452,7 @@ class PushReadTests(JournalTestCase):
     def test_pagesShrinkForLargeEntries(self):
         big = "x" * 50_000
         for n in range(150):
-            self.store.append(canonical({"n": n, "big": big}))
+            appendOne(self.store, canonical({"n": n, "big": big}))
         self.clock.advance(0)
         connection = self.connect()
         connection.send({"from": 1})
@@ -601,7 +602,7 @@ class BackpressureTests(JournalTestCase):
         connection.send({"from": 1})
         connection.received()
         for n in (1, 2, 3):
-            self.store.append(canonical({"n": n}))
+            appendOne(self.store, canonical({"n": n}))
         connection.protocol.reader._committed([(3, canonical({"n": 3}))])
         self.assertEqual(entries(connection.received()), [1, 2, 3])
         self.clock.advance(0)
@@ -667,7 +668,14 @@ class JournalLinesTests(TestCase):
            name=st.text(min_size=1), time=st.floats(allow_nan=False, allow_infinity=False)
            | st.integers(0, 2**40), text=st.text(), other=st.text())
     def test_entriesAreCanonical(self, kind, name, time, text, other):
-        fields = {"log": {"message": text}, "set": {"key": text, "value": other}}.get(kind, {})
+        if kind == "log":
+            for truncated in (False, True):
+                extra = {"truncated": True} if truncated else {}
+                self.assertEqual(logEntries(name, time, [text, other], truncated), [
+                    canonical({"client": name, "event": "log", "time": time,
+                               "message": message, **extra}) for message in (text, other)])
+            return
+        fields = {"set": {"key": text, "value": other}}.get(kind, {})
         expected = canonical({"client": name, "event": kind, "time": time, **fields})
         self.assertEqual(eventEntry(kind, name, time, fields), expected)
 
@@ -683,6 +691,7 @@ class JournalLinesTests(TestCase):
         self.assertEqual(self.lines.failures, 3)
 
     def test_unencodableEventIsLoggedNotRaised(self):
-        self.lines.event("log", "web-1", 1.0, {"message": "\ud800"})
-        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+        self.lines.logged("web-1", 1.0, ["\ud800"], False)
+        self.lines.event("set", "web-1", 1.0, {"key": "k", "value": "\ud800"})
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 2)
         self.assertEqual(self.store.head().result, 0)

@@ -20,6 +20,11 @@ class Recorder:
     def event(self, kind, name, time, fields):
         self.events.append((kind, name, time, dict(fields)))
 
+    def logged(self, name, time, messages, truncated):
+        extra = {"truncated": True} if truncated else {}
+        for message in messages:
+            self.event("log", name, time, {"message": message, **extra})
+
 
 class LineServiceTests(TestCase):
     def setUp(self):

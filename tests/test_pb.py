@@ -16,6 +16,7 @@ from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
 from logsvc.tap import Options
+from tests.stores import appendOne
 
 
 def makeService(clock):
@@ -180,10 +181,10 @@ class PBTests(TestCase):
         """Answers are capped in entries and in bytes; an oversized entry is an error item."""
         blob = "x" * (PAGE_BYTES // 3)
         for n in range(6):
-            self.service.store.append(canonical({"n": n, "blob": blob}))
-        self.service.store.append(canonical({"blob": blob * 4}))
+            appendOne(self.service.store, canonical({"n": n, "blob": blob}))
+        appendOne(self.service.store, canonical({"blob": blob * 4}))
         for n in range(READ_LIMIT + 5):
-            self.service.store.append(canonical({"n": n}))
+            appendOne(self.service.store, canonical({"n": n}))
         page = self.result("read", 1, 100)
         self.assertEqual([item["index"] for item in page], [1, 2])
         self.assertEqual(len(self.result("read", 3, 100)), 2)

@@ -10,6 +10,7 @@ import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -18,6 +19,7 @@ from logsvc.interfaces import IJournalStore
 from logsvc import sqlitestore
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, canonical, storeFromString
+from tests.stores import appendOne
 
 
 def temporaryPath(case: unittest.TestCase) -> str:
@@ -52,20 +54,20 @@ class StoreBehaviour:
     def test_denseIndicesFromOne(self):
         indices = []
         for n in range(3):
-            indices.append((yield self.store.append(entry(n))))
+            indices.append((yield appendOne(self.store, entry(n))))
         self.assertEqual(indices, [1, 2, 3])
         self.assertEqual((yield self.store.head()), 3)
 
     @inlineCallbacks
     def test_identicalEntriesGetDistinctIndices(self):
-        first = yield self.store.append(entry(1))
-        second = yield self.store.append(entry(1))
+        first = yield appendOne(self.store, entry(1))
+        second = yield appendOne(self.store, entry(1))
         self.assertEqual((first, second), (1, 2))
         self.assertEqual((yield self.store.read(1, 10)), [(1, entry(1)), (2, entry(1))])
 
     @inlineCallbacks
     def test_readPages(self):
-        yield gatherResults([self.store.append(entry(n)) for n in range(10)])
+        yield gatherResults([appendOne(self.store, entry(n)) for n in range(10)])
         pages = yield gatherResults([self.store.read(start, 4) for start in (1, 5, 9, 11)])
         self.assertEqual(pages, [[(i, entry(i - 1)) for i in range(1, 5)],
                                  [(i, entry(i - 1)) for i in range(5, 9)],
@@ -77,7 +79,7 @@ class StoreBehaviour:
     def test_followDeliversInOrder(self):
         batches: list = []
         self.store.follow(batches.append)
-        yield gatherResults([self.store.append(entry(n)) for n in range(50)])
+        yield gatherResults([appendOne(self.store, entry(n)) for n in range(50)])
         yield self.store.close()
         self.assertEqual([pair for batch in batches for pair in batch],
                          [(i + 1, entry(i)) for i in range(50)])
@@ -86,7 +88,7 @@ class StoreBehaviour:
     def test_cancelledFollowerGetsNothing(self):
         batches: list = []
         self.store.follow(batches.append).cancel()
-        yield self.store.append(entry(1))
+        yield appendOne(self.store, entry(1))
         yield self.store.close()
         self.assertEqual(batches, [])
 
@@ -98,7 +100,7 @@ class StoreBehaviour:
         def acked(index):
             events.append(("acked", index))
             return gatherResults([self.store.head(), self.store.read(index, 1)])
-        seen = yield self.store.append(entry(1)).addCallback(acked)
+        seen = yield appendOne(self.store, entry(1)).addCallback(acked)
         yield self.store.close()
         self.assertEqual(seen, [1, [(1, entry(1))]])
         self.assertEqual(events, [("acked", 1), ("followed", 1)])
@@ -110,32 +112,32 @@ class StoreBehaviour:
         seen: list = []
         self.store.follow(broken)
         self.store.follow(seen.extend)
-        self.assertEqual((yield self.store.append(entry(1))), 1)
+        self.assertEqual((yield appendOne(self.store, entry(1))), 1)
         yield self.store.close()
         self.assertEqual(seen, [(1, entry(1))])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     @inlineCallbacks
     def test_retryWithSameIdAndContentGetsOriginalIndex(self):
-        first = yield self.store.append(entry(1), "a")
-        yield self.store.append(entry(2), "b")
-        retried = yield self.store.append(entry(1), "a")
-        otherContent = yield self.store.append(entry(3), "a")
-        otherId = yield self.store.append(entry(1), "c")
-        anonymous = yield self.store.append(entry(1))
+        first = yield appendOne(self.store, entry(1), "a")
+        yield appendOne(self.store, entry(2), "b")
+        retried = yield appendOne(self.store, entry(1), "a")
+        otherContent = yield appendOne(self.store, entry(3), "a")
+        otherId = yield appendOne(self.store, entry(1), "c")
+        anonymous = yield appendOne(self.store, entry(1))
         self.assertEqual((first, retried, otherContent, otherId, anonymous), (1, 1, 3, 4, 5))
 
     @inlineCallbacks
     def test_retriesInOneBatchShareAnIndex(self):
-        indices = yield gatherResults([self.store.append(entry(1), "same") for _ in range(5)]
-                                      + [self.store.append(entry(2), "other")])
+        indices = yield gatherResults([appendOne(self.store, entry(1), "same") for _ in range(5)]
+                                      + [appendOne(self.store, entry(2), "other")])
         self.assertEqual(indices, [1, 1, 1, 1, 1, 2])
         self.assertEqual((yield self.store.head()), 2)
 
     @inlineCallbacks
     def test_concurrentAppendsLandDensely(self):
         count = 3000
-        indices = yield gatherResults([self.store.append(entry(n), f"w{n}")
+        indices = yield gatherResults([appendOne(self.store, entry(n), f"w{n}")
                                        for n in range(count)])
         self.assertEqual(sorted(indices), list(range(1, count + 1)))
         stored = yield self.store.read(1, count + 10)
@@ -145,7 +147,7 @@ class StoreBehaviour:
     def test_commitObserversCountEntries(self):
         counted: list = []
         self.store.addCommitObserver(lambda seconds, count: counted.append((seconds, count)))
-        yield gatherResults([self.store.append(entry(n)) for n in range(20)])
+        yield gatherResults([appendOne(self.store, entry(n)) for n in range(20)])
         yield self.store.close()
         self.assertEqual(sum(count for _, count in counted), 20)
         self.assertTrue(all(seconds >= 0 for seconds, _ in counted))
@@ -156,7 +158,7 @@ class StoreBehaviour:
 
     @inlineCallbacks
     def test_closeCommitsEverythingQueued(self):
-        appended = [self.store.append(entry(n)) for n in range(500)]
+        appended = [appendOne(self.store, entry(n)) for n in range(500)]
         yield self.store.close()
         self.assertEqual((yield gatherResults(appended)), list(range(1, 501)))
 
@@ -184,41 +186,81 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
             return connection.execute(query).fetchall()
 
     @inlineCallbacks
-    def test_identicalEntriesStoredOnce(self):
-        yield gatherResults([self.store.append(entry(1)) for _ in range(3)])
-        self.assertEqual(self.rows("SELECT count(*) FROM blobs"), [(1,)])
-        self.assertEqual(self.rows("SELECT count(*) FROM entries"), [(3,)])
+    def deduplicated(self):
+        """Wait until the indexer has caught up with the head."""
+        head = yield self.store.head()
+        while self.store.indexed < head:
+            yield deferLater(reactor, 0.01, lambda: None)
+
+    def records(self) -> list:
+        """Every stored record, in index order: entries, or C{=INDEX} references."""
+        return [record for (data,) in self.rows("SELECT data FROM chunks ORDER BY first")
+                for record in data.split(b"\n")]
 
     @inlineCallbacks
-    def test_identicalEntriesStoredOnceAcrossMergesAndRestarts(self):
-        """Hashes are found whether merged into the index yet or not, before and after
-        a restart."""
-        self.patch(sqlitestore, "MERGE_EVERY", 3)
-        for n in [0, 1, 2, 1]:          # 0-2 merged into the index at the third blob
-            yield self.store.append(entry(n))
-        for n in [3, 4, 3]:             # 3 and 4 not merged yet
-            yield self.store.append(entry(n))
+    def test_identicalEntriesStoredOnce(self):
+        yield gatherResults([appendOne(self.store, entry(1)) for _ in range(3)])
+        yield appendOne(self.store, entry(1))
+        yield self.deduplicated()
+        self.assertEqual(self.records(), [entry(1), b"=1", b"=1", b"=1"])
+        self.assertEqual((yield self.store.read(1, 10)), [(i, entry(1)) for i in range(1, 5)])
+
+    @inlineCallbacks
+    def test_identicalEntriesStoredOnceAcrossStepsAndRestarts(self):
+        """Hashes are found whether indexed in this step, an earlier one, or before a
+        restart; entries not yet indexed at a restart are indexed after it."""
+        self.patch(sqlitestore, "INDEX_STEP", 3)
+        for n in [0, 1, 2, 1, 3, 4, 3]:
+            yield appendOne(self.store, entry(n))
+        yield self.deduplicated()
         yield self.reopen()
+        yield self.store.close()
+        with sqlite3.connect(self.path) as connection:
+            connection.execute("UPDATE meta SET value = 5 WHERE key = 'indexed'")
+            connection.execute("DELETE FROM hashes WHERE idx > 5")
+        self.store = self.makeStore()
+        yield self.store.open()
         for n in [4, 0, 3, 5]:
-            yield self.store.append(entry(n))
-        self.assertEqual(self.rows("SELECT count(*) FROM blobs"), [(6,)])
+            yield appendOne(self.store, entry(n))
+        yield self.deduplicated()
+        self.assertEqual(self.records(), [entry(0), entry(1), entry(2), b"=2", entry(3),
+                                          entry(4), b"=5", b"=6", b"=1", b"=5", entry(5)])
         self.assertEqual(self.rows("SELECT count(*) FROM hashes"), [(6,)])
         self.assertEqual([data for _, data in (yield self.store.read(1, 20))],
                          [entry(n) for n in [0, 1, 2, 1, 3, 4, 3, 4, 0, 3, 5]])
 
     @inlineCallbacks
+    def test_batchesAreSplitIntoChunks(self):
+        """A batch becomes rows of at most CHUNK_ENTRIES entries or about CHUNK_BYTES;
+        reads across row boundaries, and ids, come back right."""
+        self.patch(sqlitestore, "CHUNK_ENTRIES", 4)
+        self.patch(sqlitestore, "CHUNK_BYTES", 200)
+        big = canonical({"big": "x" * 300})
+        entries = [entry(n) for n in range(10)] + [big, entry(10)]
+        ids = [f"w{n}" if n % 3 == 0 else None for n in range(12)]
+        self.assertEqual((yield self.store.append(entries, ids)), list(range(1, 13)))
+        self.assertEqual(self.rows("SELECT first, count FROM chunks ORDER BY first"),
+                         [(1, 4), (5, 4), (9, 2), (11, 1), (12, 1)])
+        for start in range(1, 13):
+            self.assertEqual((yield self.store.read(start, 5)),
+                             list(zip(range(start, 13), entries[start - 1:start + 4])))
+        yield self.reopen()
+        retried = yield self.store.append([entries[n] for n in (0, 3, 9)], ["w0", "w3", "w9"])
+        self.assertEqual(retried, [1, 4, 10])
+
+    @inlineCallbacks
     def test_reopenKeepsEntriesAndRetryWindow(self):
-        yield gatherResults([self.store.append(entry(n), f"w{n}") for n in range(10)])
+        yield gatherResults([appendOne(self.store, entry(n), f"w{n}") for n in range(10)])
         yield self.reopen()
         self.assertEqual((yield self.store.head()), 10)
-        self.assertEqual((yield self.store.append(entry(3), "w3")), 4)
-        self.assertEqual((yield self.store.append(entry(3), "new")), 11)
+        self.assertEqual((yield appendOne(self.store, entry(3), "w3")), 4)
+        self.assertEqual((yield appendOne(self.store, entry(3), "new")), 11)
         self.assertEqual((yield self.store.read(10, 5)), [(10, entry(9)), (11, entry(3))])
 
     @inlineCallbacks
     def test_closedStoreRefusesWork(self):
         yield self.store.close()
-        for attempt in (self.store.append(entry(1)), self.store.read(1, 1),
+        for attempt in (appendOne(self.store, entry(1)), self.store.read(1, 1),
                         self.store.check()):
             yield self.assertFailure(attempt, StoreError)
 
@@ -228,7 +270,7 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         self.store = self.makeStore(sync="os")
         yield self.store.open()
         self.addCleanup(self.store.close)
-        self.assertEqual((yield self.store.append(entry(1))), 1)
+        self.assertEqual((yield appendOne(self.store, entry(1))), 1)
         self.assertEqual(self.rows("PRAGMA journal_mode"), [("wal",)])
 
     def test_unknownSyncMode(self):
@@ -240,24 +282,26 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         self.assertIsInstance(store, SQLiteStore)
 
     @inlineCallbacks
-    def test_corruptAndMissingBlobsReadAsEntryErrors(self):
-        yield gatherResults([self.store.append(entry(n)) for n in range(3)])
+    def test_damagedRowsReadAsEntryErrors(self):
+        """Changed content, a lost row, a row whose records do not match its count, and
+        a reference whose original was lost: each entry it touches reads as an error,
+        and the entries around it are unaffected."""
+        for n in [0, 1, 2, 3, 0, 4]:
+            yield appendOne(self.store, entry(n))
+        yield self.deduplicated()
         with sqlite3.connect(self.path) as connection:
-            connection.execute("UPDATE blobs SET data = ? WHERE data = ?",
-                               (b'{"n":666}', entry(0)))
-            connection.execute("DELETE FROM blobs WHERE data = ?", (entry(1),))
-        self.assertEqual((yield self.store.read(1, 3)), [
-            (1, EntryError("entry corrupt: content does not match its hash")),
-            (2, EntryError("entry missing")),
-            (3, entry(2))])
-
-    @inlineCallbacks
-    def test_missingIndexReadsAsEntryError(self):
-        yield gatherResults([self.store.append(entry(n)) for n in range(3)])
-        with sqlite3.connect(self.path) as connection:
-            connection.execute("DELETE FROM entries WHERE idx = 2")
-        self.assertEqual((yield self.store.read(1, 3)),
-                         [(1, entry(0)), (2, EntryError("entry missing")), (3, entry(2))])
+            connection.execute("UPDATE chunks SET data = ? WHERE first = 2", (b'{"n":666}',))
+            connection.execute("DELETE FROM chunks WHERE first = 3")
+            connection.execute("UPDATE chunks SET data = ? WHERE first = 4",
+                               (entry(3) + b"\n" + entry(3),))
+            connection.execute("DELETE FROM chunks WHERE first = 1")
+        self.assertEqual((yield self.store.read(1, 6)), [
+            (1, EntryError("entry missing")),
+            (2, EntryError("entry corrupt: content does not match its hash")),
+            (3, EntryError("entry missing")),
+            (4, EntryError("entry corrupt: its chunk is damaged")),
+            (5, EntryError("entry corrupt: content does not match its hash")),
+            (6, entry(4))])
 
 
 class SQLiteOpenTests(unittest.TestCase):

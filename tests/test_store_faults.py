@@ -14,6 +14,7 @@ from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import canonical
 
 from .test_store import temporaryPath
+from tests.stores import appendOne
 
 
 def entry(n: int, size: int = 10) -> bytes:
@@ -53,16 +54,16 @@ class StoreFaultTests(unittest.TestCase):
     @inlineCallbacks
     def test_diskFull(self):
         """A real SQLITE_FULL from a page limit: the batch fails, later ones succeed."""
-        self.assertEqual((yield self.store.append(entry(0))), 1)
+        self.assertEqual((yield appendOne(self.store, entry(0))), 1)
         pages = self.faulty.execute("PRAGMA page_count").fetchone()[0]
         self.faulty.execute(f"PRAGMA max_page_count={pages}")
-        failed = [self.store.append(entry(n, size=20_000)) for n in range(1, 4)]
+        failed = [appendOne(self.store, entry(n, size=20_000)) for n in range(1, 4)]
         for attempt in failed:
             error = yield self.assertFailure(attempt, StoreError)
             self.assertIn("database or disk is full", str(error))
         self.assertEqual((yield self.store.head()), 1)
         self.faulty.execute("PRAGMA max_page_count=1073741823")
-        self.assertEqual((yield self.store.append(entry(4, size=20_000))), 2)
+        self.assertEqual((yield appendOne(self.store, entry(4, size=20_000))), 2)
         self.assertIsNone((yield self.store.check()))
         self.assertEqual((yield self.store.read(1, 5)), [(1, entry(0)), (2, entry(4, 20_000))])
         self.assertEqual(self.followed, [(1, entry(0)), (2, entry(4, 20_000))])
@@ -71,7 +72,7 @@ class StoreFaultTests(unittest.TestCase):
     @inlineCallbacks
     def test_ioErrorThenRecovery(self):
         self.faulty.error = sqlite3.OperationalError("disk I/O error")
-        failed = [self.store.append(entry(n), f"w{n}") for n in range(5)]
+        failed = [appendOne(self.store, entry(n), f"w{n}") for n in range(5)]
         for attempt in failed:
             error = yield self.assertFailure(attempt, StoreError)
             self.assertIn("disk I/O error", str(error))
@@ -81,7 +82,7 @@ class StoreFaultTests(unittest.TestCase):
 
         self.faulty.error = None
         yield self.store.check()
-        retried = yield gatherResults([self.store.append(entry(n), f"w{n}") for n in range(5)])
+        retried = yield gatherResults([appendOne(self.store, entry(n), f"w{n}") for n in range(5)])
         self.assertEqual(retried, [1, 2, 3, 4, 5])
         self.assertEqual([index for index, _ in (yield self.store.read(1, 10))],
                          [1, 2, 3, 4, 5])
@@ -93,10 +94,10 @@ class StoreFaultTests(unittest.TestCase):
         writes continue after it, followers get it, and its retry finds it."""
         self.faulty.error = sqlite3.OperationalError("disk I/O error")
         self.faulty.landed = True
-        yield self.assertFailure(self.store.append(entry(1), "w1"), StoreError)
+        yield self.assertFailure(appendOne(self.store, entry(1), "w1"), StoreError)
         self.faulty.error = None
-        self.assertEqual((yield self.store.append(entry(2), "w2")), 2)
-        self.assertEqual((yield self.store.append(entry(1), "w1")), 1)
+        self.assertEqual((yield appendOne(self.store, entry(2), "w2")), 2)
+        self.assertEqual((yield appendOne(self.store, entry(1), "w1")), 1)
         self.assertEqual(self.followed, [(1, entry(1)), (2, entry(2))])
         self.assertEqual((yield self.store.head()), 2)
         self.flushLoggedErrors()
@@ -104,7 +105,7 @@ class StoreFaultTests(unittest.TestCase):
     @inlineCallbacks
     def test_writerSurvivesUnexpectedErrors(self):
         self.faulty.error = MemoryError()
-        yield self.assertFailure(self.store.append(entry(1)), StoreError)
+        yield self.assertFailure(appendOne(self.store, entry(1)), StoreError)
         self.faulty.error = None
-        self.assertEqual((yield self.store.append(entry(1))), 1)
+        self.assertEqual((yield appendOne(self.store, entry(1))), 1)
         self.flushLoggedErrors()

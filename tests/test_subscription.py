@@ -15,6 +15,7 @@ from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
 from logsvc.subscription import Subscription
+from tests.stores import appendOne
 
 
 def event(kind, client, time, **fields):
@@ -64,7 +65,7 @@ class SubscriptionTests(TestCase):
 
     def append(self, *values, announce=True):
         for value in values:
-            self.store.append(canonical(value))
+            appendOne(self.store, canonical(value))
         if announce:
             self.clock.advance(0)
 
@@ -276,8 +277,8 @@ class SubscriptionTests(TestCase):
         self.addCleanup(sys.setrecursionlimit, limit)
         data = b"[" * 400 + b"]" * 400
         sys.setrecursionlimit(300)
-        self.store.append(data)
-        self.store.append(canonical({"after": True}))
+        appendOne(self.store, data)
+        appendOne(self.store, canonical({"after": True}))
         self.clock.advance(0)
         sys.setrecursionlimit(limit)
         self.assertEqual(self.received, [

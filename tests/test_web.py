@@ -74,7 +74,7 @@ class WebTestCase(TestCase):
 
     def append(self, *entries):
         for entry in entries:
-            self.successResultOf(self.service.store.append(canonical(entry)))
+            self.successResultOf(self.service.store.append([canonical(entry)]))
         self.clock.advance(0)
 
 
@@ -385,7 +385,7 @@ class StreamProtocolTests(TestCase):
 
     def test_replayAndLag(self):
         for n in (1, 2, 3):
-            self.service.store.append(canonical({"n": n}))
+            self.service.store.append([canonical({"n": n})])
         self.service.clock.advance(0)
         protocol, socket = self.connect({"events": "entry", "from": "2"})
         self.service.clock.advance(0)
