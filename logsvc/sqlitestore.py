@@ -48,8 +48,14 @@ CHUNK_ENTRIES = 256
 CHUNK_BYTES = 256 * 1024
 """A commit stores its entries in rows (chunks) of at most this many entries or bytes."""
 
-INDEX_STEP = 20_000
-"""Entries the deduplicating indexer handles per transaction, between commits."""
+INDEX_STEP = 5_000
+"""Entries the deduplicating indexer handles per transaction."""
+
+INDEX_WHEN_IDLE = 0.05
+"""Seconds without a commit after which the indexer runs: writers come first."""
+
+INDEX_MAX_LAG = 1_000_000
+"""Entries the indexer may fall behind the head before it takes turns with commits."""
 
 LOOKUP_CHUNK = 500
 """Hashes looked up in the index per query."""
@@ -210,11 +216,20 @@ class SQLiteStore:
         return checked
 
     def _writeLoop(self) -> None:
+        """
+        Commit whatever is queued; deduplicate once no commit came for
+        L{INDEX_WHEN_IDLE}, or between commits when L{INDEX_MAX_LAG} behind.
+        """
         while True:
             with self._wakeup:
-                while not (self._queue or self._probes or self._closing
-                           or (self._indexing and self._indexed < self._head)):
-                    self._wakeup.wait()
+                while not (self._queue or self._probes or self._closing):
+                    lag = self._head - self._indexed if self._indexing else 0
+                    if lag > INDEX_MAX_LAG or (
+                            lag and not self._wakeup.wait(INDEX_WHEN_IDLE)
+                            and not self._queue):
+                        break
+                    if not lag:
+                        self._wakeup.wait()
                 batch, self._queue = self._queue, []
                 probes, self._probes = self._probes, []
             if batch or probes:
