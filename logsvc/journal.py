@@ -553,12 +553,17 @@ def eventEntry(kind: str, name: str, time: float, fields: dict) -> bytes:
 
 def logEntries(name: str, time: float, messages: list, truncated: bool) -> list:
     """The canonical JSON of each line's C{log} event, the part they share built once."""
+    if not messages:
+        return []
     if not (time - time == 0.0 and time.__class__ is float):
         extra = {"truncated": True} if truncated else {}
         return [eventEntry("log", name, time, {"message": m, **extra}) for m in messages]
     prefix = '{"client":%s,"event":"log","message":' % encode_basestring(name)
     suffix = ',"time":%r%s}' % (time, ',"truncated":true' if truncated else "")
-    return [(prefix + encode_basestring(m) + suffix).encode() for m in messages]
+    # Encoded and split as one text: JSON strings hold no raw newline.
+    between = suffix + "\n" + prefix
+    return (prefix + between.join(map(encode_basestring, messages)) + suffix
+            ).encode().split(b"\n")
 
 
 @implementer(IEventObserver)

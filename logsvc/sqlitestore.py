@@ -244,14 +244,14 @@ class SQLiteStore:
         """Runs in the writer thread; hands the outcome to the reactor thread."""
         started = time.perf_counter()
         try:
-            indices, committed = self._store(batch, bool(probes))
+            indices, first, committed = self._store(batch, bool(probes))
         except Exception as e:
             self._rollback()
             error = StoreError(f"cannot write to store sqlite:{self.path}: {e}")
             self._reactor.callFromThread(self._failed, batch, probes, error)
         else:
             self._indexing = True
-            self._reactor.callFromThread(self._committed, batch, indices, committed,
+            self._reactor.callFromThread(self._committed, batch, indices, first, committed,
                                          probes, time.perf_counter() - started)
 
     def _store(self, batch: list, probe: bool) -> tuple:
@@ -264,6 +264,7 @@ class SQLiteStore:
         write = self._write
         write.execute("BEGIN IMMEDIATE")
         head = self._lastIndex()
+        first = self._head + 1
         committed = self._unannounced() if head > self._head else []
         nextIndex = head + 1
         recent, pending = self._recent, {}
@@ -299,8 +300,8 @@ class SQLiteStore:
         self._head = nextIndex - 1
         for (writeId, digest), index in pending.items():
             recent.add(writeId, digest, index)
-        committed += zip(range(head + 1, nextIndex), accepted)
-        return indices, committed
+        committed += accepted
+        return indices, first, committed
 
     def _lastIndex(self) -> int:
         row = self._write.execute(
@@ -309,12 +310,13 @@ class SQLiteStore:
 
     def _unannounced(self) -> list:
         """Entries committed without this thread knowing (a commit that reported a
-        failure but reached the disk): remember their write ids, and announce them."""
+        failure but reached the disk), from the head it knew on: remember their write
+        ids, and announce them."""
         committed = []
         for first, count, digests, data, ids in self._write.execute(
                 "SELECT first, count, digests, data, ids FROM chunks WHERE first > ?"
                 " ORDER BY first", (self._head,)).fetchall():
-            committed += zip(range(first, first + count), data.split(b"\n"))
+            committed += data.split(b"\n")
             for index, writeId in json.loads(ids or "[]"):
                 at = (index - first) * DIGEST
                 self._recent.add(writeId, digests[at:at + DIGEST], index)
@@ -329,19 +331,19 @@ class SQLiteStore:
         except sqlite3.Error as e:
             self.log.warn("{store}: rollback failed: {error}", store=self, error=e)
 
-    def _committed(self, batch: list, indices: list, committed: list, probes: list,
-                   seconds: float) -> None:
+    def _committed(self, batch: list, indices: list, first: int, committed: list,
+                   probes: list, seconds: float) -> None:
         """
         On the reactor: L{head} and L{read} include the batch before anyone hears of
         it; acknowledgements go before followers, so a writer that also follows sees
-        its ack before its entry.
+        its ack before its entry.  C{committed} holds the entries from C{first} on.
         """
         if committed:
-            self._announcedHead = committed[-1][0]
+            self._announcedHead = first + len(committed) - 1
         for (_, _, appended), given in zip(batch, indices):
             appended.callback(list(given))
         if committed:
-            self._followers.deliver(committed)
+            self._followers.deliver(first, committed)
         for checked in probes:
             checked.callback(None)
         if batch:

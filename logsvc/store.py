@@ -63,8 +63,14 @@ class Followers:
     def remove(self, callback) -> None:
         self._callbacks = tuple(c for c in self._callbacks if c is not callback)
 
-    def deliver(self, batch: list) -> None:
-        """A follower that raises is logged and skipped, never stopping the others."""
+    def deliver(self, first: int, entries: list) -> None:
+        """
+        Entries from index C{first} on, as C{(index, data)} rows, built only when someone
+        follows.  A follower that raises is logged and skipped, never stopping the others.
+        """
+        if not self._callbacks:
+            return
+        batch = list(zip(range(first, first + len(entries)), entries))
         for callback in self._callbacks:
             try:
                 callback(batch)
@@ -117,7 +123,7 @@ class MemoryStore:
                 self._recent.add(writeId, digest, index)
             if not self._unannounced:
                 self._reactor.callLater(0, self._announce)
-            self._unannounced.append((index, data))
+            self._unannounced.append(data)
             indices.append(index)
         return succeed(indices)
 
@@ -126,7 +132,7 @@ class MemoryStore:
         if batch:
             for observer in self._commitObservers:
                 observer(0.0, len(batch))
-            self._followers.deliver(batch)
+            self._followers.deliver(len(self._hashes) - len(batch) + 1, batch)
 
     def head(self):
         return succeed(len(self._hashes))
