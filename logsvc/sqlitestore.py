@@ -57,8 +57,16 @@ INDEX_WHEN_IDLE = 0.05
 INDEX_MAX_LAG = 1_000_000
 """Entries the indexer may fall behind the head before it takes turns with commits."""
 
-LOOKUP_CHUNK = 500
-"""Hashes looked up in the index per query."""
+# An indexing step's hashes are passed as one blob (?1) and their indices as a JSON
+# array (?2): the first index of each hash is kept, and the copies are found after.
+INDEX_HASHES = """
+INSERT OR IGNORE INTO hashes (hash, idx)
+SELECT substr(?1, key * 32 + 1, 32), value FROM json_each(?2) ORDER BY value
+"""
+FIND_COPIES = """
+SELECT j.value, h.idx FROM json_each(?2) j
+JOIN hashes h ON h.hash = substr(?1, j.key * 32 + 1, 32) WHERE h.idx <> j.value
+"""
 
 DIGEST = 32
 
@@ -376,44 +384,29 @@ class SQLiteStore:
 
     def _indexStep(self) -> None:
         """
-        Record the hashes of the next entries in C{hashes}, in one sorted batch, and
-        rewrite each entry whose hash is already there as a reference to the first.
+        Record the hashes of the next entries in C{hashes} (the first index of each),
+        and rewrite each entry whose hash was already there as a reference to it.  The
+        hashes go to SQLite as one blob, so the work per entry runs in SQLite's C code.
         """
         write = self._write
         write.execute("BEGIN IMMEDIATE")
-        pairs, last = [], self._indexed
+        hashes, indices, last = [], [], self._indexed
         for first, count, digests in write.execute(
                 "SELECT first, count, digests FROM chunks WHERE first > ? AND first <= ?"
                 " ORDER BY first", (self._indexed, self._head)):
-            pairs += zip([digests[at:at + DIGEST] for at in range(0, count * DIGEST, DIGEST)],
-                         range(first, first + count))
+            hashes.append(digests)
+            indices += range(first, first + count)
             last = first + count - 1
-            if len(pairs) >= INDEX_STEP:
+            if len(indices) >= INDEX_STEP:
                 break
-        known = self._lookup([digest for digest, _ in pairs])
-        new, copies = {}, {}
-        for digest, index in pairs:
-            original = known.get(digest) or new.get(digest)
-            if original is None:
-                new[digest] = index
-            else:
-                copies[index] = original
-        write.executemany("INSERT INTO hashes VALUES (?, ?)", sorted(new.items()))
+        step = (b"".join(hashes), json.dumps(indices))
+        write.execute(INDEX_HASHES, step)
+        copies = dict(write.execute(FIND_COPIES, step))
         if copies:
             self._replaceCopies(copies)
         write.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (last,))
         write.execute("COMMIT")
         self._indexed = last
-
-    def _lookup(self, digests: list) -> dict:
-        """The first index of each hash already in the index."""
-        found = {}
-        for start in range(0, len(digests), LOOKUP_CHUNK):
-            chunk = digests[start:start + LOOKUP_CHUNK]
-            found.update(self._write.execute(
-                "SELECT hash, idx FROM hashes WHERE hash IN (%s)" % ",".join("?" * len(chunk)),
-                chunk))
-        return found
 
     def _replaceCopies(self, copies: dict) -> None:
         rows = self._write.execute(CHUNKS_FROM, (min(copies), max(copies))).fetchall()
