@@ -54,8 +54,12 @@ INDEX_STEP = 5_000
 INDEX_WHEN_IDLE = 0.05
 """Seconds without a commit after which the indexer runs: writers come first."""
 
-INDEX_MAX_LAG = 1_000_000
-"""Entries the indexer may fall behind the head before it takes turns with commits."""
+INDEX_MAX_LAG = 10_000_000
+"""
+Entries the indexer may fall behind the head before it takes turns with commits.
+Deduplication only saves space, so a burst may outrun it: at worst this many entries
+are stored twice until it catches up (about 1.3 GB of 130-byte entries).
+"""
 
 # An indexing step's hashes are passed as one blob (?1) and their indices as a JSON
 # array (?2): the first index of each hash is kept, and the copies are found after.
