@@ -109,7 +109,7 @@ class ClientRegistry:
         count = len(messages) if received is None else received
         record.lines += count
         self.totalLines += count
-        record.ring.extend([(time, m) for m in messages])
+        record.ring.extend([(time, m) for m in messages[-self.bufferSize:]])
         if truncated:
             record.truncated += 1
         for observer in self._observers:
