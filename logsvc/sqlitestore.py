@@ -13,7 +13,9 @@ import os
 import sqlite3
 import threading
 import time
+from bisect import bisect_right
 from hashlib import sha256
+from itertools import accumulate
 from queue import SimpleQueue
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -36,6 +38,19 @@ CREATE TABLE IF NOT EXISTS chunks (
     digests BLOB NOT NULL, data BLOB NOT NULL, ids TEXT);
 CREATE INDEX IF NOT EXISTS identified ON chunks (first) WHERE ids IS NOT NULL;
 CREATE TABLE IF NOT EXISTS hashes (hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+# One statement inserts a commit's rows, so the writer thread releases the GIL once
+# for all of them rather than once per row (each time it takes the GIL back, it may wait
+# for the reactor).  ?1 holds the batch's digests, ?2 its entries joined by newlines and
+# ?3 a JSON list of rows: [first, count, first digest, data offset, data length, ids].
+INSERT_CHUNKS = """
+INSERT INTO chunks (first, count, digests, data, ids)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+       substr(?1, json_extract(value, '$[2]') * 32 + 1, json_extract(value, '$[1]') * 32),
+       substr(?2, json_extract(value, '$[3]') + 1, json_extract(value, '$[4]')),
+       json_extract(value, '$[5]')
+FROM json_each(?3)
 """
 
 CHUNKS_FROM = """
@@ -104,7 +119,7 @@ class SQLiteStore:
         self._followers = Followers()
         self._commitObservers: list = []
         self._wakeup = threading.Condition()
-        self._queue: list = []      # (entries, writeIds, Deferred) awaiting the writer
+        self._queue: list = []      # (entries, digests, writeIds, Deferred) for the writer
         self._probes: list = []     # Deferreds of check() awaiting the writer
         self._accepting = False
         self._closing = False
@@ -208,11 +223,13 @@ class SQLiteStore:
     # Writing
 
     def append(self, entries: list, writeIds: list | None = None):
+        """Hashes on the caller's thread, so that the writer thread needs the GIL little."""
         appended = Deferred()
+        digests = [sha256(data).digest() for data in entries]
         with self._wakeup:
             if not self._accepting:
                 return fail(StoreError(f"store sqlite:{self.path} is closed"))
-            self._queue.append((entries, writeIds, appended))
+            self._queue.append((entries, digests, writeIds, appended))
             if len(self._queue) == 1:
                 self._wakeup.notify()
         return appended
@@ -281,8 +298,7 @@ class SQLiteStore:
         nextIndex = head + 1
         recent, pending = self._recent, {}
         indices, accepted, digests, identified = [], [], [], []
-        for entries, writeIds, _ in batch:
-            hashes = [sha256(data).digest() for data in entries]
+        for entries, hashes, writeIds, _ in batch:
             if writeIds is None:
                 indices.append(range(nextIndex, nextIndex + len(entries)))
                 accepted += entries
@@ -304,8 +320,8 @@ class SQLiteStore:
                 nextIndex += 1
             indices.append(given)
         if accepted:
-            write.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)",
-                              _chunkRows(head + 1, accepted, digests, identified))
+            write.execute(INSERT_CHUNKS, (b"".join(digests), b"\n".join(accepted),
+                                          _chunkRows(head + 1, accepted, identified)))
         elif probe:
             write.execute("INSERT OR REPLACE INTO meta VALUES ('checked', ?)", (time.time(),))
         write.execute("COMMIT")
@@ -352,7 +368,7 @@ class SQLiteStore:
         """
         if committed:
             self._announcedHead = first + len(committed) - 1
-        for (_, _, appended), given in zip(batch, indices):
+        for (*_, appended), given in zip(batch, indices):
             appended.callback(list(given))
         if committed:
             self._followers.deliver(first, committed)
@@ -364,7 +380,7 @@ class SQLiteStore:
 
     def _failed(self, batch: list, probes: list, error: StoreError) -> None:
         self.log.error("{error}", error=error)
-        for _, _, appended in batch:
+        for *_, appended in batch:
             appended.errback(error)
         for checked in probes:
             checked.errback(error)
@@ -511,24 +527,23 @@ class SQLiteStore:
 CORRUPT = EntryError("entry corrupt: content does not match its hash")
 
 
-def _chunkRows(first: int, entries: list, digests: list, identified: list) -> list:
+def _chunkRows(first: int, entries: list, identified: list) -> str:
     """
-    Rows for C{chunks}: consecutive entries from index C{first}, at most
-    L{CHUNK_ENTRIES} entries or about L{CHUNK_BYTES} bytes per row (a larger entry
-    gets a row of its own).
+    L{INSERT_CHUNKS}'s rows for consecutive entries from index C{first}: at most
+    L{CHUNK_ENTRIES} entries or L{CHUNK_BYTES} bytes per row (a larger entry gets a row
+    of its own).  C{identified} lists (index, write id) in index order.
     """
+    ends = list(accumulate(len(data) + 1 for data in entries))  # past each one's newline
     rows, start, ids = [], 0, 0
     while start < len(entries):
-        end = min(len(entries), start + CHUNK_ENTRIES)
-        while end - start > 1 and sum(map(len, entries[start:end])) > CHUNK_BYTES:
-            end = start + (end - start) // 2
-        chunkEnd = first + end
+        offset = ends[start - 1] if start else 0
+        end = max(start + 1, bisect_right(ends, offset + CHUNK_BYTES + 1, start,
+                                          min(len(entries), start + CHUNK_ENTRIES)))
         chunkIds = []
-        while ids < len(identified) and identified[ids][0] < chunkEnd:
+        while ids < len(identified) and identified[ids][0] < first + end:
             chunkIds.append(identified[ids])
             ids += 1
-        rows.append((first + start, end - start, b"".join(digests[start:end]),
-                     b"\n".join(entries[start:end]),
-                     json.dumps(chunkIds, ensure_ascii=False) if chunkIds else None))
+        rows.append([first + start, end - start, start, offset, ends[end - 1] - 1 - offset,
+                     chunkIds or None])
         start = end
-    return rows
+    return json.dumps(rows)

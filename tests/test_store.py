@@ -258,6 +258,17 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         self.assertEqual((yield self.store.read(10, 5)), [(10, entry(9)), (11, entry(3))])
 
     @inlineCallbacks
+    def test_anyWriteIdIsKeptAcrossRestarts(self):
+        """A write id that UTF-8 cannot encode (a lone surrogate, which JSON allows)
+        fails nothing: not its own write, nor the others committed with it."""
+        ids = ["\ud800", "caf\u00e9 \U0001f600", '"quoted"\n']
+        self.assertEqual((yield self.store.append([entry(n) for n in range(3)], ids)),
+                         [1, 2, 3])
+        yield self.reopen()
+        self.assertEqual((yield self.store.append([entry(n) for n in range(3)], ids)),
+                         [1, 2, 3])
+
+    @inlineCallbacks
     def test_closedStoreRefusesWork(self):
         yield self.store.close()
         for attempt in (appendOne(self.store, entry(1)), self.store.read(1, 1),
