@@ -77,13 +77,14 @@ are stored twice until it catches up (about 1.3 GB of 130-byte entries).
 """
 
 # An indexing step's hashes are passed as one blob (?1) and their indices as a JSON
-# array (?2): the first index of each hash is kept, and the copies are found after.
+# array (?2): the first index of each hash is kept, and the copies are found after, as
+# one JSON list of [copy, original] (not a row each: see INSERT_CHUNKS on the GIL).
 INDEX_HASHES = """
 INSERT OR IGNORE INTO hashes (hash, idx)
 SELECT substr(?1, key * 32 + 1, 32), value FROM json_each(?2) ORDER BY value
 """
 FIND_COPIES = """
-SELECT j.value, h.idx FROM json_each(?2) j
+SELECT json_group_array(json_array(j.value, h.idx)) FROM json_each(?2) j
 JOIN hashes h ON h.hash = substr(?1, j.key * 32 + 1, 32) WHERE h.idx <> j.value
 """
 
@@ -421,7 +422,7 @@ class SQLiteStore:
                 break
         step = (b"".join(hashes), json.dumps(indices))
         write.execute(INDEX_HASHES, step)
-        copies = dict(write.execute(FIND_COPIES, step))
+        copies = dict(json.loads(write.execute(FIND_COPIES, step).fetchone()[0]))
         if copies:
             self._replaceCopies(copies)
         write.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (last,))
