@@ -126,6 +126,7 @@ class SQLiteStore:
         self._closing = False
         self._closed: list = []     # Deferreds of close() callers
         self._head = 0              # last committed index, as the writer thread knows it
+        self._headUnsure = False    # a commit failed: it may have reached the disk anyway
         self._indexed = 0           # last index the deduplicating indexer has handled
         self._indexing = True       # False after an indexing error, until the next commit
         self._announcedHead = 0     # last index handed to followers, on the reactor
@@ -277,6 +278,7 @@ class SQLiteStore:
             indices, first, committed = self._store(batch, bool(probes))
         except Exception as e:
             self._rollback()
+            self._headUnsure = True
             error = StoreError(f"cannot write to store sqlite:{self.path}: {e}")
             self._reactor.callFromThread(self._failed, batch, probes, error)
         else:
@@ -286,14 +288,14 @@ class SQLiteStore:
 
     def _store(self, batch: list, probe: bool) -> tuple:
         """
-        One transaction for the whole batch.  Indices are assigned here, after the
-        head is read inside the transaction, so they stay dense even when an earlier
-        commit reported an error but reached the disk anyway.  What this thread
-        remembers (head, write ids) changes only after COMMIT.
+        One transaction for the whole batch.  Indices are assigned here; after a commit
+        reported an error, the head is read inside the transaction, so indices stay
+        dense even if that commit reached the disk anyway.  What this thread remembers
+        (head, write ids) changes only after COMMIT.
         """
         write = self._write
         write.execute("BEGIN IMMEDIATE")
-        head = self._lastIndex()
+        head = self._lastIndex() if self._headUnsure else self._head
         first = self._head + 1
         committed = self._unannounced() if head > self._head else []
         nextIndex = head + 1
@@ -327,6 +329,7 @@ class SQLiteStore:
             write.execute("INSERT OR REPLACE INTO meta VALUES ('checked', ?)", (time.time(),))
         write.execute("COMMIT")
         self._head = nextIndex - 1
+        self._headUnsure = False
         for (writeId, digest), index in pending.items():
             recent.add(writeId, digest, index)
         committed += accepted
