@@ -249,26 +249,33 @@ class SQLiteStore:
     def _writeLoop(self) -> None:
         """
         Commit whatever is queued; deduplicate once no commit came for
-        L{INDEX_WHEN_IDLE}, or between commits when L{INDEX_MAX_LAG} behind.
+        L{INDEX_WHEN_IDLE}, and take turns with commits while more than
+        L{INDEX_MAX_LAG} behind.
         """
+        indexTurn = False
         while True:
             with self._wakeup:
                 while not (self._queue or self._probes or self._closing):
-                    lag = self._head - self._indexed if self._indexing else 0
+                    lag = self._lag()
                     if lag > INDEX_MAX_LAG or (
                             lag and not self._wakeup.wait(INDEX_WHEN_IDLE)
                             and not self._queue):
                         break
                     if not lag:
                         self._wakeup.wait()
-                batch, self._queue = self._queue, []
-                probes, self._probes = self._probes, []
+                if indexTurn and self._lag() > INDEX_MAX_LAG and not self._closing:
+                    batch = probes = []     # the queue waits for one indexing step
+                else:
+                    batch, self._queue = self._queue, []
+                    probes, self._probes = self._probes, []
             if batch or probes:
                 self._commit(batch, probes)
+                indexTurn = True
             elif self._closing:
                 break
             else:
                 self._index()
+                indexTurn = False
         self._reads.put(None)
 
     def _commit(self, batch: list, probes: list) -> None:
@@ -395,6 +402,10 @@ class SQLiteStore:
     def indexed(self) -> int:
         """The last index deduplicated so far (the head, once writes ease)."""
         return self._indexed
+
+    def _lag(self) -> int:
+        """Entries committed but not yet deduplicated (none while indexing is paused)."""
+        return self._head - self._indexed if self._indexing else 0
 
     def _index(self) -> None:
         """One step of the indexer, in the writer thread while no commit waits."""

@@ -7,6 +7,7 @@ open errors, disk faults and corrupt rows.
 import os
 import sqlite3
 import tempfile
+import threading
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
@@ -228,6 +229,35 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         self.assertEqual(self.rows("SELECT count(*) FROM hashes"), [(6,)])
         self.assertEqual([data for _, data in (yield self.store.read(1, 20))],
                          [entry(n) for n in [0, 1, 2, 1, 3, 4, 3, 4, 0, 3, 5]])
+
+    @inlineCallbacks
+    def test_indexerTakesTurnsWhenTooFarBehind(self):
+        """Past INDEX_MAX_LAG, an indexing step runs between two commits even when
+        writes are already waiting (they never leave the writer idle)."""
+        self.patch(sqlitestore, "INDEX_MAX_LAG", 2)
+        self.patch(sqlitestore, "INDEX_WHEN_IDLE", 60.0)
+        steps, release = [], threading.Event()
+        commit, index = self.store._commit, self.store._index
+
+        def blockedCommit(batch, probes):
+            steps.append("commit")
+            if len(steps) == 1:
+                release.wait(10)
+            commit(batch, probes)
+
+        def recordedIndex():
+            steps.append("index")
+            index()
+
+        self.store._commit, self.store._index = blockedCommit, recordedIndex
+        first = self.store.append([entry(n) for n in range(5)])
+        while not steps:
+            yield deferLater(reactor, 0.001, lambda: None)
+        second = self.store.append([entry(n) for n in range(5, 10)])
+        release.set()
+        self.assertEqual((yield gatherResults([first, second])),
+                         [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+        self.assertEqual(steps[:3], ["commit", "index", "commit"])
 
     @inlineCallbacks
     def test_batchesAreSplitIntoChunks(self):
