@@ -408,7 +408,7 @@ class SQLiteStore:
         return self._head - self._indexed if self._indexing else 0
 
     def _index(self) -> None:
-        """One step of the indexer, in the writer thread while no commit waits."""
+        """One step of the indexer, in the writer thread between commits."""
         try:
             self._indexStep()
         except sqlite3.Error as e:
