@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import journal, lines, load  # noqa: E402  (needs the repository on the path)
+from bench import floor, journal, lines, load  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -28,6 +28,12 @@ def clientsScenario(args) -> None:
 def followersScenario(args) -> None:
     load.runFollowers(args.readers, args.writers, args.entries, args.in_flight, args.size,
                       args.readers_per_process, tuple(args.server_arg), args.timeout)
+
+
+def floorScenario(args) -> None:
+    for mode in args.mode or floor.MODES:
+        attempt("floor", f"floor-{mode}", floor.run, mode, args.writers, args.in_flight,
+                args.duration, args.size, args.timeout)
 
 
 def setup(args, target: str) -> journal.Setup:
@@ -64,6 +70,10 @@ def suiteScenario(args, target: str) -> None:
     for writers, inFlight in ((1, 1), (1, 100), (8, 1), (8, 100)):
         attempt("writes", target, journal.runWrites, journalSetup, writers, inFlight,
                 args.duration)
+        if target == "logsvc" and (writers, inFlight) == (1, 1):
+            for mode in floor.MODES:
+                attempt("floor", f"floor-{mode}", floor.run, mode, 1, 1, args.duration,
+                        100, args.timeout)
     attempt("catchup+pull", target, journal.runReads, journalSetup, args.entries, True, 5)
     attempt("latency", target, journal.runLatency, journalSetup)
 
@@ -128,6 +138,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--in-flight", type=int, default=100)
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of writing")
 
+    sub = scenario("floor", floorScenario, "durable writes to a minimal server (no "
+                   "Twisted), committing on a second thread or inline: this machine's "
+                   "floor", targets=False)
+    sub.add_argument("--mode", action="append", choices=floor.MODES,
+                     help="repeat for several (default: both)")
+    sub.add_argument("--writers", type=int, default=1)
+    sub.add_argument("--in-flight", type=int, default=1)
+    sub.add_argument("--duration", type=float, default=5.0, help="seconds of writing")
+    sub.add_argument("--size", type=int, default=100,
+                     help="bytes of each entry's JSON, about (default %(default)s)")
+
     sub = scenario("catchup", catchupScenario, "read E existing entries from index 1 "
                    "until current")
     sub.add_argument("--entries", type=int, default=100_000)
@@ -174,7 +195,9 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "target", "none") is None:
         args.target = ["logsvc"]
-    if args.scenario in ("lines", "clients", "followers"):
+    if args.scenario == "floor":
+        args.run(args)
+    elif args.scenario in ("lines", "clients", "followers"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:
