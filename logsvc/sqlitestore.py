@@ -13,9 +13,10 @@ import os
 import sqlite3
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from hashlib import sha256
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import add
 from queue import SimpleQueue
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -295,37 +296,43 @@ class SQLiteStore:
 
     def _store(self, batch: list, probe: bool) -> tuple:
         """
-        One transaction for the whole batch.  Indices are assigned here; after a commit
-        reported an error, the head is read inside the transaction, so indices stay
-        dense even if that commit reached the disk anyway.  What this thread remembers
-        (head, write ids) changes only after COMMIT.
+        One statement, so one transaction, for the whole batch: SQLite commits it as it
+        runs, and this thread takes the GIL back once, not once per BEGIN, INSERT and
+        COMMIT.  Indices are assigned here; after a commit reported an error, the head
+        is read from the file first (this thread is the file's only writer), so indices
+        stay dense even if that commit reached the disk anyway.  What this thread
+        remembers (head, write ids) changes only after the commit.
         """
         write = self._write
-        write.execute("BEGIN IMMEDIATE")
         head = self._lastIndex() if self._headUnsure else self._head
         first = self._head + 1
         committed = self._unannounced() if head > self._head else []
         nextIndex = head + 1
-        recent, pending = self._recent, {}
+        recent, pending = self._recent, {}   # pending: (writeId, digest) -> index
         indices, accepted, digests, identified = [], [], [], []
         for entries, hashes, writeIds, _ in batch:
-            if writeIds is None:
-                indices.append(range(nextIndex, nextIndex + len(entries)))
+            keys = list(zip(writeIds, hashes)) if writeIds is not None else None
+            if keys is None or None not in writeIds and recent.allNew(keys, pending):
+                given = range(nextIndex, nextIndex + len(entries))
+                if keys is not None:
+                    pending.update(zip(keys, given))
+                    identified += zip(given, writeIds)
                 accepted += entries
                 digests += hashes
                 nextIndex += len(entries)
+                indices.append(given)
                 continue
-            given = []
-            for data, digest, writeId in zip(entries, hashes, writeIds):
-                if writeId is not None:
-                    index = pending.get((writeId, digest)) or recent.get(writeId, digest)
+            given = []      # a retry or an unidentified write among them: one by one
+            for data, key in zip(entries, keys):
+                if key[0] is not None:
+                    index = pending.get(key) or recent.get(*key)
                     if index is not None:
                         given.append(index)
                         continue
-                    pending[writeId, digest] = nextIndex
-                    identified.append((nextIndex, writeId))
+                    pending[key] = nextIndex
+                    identified.append((nextIndex, key[0]))
                 accepted.append(data)
-                digests.append(digest)
+                digests.append(key[1])
                 given.append(nextIndex)
                 nextIndex += 1
             indices.append(given)
@@ -334,11 +341,9 @@ class SQLiteStore:
                                           _chunkRows(head + 1, accepted, identified)))
         elif probe:
             write.execute("INSERT OR REPLACE INTO meta VALUES ('checked', ?)", (time.time(),))
-        write.execute("COMMIT")
         self._head = nextIndex - 1
         self._headUnsure = False
-        for (writeId, digest), index in pending.items():
-            recent.add(writeId, digest, index)
+        recent.update(pending)
         committed += accepted
         return indices, first, committed
 
@@ -548,17 +553,14 @@ def _chunkRows(first: int, entries: list, identified: list) -> str:
     L{CHUNK_ENTRIES} entries or L{CHUNK_BYTES} bytes per row (a larger entry gets a row
     of its own).  C{identified} lists (index, write id) in index order.
     """
-    ends = list(accumulate(len(data) + 1 for data in entries))  # past each one's newline
+    ends = list(accumulate(map(add, map(len, entries), repeat(1))))  # past each newline
     rows, start, ids = [], 0, 0
     while start < len(entries):
         offset = ends[start - 1] if start else 0
         end = max(start + 1, bisect_right(ends, offset + CHUNK_BYTES + 1, start,
                                           min(len(entries), start + CHUNK_ENTRIES)))
-        chunkIds = []
-        while ids < len(identified) and identified[ids][0] < first + end:
-            chunkIds.append(identified[ids])
-            ids += 1
+        idsEnd = bisect_left(identified, (first + end,), ids)
         rows.append([first + start, end - start, start, offset, ends[end - 1] - 1 - offset,
-                     chunkIds or None])
-        start = end
+                     identified[ids:idsEnd] or None])
+        start, ids = end, idsEnd
     return json.dumps(rows)

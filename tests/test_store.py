@@ -19,7 +19,7 @@ from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IJournalStore
 from logsvc import sqlitestore
 from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import MemoryStore, canonical, storeFromString
+from logsvc.store import MemoryStore, RecentWrites, canonical, storeFromString
 from tests.stores import appendOne
 
 
@@ -136,6 +136,15 @@ class StoreBehaviour:
         self.assertEqual((yield self.store.head()), 2)
 
     @inlineCallbacks
+    def test_batchMixingRetriesWithNewAndAnonymousWrites(self):
+        yield self.store.append([entry(1), entry(2)], ["a", "b"])
+        indices = yield self.store.append([entry(3), entry(2), entry(2), entry(4), entry(3)],
+                                          ["c", "b", None, "d", "c"])
+        self.assertEqual(indices, [3, 2, 4, 5, 3])
+        self.assertEqual((yield self.store.head()), 5)
+        self.assertEqual((yield appendOne(self.store, entry(4), "d")), 5)
+
+    @inlineCallbacks
     def test_concurrentAppendsLandDensely(self):
         count = 3000
         indices = yield gatherResults([appendOne(self.store, entry(n), f"w{n}")
@@ -162,6 +171,29 @@ class StoreBehaviour:
         appended = [appendOne(self.store, entry(n)) for n in range(500)]
         yield self.store.close()
         self.assertEqual((yield gatherResults(appended)), list(range(1, 501)))
+
+
+class RecentWritesTests(unittest.TestCase):
+
+    def test_remembersAtLeastTheLastSize(self):
+        recent = RecentWrites(size=4)
+        for n in range(20):
+            recent.add(f"w{n}", b"d", n)
+            remembered = [m for m in range(n + 1) if recent.get(f"w{m}", b"d") == m]
+            self.assertEqual(remembered[-4:], list(range(max(0, n - 3), n + 1)))
+            self.assertLessEqual(len(remembered), 6)
+        self.assertIsNone(recent.get("w0", b"d"))
+
+    def test_commitsAtOnce(self):
+        recent = RecentWrites(size=4)
+        recent.update({("a", b"1"): 1, ("b", b"2"): 2})
+        self.assertEqual((recent.get("a", b"1"), recent.get("a", b"2")), (1, None))
+        self.assertTrue(recent.allNew([("a", b"2"), ("c", b"1")], {}))
+        self.assertFalse(recent.allNew([("c", b"1"), ("b", b"2")], {}))
+        self.assertFalse(recent.allNew([("c", b"1"), ("c", b"1")], {}))
+        self.assertFalse(recent.allNew([("c", b"1")], {("c", b"1"): 3}))
+        recent.update({(f"x{n}", b"3"): n for n in range(10)})
+        self.assertEqual((recent.get("x9", b"3"), recent.get("a", b"1")), (9, 1))
 
 
 class MemoryStoreTests(StoreBehaviour, unittest.TestCase):

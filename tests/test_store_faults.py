@@ -22,8 +22,9 @@ def entry(n: int, size: int = 10) -> bytes:
 
 
 class FaultyConnection:
-    """Wraps the writer's connection; COMMIT raises C{error} while it is set, after
-    really committing when C{landed} is true (an fsync error after the write)."""
+    """Wraps the writer's connection; writes (INSERTs: the store commits a batch as one
+    statement) raise C{error} while it is set, after really running when C{landed} is
+    true (an fsync error after the write)."""
 
     def __init__(self, connection: sqlite3.Connection):
         self.connection = connection
@@ -31,9 +32,9 @@ class FaultyConnection:
         self.landed = False
 
     def execute(self, sql: str, *args):
-        if sql == "COMMIT" and self.error is not None:
+        if sql.lstrip().startswith("INSERT") and self.error is not None:
             if self.landed:
-                self.connection.execute(sql)
+                self.connection.execute(sql, *args)
             raise self.error
         return self.connection.execute(sql, *args)
 
