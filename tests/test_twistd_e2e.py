@@ -1,9 +1,12 @@
 """The real ``twistd -n logatron``: discoverable, serving, and failing cleanly."""
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
+import zipfile
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -14,6 +17,25 @@ from tests.server import TWISTD, Server, freePort
 def test_pluginIsDiscoverable():
     makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
     assert makers["logatron"].module == "logsvc.tap"
+
+
+def test_editableInstallPutsTheCheckoutOnThePath(tmp_path):
+    """
+    ``pip install -e .`` must add the checkout to sys.path with a plain .pth line:
+    twistd finds plugins by listing twisted/plugins directories on sys.path, and cannot
+    see through the import hook setuptools uses for a flat layout it was not told of.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    build = ("import sys, setuptools.build_meta as b;"
+             " print(b.build_editable(sys.argv[1]))")
+    # The build's own messages go to stdout as well; the wheel's name is the last line.
+    output = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    wheel = output.strip().splitlines()[-1]
+    with zipfile.ZipFile(tmp_path / wheel) as archive:
+        paths = [archive.read(name).decode().strip() for name in archive.namelist()
+                 if name.endswith(".pth")]
+    assert paths == [root]
 
 
 def lineClient(port: int, name: str) -> socket.socket:
