@@ -303,7 +303,6 @@ class JournalProtocol(Protocol):
         self.reader: JournalRead | None = None
 
     def connectionMade(self) -> None:
-        self.factory.connections += 1
         for option in ("setTcpNoDelay", "setTcpKeepAlive"):
             setter = getattr(self.transport, option, None)
             if setter is not None:
@@ -311,7 +310,6 @@ class JournalProtocol(Protocol):
         self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason=None) -> None:
-        self.factory.connections -= 1
         self._closed = True
         self._stopReading()
         if self._deadline is not None and self._deadline.active():
@@ -516,12 +514,11 @@ class JournalProtocol(Protocol):
 
 class JournalFactory(Factory):
     """
-    Points every connection at the shared store; C{connections} counts open ones.
+    Points every connection at the shared store, and knows the reads in progress.
     Messages get a deadline (L{MESSAGE_TIMEOUT}) only when given a C{clock} to keep it.
     """
 
     noisy = False
-    connections = 0
 
     def __init__(self, store, maxEntry: int = 1048576, clock=None):
         self.store = store

@@ -274,7 +274,7 @@ class JournalFuzzTests(TestCase):
         if fatal:
             self.assertEqual(fatal, [len(got) - 1])
         fuzz.protocol.connectionLost(None)
-        self.assertEqual(self.factory.connections, 0)
+        self.assertEqual(self.factory.readers, set())
 
     @SETTINGS
     @given(size=st.integers(0, 4000), maxEntry=st.integers(2, 3000), points=st.lists(st.floats(0, 1),

@@ -150,13 +150,16 @@ class ConnectionTests(JournalTestCase):
         self.connect(transport)
         self.assertEqual(transport.options, {"nodelay": True, "keepalive": True})
 
-    def test_connectionsCounted(self):
+    def test_readsInProgressAreKnownUntilTheConnectionGoes(self):
         first, second = self.connect(), self.connect()
-        self.assertEqual(self.factory.connections, 2)
+        first.protocol.dataReceived(b'{"from":1}\n')
+        second.protocol.dataReceived(b'{"from":1,"read":5}\n')
+        self.assertEqual(self.factory.readers,
+                         {first.protocol.reader, second.protocol.reader})
         first.protocol.connectionLost(None)
-        self.assertEqual(self.factory.connections, 1)
+        self.assertEqual(self.factory.readers, {second.protocol.reader})
         second.protocol.connectionLost(None)
-        self.assertEqual(self.factory.connections, 0)
+        self.assertEqual(self.factory.readers, set())
 
     def test_connectionIsItsTransportsStreamingProducer(self):
         connection = self.connect()
