@@ -3,8 +3,11 @@
 from twisted.python import usage
 
 
-def positiveInteger(what: str):
-    """A C{usage.Options} coercer: C{what} (an option or argument name) must be >= 1."""
+def positiveInteger(what: str, most: int | None = None, why: str = ""):
+    """
+    A C{usage.Options} coercer: C{what} (an option or argument name) must be >= 1, and
+    no more than C{most} if given, for the reason C{why}.
+    """
     def parse(value: str) -> int:
         try:
             number = int(value)
@@ -12,6 +15,9 @@ def positiveInteger(what: str):
             number = 0
         if number < 1:
             raise usage.UsageError(f"{what} must be a positive integer, not {value!r}")
+        if most is not None and number > most:
+            raise usage.UsageError(f"{what} must be at most {most} ({why}), not {value!r}")
         return number
-    parse.coerceDoc = "A positive integer."
+    parse.coerceDoc = ("A positive integer." if most is None
+                       else f"A positive integer, at most {most}.")
     return parse

@@ -12,6 +12,7 @@ from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
 from twisted.spread import pb
+from twisted.spread.banana import SIZE_LIMIT
 
 from .errors import StoreError
 from .store import canonical
@@ -22,6 +23,13 @@ PAGE_BYTES = 256 * 1024           # canonical JSON per read() answer, well under
 IN_FLIGHT = 16                    # event calls an observer may leave unanswered
 SUBSCRIPTIONS = 64                # per login
 PB_DEPTH = 100                    # nesting jelly and Banana carry: both recurse per level
+
+LONGEST_LINE = SIZE_LIMIT // 3
+"""
+The largest C{--max-line} PB can serve: Banana refuses to send a string over 640 KiB
+(the call then never gets an answer), and a line of invalid UTF-8 triples in size once
+each byte is replaced with U+FFFD.
+"""
 
 
 class LoginRefused(pb.Error, LoginFailed):

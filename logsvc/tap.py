@@ -13,6 +13,7 @@ from .journal import JournalFactory, JournalLines
 from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
 from .lineservice import LineFactory
 from .options import positiveInteger
+from .pb import LONGEST_LINE
 from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
 from .service import LogService, exitWithError
@@ -64,7 +65,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["buffer-size", None, 128, "Lines kept per client.",
          positiveInteger("--buffer-size")],
         ["max-line", None, 65536, "Longest line (bytes) on the line service.",
-         positiveInteger("--max-line")],
+         positiveInteger("--max-line", LONGEST_LINE, "the longest line PB can carry")],
         ["max-entry", None, 1048576, "Longest NDJSON message (bytes) on the journal.",
          positiveInteger("--max-entry")],
         ["max-offline", None, 10000,

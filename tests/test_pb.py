@@ -10,7 +10,8 @@ from twisted.python import usage
 
 from logsvc.auth import LogRealm, makePortal
 from logsvc.errors import NoSuchClient
-from logsvc.pb import PAGE_BYTES, READ_LIMIT, BadRequest, LoginRefused, QueryPerspective
+from logsvc.pb import (LONGEST_LINE, PAGE_BYTES, READ_LIMIT, BadRequest, LoginRefused,
+                       QueryPerspective)
 from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
@@ -153,6 +154,23 @@ class PBTests(TestCase):
         self.assertEqual(sorted(clients), ["old", "web-1"])
         self.assertEqual(clients["web-1"]["state"], {"pid": "42"})
         self.assertIs(clients["old"]["online"], False)
+
+    def test_longestLineCrossesBanana(self):
+        """
+        The longest line --max-line allows, every byte of it invalid UTF-8 (so three bytes
+        once replaced), still fits in one Banana string: queries and events answer.
+        """
+        worst = "\ufffd" * LONGEST_LINE
+        observer = Observer()
+        self.subscribe(observer, events=["log"])
+        web = self.registry.connect("web-1")
+        self.registry.log(web, 1001.0, [worst])
+        self.registry.set(web, 1001.0, "k", worst)
+        self.assertEqual(self.result("clientLog", "web-1"), [[1001.0, worst]])
+        self.assertEqual(self.result("clientState", "web-1"), {"k": worst})
+        self.assertEqual(self.result("clients")["web-1"]["log"], [[1001.0, worst]])
+        self.pump.flush()
+        self.assertEqual([payload["message"] for _, payload in observer.events], [worst])
 
     def test_noSuchClientIsCaughtByType(self):
         for method in ("clientLog", "clientState"):

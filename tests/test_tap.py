@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from logsvc.lineservice import LineFactory
+from logsvc.pb import LONGEST_LINE
 from logsvc.tap import Options, endpointDescription, isLoopback, makeService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet import reactor
@@ -66,6 +67,12 @@ class OptionsTests(TestCase):
     def test_badNumbers(self):
         for args in (["--buffer-size", "0"], ["--max-line", "x"], ["--max-entry", "-1"]):
             self.assertIn("must be a positive integer", parseError(self, *args))
+
+    def test_longestLineIsWhatPBCanCarry(self):
+        self.assertEqual(parse("--max-line", str(LONGEST_LINE))["max-line"], LONGEST_LINE)
+        self.assertIn(f"--max-line must be at most {LONGEST_LINE} (the longest line PB can "
+                      f"carry), not '{LONGEST_LINE + 1}'",
+                      parseError(self, "--max-line", str(LONGEST_LINE + 1)))
 
     def test_malformedEndpoint(self):
         self.assertIn("logatron: --port: malformed endpoint 'tcp:notaport'",
