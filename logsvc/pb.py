@@ -7,6 +7,7 @@ L{pb.Error} subclasses, which PB sends by type and without a traceback.
 """
 
 import json
+from bisect import bisect_right
 
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
@@ -129,8 +130,21 @@ class QueryPerspective(pb.Avatar):
     def perspective_clientNames(self) -> list:
         return self.service.registry.onlineNames()
 
-    def perspective_clients(self) -> dict:
-        return {r.name: r.summary() for r in self.service.registry.records()}
+    def perspective_clients(self, after=None, limit=None) -> dict:
+        """
+        Every known client; with C{limit}, at most that many whose names sort after
+        C{after}.  An answer is encoded on the reactor (thousands of full rings take
+        seconds, during which the service waits), so callers that can page should.
+        """
+        if after is not None and not isinstance(after, str):
+            raise BadRequest(f"after must be a client name, not {after!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise BadRequest(f"limit must be a positive integer, not {limit!r}")
+        records = self.service.registry.records()
+        if after is not None:
+            records = records[bisect_right([r.name for r in records], after):]
+        return {r.name: r.summary() for r in records[:limit]}
 
     def perspective_clientLog(self, name) -> list:
         return self._lookup(name).log()

@@ -28,6 +28,8 @@ from .pb import READ_LIMIT, BadRequest, JournalError
 from .subscription import LINE_EVENTS, eventKinds
 
 DEFAULT_CONNECT = "tcp:127.0.0.1:8787"
+CLIENTS_PAGE = 100
+"""Clients asked for per PB call: 100 full rings of 100-byte lines are about 1.6 MB."""
 
 
 class QueryFailed(Exception):
@@ -213,7 +215,13 @@ def _oneLineValue(value) -> str:
 
 
 async def showClients(reactor, perspective, options, out: Output) -> None:
-    clients = await _remote(perspective, "clients")
+    clients, after = {}, None
+    while True:     # in pages, so that no one answer keeps the server busy for long
+        page = await _remote(perspective, "clients", after, CLIENTS_PAGE)
+        clients.update(page)
+        if len(page) < CLIENTS_PAGE:
+            break
+        after = max(page)
     if out.json:
         return out.document(clients)
     if not clients:

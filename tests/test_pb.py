@@ -1,7 +1,10 @@
 """twisted.cred without a network, and the PB avatar over two brokers pumped in memory."""
 
+import io
+import json
+
 from twisted.cred import credentials, error, strcred
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.spread import pb
 from twisted.test.iosim import connectedServerAndClient
@@ -13,6 +16,7 @@ from logsvc.errors import NoSuchClient
 from logsvc.pb import (LONGEST_LINE, PAGE_BYTES, READ_LIMIT, BadRequest, LoginRefused,
                        QueryPerspective)
 from logsvc.pb import serverFactory as pbServerFactory
+from logsvc.query import CLIENTS_PAGE, Output, showClients
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
@@ -171,6 +175,41 @@ class PBTests(TestCase):
         self.assertEqual(self.result("clients")["web-1"]["log"], [[1001.0, worst]])
         self.pump.flush()
         self.assertEqual([payload["message"] for _, payload in observer.events], [worst])
+
+    def test_clientsInPages(self):
+        for name in ("b", "a", "d", "c"):
+            self.registry.connect(name)
+        self.assertEqual(list(self.result("clients", None, 2)), ["a", "b"])
+        self.assertEqual(list(self.result("clients", "b", 2)), ["c", "d"])
+        self.assertEqual(list(self.result("clients", "bb", 5)), ["c", "d"])
+        self.assertEqual(self.result("clients", "d", 2), {})
+        self.assertEqual(list(self.result("clients", "a")), ["b", "c", "d"])
+        for args in [(3,), (None, 0), (None, "2"), (None, True)]:
+            failure = self.failureResultOf(self.call("clients", *args))
+            self.assertTrue(failure.check(BadRequest), args)
+
+    def test_queryListsClientsInPages(self):
+        """logsvc-query asks for CLIENTS_PAGE clients at a time and shows them all."""
+        names = [f"c{n:03}" for n in range(2 * CLIENTS_PAGE + 5)]
+        for name in names:
+            self.registry.connect(name)
+        asked = []
+        remote = self.avatar.callRemote
+
+        def callRemote(method, *args):
+            asked.append((method, *args))
+            return remote(method, *args)
+
+        self.patch(self.avatar, "callRemote", callRemote)
+        stream = io.StringIO()
+        shown = ensureDeferred(showClients(None, self.avatar, {}, Output(True, stream)))
+        while not shown.called:
+            self.pump.flush()
+        self.successResultOf(shown)
+        self.assertEqual(sorted(json.loads(stream.getvalue())), names)
+        self.assertEqual(asked, [("clients", None, CLIENTS_PAGE),
+                                 ("clients", names[CLIENTS_PAGE - 1], CLIENTS_PAGE),
+                                 ("clients", names[2 * CLIENTS_PAGE - 1], CLIENTS_PAGE)])
 
     def test_noSuchClientIsCaughtByType(self):
         for method in ("clientLog", "clientState"):
