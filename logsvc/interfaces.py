@@ -53,8 +53,11 @@ class IClientRegistry(Interface):
     def onlineNames() -> list:
         """Names of connected clients, sorted."""
 
-    def records() -> list:
-        """Every record, online and offline, sorted by name."""
+    def records(after: str | None = None, limit: int | None = None) -> list:
+        """
+        Records, online and offline, sorted by name: every one, or with C{limit} at
+        most that many whose names sort after C{after} (a page).
+        """
 
     def addObserver(observer: IEventObserver) -> None:
         """Deliver every later event to C{observer}."""

@@ -7,7 +7,6 @@ L{pb.Error} subclasses, which PB sends by type and without a traceback.
 """
 
 import json
-from bisect import bisect_right
 
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
@@ -141,10 +140,8 @@ class QueryPerspective(pb.Avatar):
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 1):
             raise BadRequest(f"limit must be a positive integer, not {limit!r}")
-        records = self.service.registry.records()
-        if after is not None:
-            records = records[bisect_right([r.name for r in records], after):]
-        return {r.name: r.summary() for r in records[:limit]}
+        records = self.service.registry.records(after, limit)
+        return {r.name: r.summary() for r in records}
 
     def perspective_clientLog(self, name) -> list:
         return self._lookup(name).log()

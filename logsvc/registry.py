@@ -3,6 +3,7 @@ The client registry: one record per client name, shared by every line connection
 and the hub that hands line-service events to observers (journal, PB, WebSocket).
 """
 
+from bisect import bisect_right
 from collections import OrderedDict, deque
 
 from twisted.logger import Logger
@@ -129,9 +130,11 @@ class ClientRegistry:
     def onlineNames(self) -> list:
         return sorted(self._online)
 
-    def records(self) -> list:
-        return sorted([*self._online.values(), *self._offline.values()],
-                      key=lambda r: r.name)
+    def records(self, after: str | None = None, limit: int | None = None) -> list:
+        names = sorted([*self._online, *self._offline])
+        if after is not None:
+            names = names[bisect_right(names, after):]
+        return [self._online.get(name) or self._offline[name] for name in names[:limit]]
 
     def counts(self) -> dict:
         return {"online": len(self._online), "offline": len(self._offline)}

@@ -101,7 +101,7 @@ class AsyncResource(Resource):
         return 200, body, JSON_TYPE
 
 
-def _positiveArg(request, name: str, default: int) -> int:
+def _positiveArg(request, name: str, default: int | None) -> int | None:
     values = request.args.get(name.encode())
     if not values:
         return default
@@ -129,7 +129,10 @@ class StatusResource(AsyncResource):
 
 
 class ClientsResource(AsyncResource):
-    """C{/clients}: every known client; C{/clients/NAME}: one."""
+    """
+    C{/clients}: every known client, or with C{limit=K} a page of K whose names sort
+    after C{after=NAME}; C{/clients/NAME}: one.
+    """
 
     isLeaf = False
 
@@ -143,7 +146,10 @@ class ClientsResource(AsyncResource):
         return ClientResource(self.registry, path.decode("utf-8", "replace"))
 
     async def respond(self, request) -> dict:
-        return {record.name: record.summary() for record in self.registry.records()}
+        after = request.args.get(b"after")
+        limit = _positiveArg(request, "limit", None)
+        records = self.registry.records(after and after[-1].decode("utf-8", "replace"), limit)
+        return {record.name: record.summary() for record in records}
 
 
 class ClientResource(AsyncResource):

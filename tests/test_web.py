@@ -126,6 +126,16 @@ class ClientsTests(WebTestCase):
             "counters": {"lines": 2, "bytes": 0, "ignored": 0, "truncated": 0}}})
         self.assertEqual(self.getJSON("/clients/"), self.getJSON("/clients"))
 
+    def test_clientsInPages(self):
+        for name in ("api-1", "db-1"):
+            self.service.registry.connect(name)
+        self.assertEqual(list(self.getJSON("/clients?limit=2")), ["api-1", "db-1"])
+        self.assertEqual(list(self.getJSON("/clients?after=db-1&limit=2")), ["web-1"])
+        self.assertEqual(list(self.getJSON("/clients?after=api-1")), ["db-1", "web-1"])
+        self.assertEqual(self.getJSON("/clients?after=web-1&limit=2"), {})
+        self.assertEqual(self.getJSON("/clients?limit=0", 400),
+                         {"error": "limit must be a positive integer"})
+
     def test_client(self):
         body = self.getJSON("/clients/web-1")
         self.assertEqual(body["name"], "web-1")
