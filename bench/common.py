@@ -103,6 +103,9 @@ class Target:
                     raise
         finally:
             self._tmp.cleanup()
+            # Flush the run's dirty pages and the discards of its deleted files now, so
+            # that the next measurement does not pay for this one's disk traffic.
+            os.sync()
         if self.killedAt is not None:
             raise BenchError(f"{self.name} killed: resident memory reached "
                              f"{self.killedAt // 2**20} MB (limit {MAX_RSS // 2**20} MB)")
