@@ -76,6 +76,11 @@ class JournalError(pb.Error):
     """The journal could not store or read an entry; the message says why in one line."""
 
 
+def _checkPositive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest(f"{name} must be a positive integer, not {value!r}")
+
+
 def _tooLarge(size: int) -> str:
     return f"entry too large for PB ({size} bytes): read it on the journal port"
 
@@ -137,9 +142,8 @@ class QueryPerspective(pb.Avatar):
         """
         if after is not None and not isinstance(after, str):
             raise BadRequest(f"after must be a client name, not {after!r}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 1):
-            raise BadRequest(f"limit must be a positive integer, not {limit!r}")
+        if limit is not None:
+            _checkPositive("limit", limit)
         records = self.service.registry.records(after, limit)
         return {r.name: r.summary() for r in records}
 
@@ -165,9 +169,8 @@ class QueryPerspective(pb.Avatar):
         L{READ_LIMIT} entries and about L{PAGE_BYTES}; an empty list means C{start} is
         past the head.  Callers page on from the last index + 1.
         """
-        for name, value in (("from", start), ("limit", limit)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadRequest(f"{name} must be a positive integer, not {value!r}")
+        _checkPositive("from", start)
+        _checkPositive("limit", limit)
         d = self.service.store.read(start, min(limit, READ_LIMIT))
         return d.addCallbacks(_page, _journalError)
 
