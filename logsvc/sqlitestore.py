@@ -201,20 +201,26 @@ class SQLiteStore:
         already has, and its fsync need not also commit the file's new size to the
         filesystem journal: measured here, that halves the commits slower than 1 ms.
         SQLite ignores the zeros: a frame counts only with the WAL header's salt and a
-        valid checksum, so recovery stops at the first zeroed one.
+        valid checksum, so recovery stops at the first zeroed one.  Only a speed-up: on
+        a disk too full for it, the zeros are taken back and the store opens anyway.
+        No larger than a checkpoint's worth of pages (fewer than the 4,062 frames the
+        first block of the WAL index holds), so that when the disk fills, the commit
+        that fails is one that grows the WAL, and it says "database or disk is full".
         """
         pageSize = self._write.execute("PRAGMA page_size").fetchone()[0]
         wal = self.path + "-wal"
-        target = WAL_HEADER + (CHECKPOINT_PAGES + 100) * (WAL_FRAME_HEADER + pageSize)
-        size = os.path.getsize(wal)
-        if size >= target:
-            return
-        zeros = bytes(1 << 20)
+        target = WAL_HEADER + CHECKPOINT_PAGES * (WAL_FRAME_HEADER + pageSize)
         fd = os.open(wal, os.O_WRONLY)
         try:
+            size = original = os.fstat(fd).st_size
+            zeros = bytes(1 << 20)
             while size < target:
                 size += os.pwrite(fd, zeros[:target - size], size)
             os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, original)
+            self.log.warn("{store}: WAL not preallocated: {error}", store=self,
+                          error=e.strerror or e)
         finally:
             os.close(fd)
 

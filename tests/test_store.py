@@ -4,6 +4,7 @@ store really commits from its writer thread), plus what only a file can show: re
 open errors, disk faults and corrupt rows.
 """
 
+import errno
 import os
 import sqlite3
 import tempfile
@@ -436,3 +437,21 @@ class SQLiteOpenTests(unittest.TestCase):
         self.addCleanup(first.close)
         self.assertEqual(self.failure(path),
                          f"cannot open store sqlite:{path}: in use by another process")
+
+    @inlineCallbacks
+    def test_opensWithoutRoomToPreallocateTheWAL(self):
+        """Preallocating the WAL is only a speed-up: a disk too full for it (here the
+        first write of zeros fails) leaves the WAL as it was and the store works."""
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def noSpace(fd, data, offset):
+            raise full
+
+        self.patch(sqlitestore.os, "pwrite", noSpace)
+        path = temporaryPath(self)
+        store = SQLiteStore(reactor, path)
+        yield store.open()
+        self.addCleanup(store.close)
+        self.assertLess(os.path.getsize(path + "-wal"), 1 << 20)
+        self.assertEqual((yield appendOne(store, entry(1))), 1)
+        self.assertEqual((yield store.read(1, 5)), [(1, entry(1))])
