@@ -4,10 +4,11 @@ and still be durable, measured with the ``writes`` scenario's own load generator
 
 ``python -m bench.floor MODE DIRECTORY`` serves journal writes on a free loopback port
 (printed first) with nothing but a socket, ``json`` and SQLite configured as logsvc's
-store is (WAL, ``synchronous=FULL``): no Twisted, hashing, deduplication or reads.  In
-``thread`` mode a second thread commits whatever is queued as one transaction and wakes
-the network thread through a pipe, the hand-off logsvc's design requires (the reactor
-never waits on the disk); in ``inline`` mode the network thread commits each write itself.
+store is (WAL, ``synchronous=FULL``, the WAL preallocated): no Twisted, hashing,
+deduplication or reads.  In ``thread`` mode a second thread commits whatever is queued
+as one transaction and wakes the network thread through a pipe, the hand-off logsvc's
+design requires (the reactor never waits on the disk); in ``inline`` mode the network
+thread commits each write itself.
 """
 
 import json
@@ -21,9 +22,10 @@ import threading
 
 from bench.common import BenchError, Target, report
 from bench.journal import writeAll
+from logsvc.sqlitestore import CHECKPOINT_PAGES, preallocateWAL
 
 MODES = ("thread", "inline")
-PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "wal_autocheckpoint=4000",
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", f"wal_autocheckpoint={CHECKPOINT_PAGES}",
            "journal_size_limit=67108864", "cache_size=-32768")
 
 
@@ -32,6 +34,7 @@ def openStore(path: str) -> sqlite3.Connection:
     for pragma in PRAGMAS:
         store.execute(f"PRAGMA {pragma}")
     store.execute("CREATE TABLE entries (idx INTEGER PRIMARY KEY, id TEXT, data BLOB)")
+    preallocateWAL(store, path)
     return store
 
 

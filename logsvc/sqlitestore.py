@@ -195,34 +195,11 @@ class SQLiteStore:
             self._read.execute(f"PRAGMA {pragma}")
 
     def _preallocateWAL(self) -> None:
-        """
-        Fill the WAL with zeros up to the size it reaches between checkpoints, as
-        PostgreSQL does with its WAL segments.  A commit then overwrites blocks the file
-        already has, and its fsync need not also commit the file's new size to the
-        filesystem journal: measured here, that halves the commits slower than 1 ms.
-        SQLite ignores the zeros: a frame counts only with the WAL header's salt and a
-        valid checksum, so recovery stops at the first zeroed one.  Only a speed-up: on
-        a disk too full for it, the zeros are taken back and the store opens anyway.
-        No larger than a checkpoint's worth of pages (fewer than the 4,062 frames the
-        first block of the WAL index holds), so that when the disk fills, the commit
-        that fails is one that grows the WAL, and it says "database or disk is full".
-        """
-        pageSize = self._write.execute("PRAGMA page_size").fetchone()[0]
-        wal = self.path + "-wal"
-        target = WAL_HEADER + CHECKPOINT_PAGES * (WAL_FRAME_HEADER + pageSize)
-        fd = os.open(wal, os.O_WRONLY)
         try:
-            size = original = os.fstat(fd).st_size
-            zeros = bytes(1 << 20)
-            while size < target:
-                size += os.pwrite(fd, zeros[:target - size], size)
-            os.fsync(fd)
+            preallocateWAL(self._write, self.path)
         except OSError as e:
-            os.ftruncate(fd, original)
             self.log.warn("{store}: WAL not preallocated: {error}", store=self,
                           error=e.strerror or e)
-        finally:
-            os.close(fd)
 
     def _loadRecentWrites(self) -> None:
         """The newest identified writes, newest chunk first, until there are enough."""
@@ -578,6 +555,38 @@ class SQLiteStore:
 
     def addCommitObserver(self, observer) -> None:
         self._commitObservers.append(observer)
+
+
+def preallocateWAL(connection: sqlite3.Connection, path: str) -> None:
+    """
+    Fill the WAL of the database at C{path} (in WAL mode, written to at least once)
+    with zeros up to the size it reaches between checkpoints, as PostgreSQL does with
+    its WAL segments.  A commit then overwrites blocks the file already has, and its
+    fsync need not also commit the file's new size to the filesystem journal.  SQLite
+    ignores the zeros: a frame counts only with the WAL header's salt and a valid
+    checksum, so recovery stops at the first zeroed one.
+
+    Only a speed-up: if the disk is too full for it, the zeros are taken back and the
+    C{OSError} raised.  No larger than a checkpoint's worth of pages (fewer than the
+    4,062 frames the first block of the WAL index holds), so that when the disk fills,
+    the commit that fails is one that grows the WAL, and it says "database or disk is
+    full".
+    """
+    pageSize = connection.execute("PRAGMA page_size").fetchone()[0]
+    target = WAL_HEADER + CHECKPOINT_PAGES * (WAL_FRAME_HEADER + pageSize)
+    fd = os.open(path + "-wal", os.O_WRONLY)
+    try:
+        size = original = os.fstat(fd).st_size
+        zeros = bytes(1 << 20)
+        try:
+            while size < target:
+                size += os.pwrite(fd, zeros[:target - size], size)
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, original)
+            raise
+    finally:
+        os.close(fd)
 
 
 CORRUPT = EntryError("entry corrupt: content does not match its hash")
