@@ -115,5 +115,11 @@ class IJournalStore(Interface):
     def check():
         """Deferred firing with None if the store can be written now, else failing."""
 
+    def deduplicationLag():
+        """
+        Deferred firing with how many committed entries have yet to be checked for an
+        earlier identical copy (0 for a store that deduplicates as it appends).
+        """
+
     def addCommitObserver(observer) -> None:
         """Call C{observer(seconds, count)} after each commit, for metrics."""

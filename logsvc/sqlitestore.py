@@ -421,6 +421,10 @@ class SQLiteStore:
         """The last index deduplicated so far (the head, once writes ease)."""
         return self._indexed
 
+    def deduplicationLag(self):
+        """Entries committed but not yet deduplicated, as the writer thread knows them."""
+        return succeed(self._head - self._indexed)
+
     def _lag(self) -> int:
         """Entries committed but not yet deduplicated (none while indexing is paused)."""
         return self._head - self._indexed if self._indexing else 0

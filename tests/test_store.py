@@ -78,6 +78,15 @@ class StoreBehaviour:
         self.assertEqual((yield self.store.read(0, 1)), [(1, entry(0))])
 
     @inlineCallbacks
+    def test_noDeduplicationLagOnceIdle(self):
+        yield gatherResults([appendOne(self.store, entry(n % 2)) for n in range(4)])
+        for _ in range(500):
+            if (yield self.store.deduplicationLag()) == 0:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual((yield self.store.deduplicationLag()), 0)
+
+    @inlineCallbacks
     def test_followDeliversInOrder(self):
         batches: list = []
         self.store.follow(batches.append)
@@ -238,6 +247,20 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         yield self.deduplicated()
         self.assertEqual(self.records(), [entry(1), b"=1", b"=1", b"=1"])
         self.assertEqual((yield self.store.read(1, 10)), [(i, entry(1)) for i in range(1, 5)])
+
+    @inlineCallbacks
+    def test_deduplicationLag(self):
+        """Entries count as lagging from their commit until the indexer has run."""
+        self.patch(sqlitestore, "INDEX_WHEN_IDLE", 60.0)
+        yield self.store.append([entry(1), entry(1), entry(2)])
+        self.assertEqual((yield self.store.deduplicationLag()), 3)
+        self.store._wakeup.acquire()
+        self.patch(sqlitestore, "INDEX_WHEN_IDLE", 0.0)
+        self.store._wakeup.notify()
+        self.store._wakeup.release()
+        yield self.deduplicated()
+        self.assertEqual((yield self.store.deduplicationLag()), 0)
+        self.assertEqual(self.records(), [entry(1), b"=1", entry(2)])
 
     @inlineCallbacks
     def test_identicalEntriesStoredOnceAcrossStepsAndRestarts(self):

@@ -287,6 +287,7 @@ class MetricsTests(WebTestCase):
             "logsvc_ignored_lines_total": 2, "logsvc_journal_appends_total": 3,
             "logsvc_journal_head": 3, "logsvc_store_commit_seconds_count": 1,
             "logsvc_stream_subscribers": 0, "logsvc_journal_reader_lag": 0,
+            "logsvc_store_deduplication_lag": 0,
             "logsvc_stream_dropped_messages_total": 0, "logsvc_start_time_seconds": 1000,
         }
         self.assertEqual({name: samples[(name, ())] for name in expected}, expected)
@@ -320,6 +321,11 @@ class MetricsTests(WebTestCase):
         self.assertEqual(samples[(bucket, (("le", "0.005"),))], 1)
         self.assertEqual(samples[(bucket, (("le", "+Inf"),))], 2)
         self.assertEqual(samples[("logsvc_journal_appends_total", ())], 11)
+
+    def test_deduplicationLag(self):
+        """Read from the store at each scrape."""
+        self.patch(self.service.store, "deduplicationLag", lambda: succeed(7))
+        self.assertEqual(self.scrape()[("logsvc_store_deduplication_lag", ())], 7)
 
     def test_openMetrics(self):
         self.scrape(accept=["application/openmetrics-text; version=1.0.0"])
