@@ -13,11 +13,13 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tests.server import Server, freePort  # noqa: E402  (needs ROOT on the path)
 
 # Generators fork from a process that never started a reactor, so fork is safe and fast.
@@ -116,7 +118,8 @@ class Logsvc(Target):
 
     name = "logsvc"
 
-    def __init__(self, *extra: str, store: str = "sqlite", listeners=("port", "journal")):
+    def __init__(self, *extra: str, store: str = "sqlite",
+                 listeners=("port", "journal", "http")):
         super().__init__()
         if store == "sqlite":
             store = f"sqlite:{os.path.join(self.directory, 'journal.db')}"
@@ -137,6 +140,30 @@ class Logsvc(Target):
     @property
     def journalPort(self) -> int:
         return self.ports["journal"]
+
+    def figures(self, since: float = 0.0) -> dict:
+        """
+        Also the store's commits, from C{/metrics}: how many, their mean duration, and
+        how many took over 1 ms, which tells a disk's tail from the scheduler's.
+        """
+        figures = super().figures(since)
+        if "http" not in self.ports:
+            return figures
+        url = f"http://127.0.0.1:{self.ports['http']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read().decode()
+        samples = {(sample.name, sample.labels.get("le")): sample.value
+                   for family in text_string_to_metric_families(body)
+                   for sample in family.samples
+                   if sample.name.startswith("logsvc_store_commit_seconds")}
+        count = samples[("logsvc_store_commit_seconds_count", None)]
+        if count:
+            total = samples[("logsvc_store_commit_seconds_sum", None)]
+            figures.update(commits=int(count),
+                           commit_mean_ms=round(total / count * 1000, 3),
+                           commits_over_1ms=int(
+                               count - samples[("logsvc_store_commit_seconds_bucket", "0.001")]))
+        return figures
 
     def stop(self) -> None:
         if self._server.process is not None and not self._stopped:

@@ -76,7 +76,7 @@ def run(clients: int = 8, lines: int = 1_000_000, size: int = 100, journal: bool
         raise BenchError("--size counts 'LOG ', the message and the newline: at least 5")
     if journal:
         server = Logsvc("--journal-lines", *serverArgs, store=store or "sqlite",
-                        listeners=("port", "journal"))
+                        listeners=("port", "journal", "http"))
     else:
         server = Logsvc("--no-journal-lines", *serverArgs, store=store or "memory:",
                         listeners=("port",))

@@ -165,7 +165,7 @@ def runFollowers(readers: int = 200, writers: int = 8, entries: int = 50_000,
     """C{readers} live followers while C{writers} append C{entries} in all."""
     raiseFileLimit(readers + writers + 1000)
     server = Logsvc("--no-journal-lines", *serverArgs, store="sqlite",
-                    listeners=("port", "journal"))
+                    listeners=("port", "journal", "http"))
     each, extra = divmod(entries, writers)
     if extra:
         raise BenchError("--entries must be a multiple of --writers")
