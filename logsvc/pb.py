@@ -8,11 +8,15 @@ L{pb.Error} subclasses, which PB sends by type and without a traceback.
 
 import json
 
+from twisted.cred.credentials import (
+    IUsernameHashedPassword, IUsernamePassword, UsernamePassword,
+)
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.banana import SIZE_LIMIT
+from zope.interface import implementer
 
 from .errors import StoreError
 from .store import canonical
@@ -63,9 +67,61 @@ class _RefusalsAsErrors(Portal):
         raise LoginRefused("login refused")
 
 
+@implementer(pb.IPBRoot)
+class _Logins:
+    """
+    PB's own login, which answers a challenge with a hash of the password so the
+    password never crosses the wire, and a login that sends the password itself, for
+    checkers that need it: C{--auth unix} compares it with the system's password hash,
+    and cannot check a challenge's answer.  HTTP basic authentication sends it the same
+    way, so the same advice holds: use an C{ssl:} endpoint off loopback.
+    """
+
+    def __init__(self, portal: Portal):
+        self.portal = _RefusalsAsErrors(portal)
+        self._standard = pb.IPBRoot(self.portal)
+        offered = portal.listCredentialsInterfaces()
+        self.passwordInClear = IUsernamePassword in offered and not (
+            IUsernameHashedPassword in offered or pb.IUsernameMD5Password in offered)
+
+    def rootObject(self, broker):
+        return _LoginRoot(self, self._standard.rootObject(broker), broker)
+
+
+class _LoginRoot(pb.Referenceable):
+    """What a connection's C{getRootObject()} gets: PB's login methods and two more."""
+
+    def __init__(self, logins: _Logins, standard, broker):
+        self._logins = logins
+        self._standard = standard
+        self._broker = broker
+
+    def remote_login(self, username):
+        return self._standard.remote_login(username)
+
+    def remote_loginAnonymous(self, mind):
+        return self._standard.remote_loginAnonymous(mind)
+
+    def remote_passwordInClear(self) -> bool:
+        """Whether this server's checker needs L{remote_loginWithPassword}."""
+        return self._logins.passwordInClear
+
+    def remote_loginWithPassword(self, username=None, password=None, mind=None):
+        if not (isinstance(username, bytes) and isinstance(password, bytes)):
+            raise BadRequest("loginWithPassword takes a user name and a password as bytes")
+        login = self._logins.portal.login(UsernamePassword(username, password), mind,
+                                          pb.IPerspective)
+        return login.addCallback(self._loggedIn)
+
+    def _loggedIn(self, result):
+        _, avatar, logout = result
+        self._broker.notifyOnDisconnect(logout)
+        return pb.AsReferenceable(avatar, "perspective")
+
+
 def serverFactory(portal) -> pb.PBServerFactory:
     """The PB listener's factory over the shared portal; tracebacks never cross the wire."""
-    return pb.PBServerFactory(_RefusalsAsErrors(portal), unsafeTracebacks=False)
+    return pb.PBServerFactory(_Logins(portal), unsafeTracebacks=False)
 
 
 class BadRequest(pb.Error):

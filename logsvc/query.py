@@ -168,6 +168,25 @@ def loginCredentials(options, environ=os.environ, stdin=sys.stdin, ask=getpass.g
     return credentials.UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
 
 
+def logIn(factory: pb.PBClientFactory, login) -> Deferred:
+    """
+    PB's challenge and response, unless the server's checker needs the password itself
+    (C{--auth unix}): then the password is sent, as HTTP basic authentication would.
+    A Deferred chain, not a coroutine, so that a refusal reaches L{_explain} as PB's
+    failure rather than as the C{RemoteError} PB raises into coroutines.
+    """
+    if not isinstance(login, credentials.UsernamePassword):
+        return factory.login(login)
+
+    def chosen(inClear: bool, root):
+        if inClear:
+            return root.callRemote("loginWithPassword", login.username, login.password)
+        return factory.login(login)
+
+    return factory.getRootObject().addCallback(
+        lambda root: root.callRemote("passwordInClear").addCallback(chosen, root))
+
+
 def _explain(failure):
     """Turn a local or remote failure into a L{QueryFailed} the user can read."""
     message = failure.getErrorMessage()
@@ -355,7 +374,7 @@ async def run(reactor, options, login) -> None:
     broker.notifyOnDisconnect(lambda: factory.clientConnectionLost(
         None, Failure(ConnectionLost("closed by the server before login"))))
     try:
-        perspective = await factory.login(login).addErrback(_explain)
+        perspective = await logIn(factory, login).addErrback(_explain)
         await COMMANDS[options.subCommand](reactor, perspective, options.subOptions,
                                            Output(options["json"]))
     except QueryFailed as e:

@@ -3,20 +3,21 @@
 import io
 import json
 
-from twisted.cred import credentials, error, strcred
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.cred import checkers, credentials, error, strcred
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.spread import pb
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import TestCase
 from twisted.python import usage
+from zope.interface import implementer
 
 from logsvc.auth import LogRealm, makePortal
 from logsvc.errors import NoSuchClient
 from logsvc.pb import (LONGEST_LINE, PAGE_BYTES, READ_LIMIT, BadRequest, LoginRefused,
                        QueryPerspective)
 from logsvc.pb import serverFactory as pbServerFactory
-from logsvc.query import CLIENTS_PAGE, Output, showClients
+from logsvc.query import CLIENTS_PAGE, Output, logIn, showClients
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
@@ -97,6 +98,84 @@ class Observer(pb.Referenceable):
             d = Deferred()
             self.stalled.append(d)
             return d
+
+
+@implementer(checkers.ICredentialsChecker)
+class PasswordOnly:
+    """Checks the password itself, as C{--auth unix} does against the system's hash."""
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, **users):
+        self.users = {name.encode(): password.encode() for name, password in users.items()}
+
+    def requestAvatarId(self, given):
+        if self.users.get(given.username) == given.password:
+            return succeed(given.username)
+        return fail(error.UnauthorizedLogin())
+
+
+class PasswordLoginTests(TestCase):
+    """Checkers that need the password itself get it through loginWithPassword."""
+
+    def connect(self, checker):
+        self.clock = Clock()
+        self.service = makeService(self.clock)
+        factory = pbServerFactory(makePortal(self.service, [checker]))
+        self.clientFactory = pb.PBClientFactory()
+        self.client, _, self.pump = connectedServerAndClient(
+            lambda: factory.buildProtocol(None),
+            lambda: self.clientFactory.buildProtocol(None), clock=self.clock)
+
+    def outcome(self, d):
+        self.pump.flush()
+        return d
+
+    def passwordInClear(self) -> bool:
+        root = self.successResultOf(self.outcome(self.clientFactory.getRootObject()))
+        return self.successResultOf(self.outcome(root.callRemote("passwordInClear")))
+
+    def test_passwordOnlyChecker(self):
+        self.connect(PasswordOnly(alice="secret"))
+        self.assertTrue(self.passwordInClear())
+        self.service.registry.connect("web-1")
+        avatar = self.successResultOf(self.outcome(logIn(
+            self.clientFactory, credentials.UsernamePassword(b"alice", b"secret"))))
+        names = self.outcome(avatar.callRemote("clientNames"))
+        self.assertEqual(self.successResultOf(names), ["web-1"])
+        subscribed = self.outcome(avatar.callRemote("subscribe", Observer()))
+        self.successResultOf(subscribed)
+        self.assertTrue(self.service.registry.observed)
+        self.client.transport.loseConnection()
+        self.pump.flush()
+        self.assertFalse(self.service.registry.observed, "logout did not run")
+
+    def test_passwordOnlyCheckerRefuses(self):
+        self.connect(PasswordOnly(alice="secret"))
+        for user, password in [(b"alice", b"wrong"), (b"bob", b"secret")]:
+            failure = self.failureResultOf(self.outcome(logIn(
+                self.clientFactory, credentials.UsernamePassword(user, password))))
+            self.assertTrue(failure.check(LoginRefused), (user, password))
+        challenged = self.outcome(self.clientFactory.login(
+            credentials.UsernamePassword(b"alice", b"secret")))
+        self.assertTrue(self.failureResultOf(challenged).check(LoginRefused),
+                        "a challenge's answer cannot be checked against the password")
+
+    def test_badPasswordLogin(self):
+        self.connect(PasswordOnly(alice="secret"))
+        root = self.successResultOf(self.outcome(self.clientFactory.getRootObject()))
+        for args in [("alice", b"secret"), (b"alice", 1), (b"alice",)]:
+            failure = self.failureResultOf(
+                self.outcome(root.callRemote("loginWithPassword", *args)))
+            self.assertTrue(failure.check(BadRequest), args)
+
+    def test_challengeWhenTheCheckerCanAnswerOne(self):
+        self.connect(strcred.makeChecker("memory:alice:secret"))
+        self.assertFalse(self.passwordInClear())
+        avatar = self.successResultOf(self.outcome(logIn(
+            self.clientFactory, credentials.UsernamePassword(b"alice", b"secret"))))
+        self.assertEqual(self.successResultOf(self.outcome(avatar.callRemote("clientNames"))),
+                         [])
 
 
 class PBTests(TestCase):

@@ -1,5 +1,6 @@
 """``logsvc-query`` against a real ``twistd -n logatron``: the only proof of the whole path."""
 
+import base64
 import json
 import os
 import selectors
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 from datetime import datetime
 
@@ -255,3 +257,47 @@ class QueryOptionsTests(TestCase):
         text = localTime(0.25)
         self.assertEqual(datetime.fromisoformat(text).timestamp(), 0.25)
         self.assertEqual(localTime(None), "-")
+
+
+@pytest.fixture
+def unixUser():
+    """A system account with a password, removed afterwards (root only: it edits
+    /etc/passwd and /etc/shadow, as an administrator would)."""
+    if os.geteuid() != 0 or not all(
+            os.path.exists(f"/usr/sbin/{tool}") for tool in ("useradd", "chpasswd", "userdel")):
+        pytest.skip("needs root and useradd/chpasswd/userdel to create a system account")
+    name = f"logsvc{os.getpid() % 100000}"
+    subprocess.run(["/usr/sbin/useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True, capture_output=True)
+    try:
+        subprocess.run(["/usr/sbin/chpasswd"], input=f"{name}:s3cret pass\n", text=True,
+                       check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["/usr/sbin/userdel", name], capture_output=True)
+
+
+def test_unixAccounts(tmp_path, unixUser):
+    """--auth unix over PB and HTTP: logsvc-query sends the password, which the system's
+    hash is checked against, and PB's challenge cannot carry."""
+    server = Server(tmp_path, "--auth", "unix", store="memory:",
+                    listeners=("port", "pb", "http")).start()
+    try:
+        with lineClient(server, "db-1") as client:
+            client.sendall(b"LOG ok\n")
+            until(lambda: query(server, "--user", unixUser, "--password", "s3cret pass",
+                                "log", "db-1").stdout)
+        right = query(server, "--user", unixUser, "--password", "s3cret pass", "log", "db-1")
+        assert right.returncode == 0 and right.stdout.endswith("  ok\n"), right
+        oneLineError(query(server, "--user", unixUser, "--password", "wrong", "clients"),
+                     "login refused")
+        oneLineError(query(server, "clients"), "login refused: this server needs --user")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.ports['http']}/clients", headers={
+                "Authorization": "Basic " + base64.b64encode(
+                    f"{unixUser}:s3cret pass".encode()).decode()})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert "db-1" in json.loads(response.read())
+        assert "Traceback" not in server.output()
+    finally:
+        server.stop()
