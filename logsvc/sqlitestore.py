@@ -183,7 +183,11 @@ class SQLiteStore:
         # Proves at start-up that the file is writable, not merely readable.
         self._write.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)",
                             (time.time(),))
-        self._preallocateWAL()
+        try:
+            preallocateWAL(self._write, self.path)
+        except OSError as e:
+            self.log.warn("{store}: WAL not preallocated: {error}", store=self,
+                          error=e.strerror or e)
         self._head = self._announcedHead = self._lastIndex()
         indexed = self._write.execute(
             "SELECT value FROM meta WHERE key = 'indexed'").fetchone()
@@ -193,13 +197,6 @@ class SQLiteStore:
                                      check_same_thread=False)
         for pragma in ("query_only=1", "busy_timeout=10000", "cache_size=-16384"):
             self._read.execute(f"PRAGMA {pragma}")
-
-    def _preallocateWAL(self) -> None:
-        try:
-            preallocateWAL(self._write, self.path)
-        except OSError as e:
-            self.log.warn("{store}: WAL not preallocated: {error}", store=self,
-                          error=e.strerror or e)
 
     def _loadRecentWrites(self) -> None:
         """The newest identified writes, newest chunk first, until there are enough."""
