@@ -1,7 +1,12 @@
 """One realm and one portal for every authenticated listener (PB and HTTP)."""
 
-from twisted.cred.checkers import AllowAnonymousAccess, InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.checkers import (
+    AllowAnonymousAccess, ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse,
+)
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import fail, maybeDeferred
 from twisted.spread import pb
 from twisted.web.resource import IResource
 from zope.interface import implementer
@@ -25,10 +30,59 @@ class LogRealm:
         raise NotImplementedError(f"no avatar for {interfaces}")
 
 
-def makePortal(service, checkers: list) -> Portal:
-    """Checkers from --auth; without any, anonymous access (loopback only, see tap)."""
-    return Portal(LogRealm(service), [_bytesUsers(c) for c in checkers]
-                  or [AllowAnonymousAccess()])
+class LogPortal(Portal):
+    """The shared portal, knowing whether PB clients must send the password itself."""
+
+    passwordInClear = False
+
+
+def makePortal(service, checkers: list) -> LogPortal:
+    """
+    Checkers from --auth, any of which may accept a login; without any, anonymous
+    access (loopback only, see tap).
+    """
+    checkers = [_bytesUsers(c) for c in checkers]
+    portal = LogPortal(LogRealm(service), [AnyOf(checkers)] if checkers
+                       else [AllowAnonymousAccess()])
+    portal.passwordInClear = any(_needsPassword(c) for c in checkers)
+    return portal
+
+
+def _needsPassword(checker) -> bool:
+    """Whether it checks the password itself (as unix does), not PB's challenge answer."""
+    offered = checker.credentialInterfaces
+    return IUsernamePassword in offered and not (
+        IUsernameHashedPassword in offered or pb.IUsernameMD5Password in offered)
+
+
+@implementer(ICredentialsChecker)
+class AnyOf:
+    """
+    Several --auth checkers as one: credentials are accepted by the first checker
+    that takes their kind and accepts them.  A Portal alone keeps one checker per kind
+    of credentials, the last given, so with C{--auth file:... --auth unix} the file's
+    users could not log in over HTTP.
+    """
+
+    def __init__(self, checkers: list):
+        self.checkers = checkers
+        self.credentialInterfaces = tuple(dict.fromkeys(
+            kind for checker in checkers for kind in checker.credentialInterfaces))
+
+    def requestAvatarId(self, credentials):
+        candidates = [checker for checker in self.checkers
+                      if any(kind.providedBy(credentials)
+                             for kind in checker.credentialInterfaces)]
+        return self._first(None, credentials, candidates)
+
+    def _first(self, refused, credentials, candidates: list):
+        if refused is not None:
+            refused.trap(UnauthorizedLogin)
+        if not candidates:
+            return refused or fail(UnhandledCredentials())
+        checker, *rest = candidates
+        return maybeDeferred(checker.requestAvatarId, credentials).addErrback(
+            self._first, credentials, rest)
 
 
 def _bytesUsers(checker):

@@ -8,9 +8,7 @@ L{pb.Error} subclasses, which PB sends by type and without a traceback.
 
 import json
 
-from twisted.cred.credentials import (
-    IUsernameHashedPassword, IUsernamePassword, UsernamePassword,
-)
+from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
@@ -18,6 +16,7 @@ from twisted.spread import pb
 from twisted.spread.banana import SIZE_LIMIT
 from zope.interface import implementer
 
+from .auth import LogPortal
 from .errors import StoreError
 from .store import canonical
 from .subscription import MISSED_LIMIT, QUEUE_LIMIT, Subscription
@@ -77,12 +76,10 @@ class _Logins:
     way, so the same advice holds: use an C{ssl:} endpoint off loopback.
     """
 
-    def __init__(self, portal: Portal):
+    def __init__(self, portal: LogPortal):
         self.portal = _RefusalsAsErrors(portal)
         self._standard = pb.IPBRoot(self.portal)
-        offered = portal.listCredentialsInterfaces()
-        self.passwordInClear = IUsernamePassword in offered and not (
-            IUsernameHashedPassword in offered or pb.IUsernameMD5Password in offered)
+        self.passwordInClear = portal.passwordInClear
 
     def rootObject(self, broker):
         return _LoginRoot(self, self._standard.rootObject(broker), broker)

@@ -11,8 +11,9 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import TestCase
 from twisted.python import usage
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from logsvc.auth import LogRealm, makePortal
+from logsvc.auth import AnyOf, LogRealm, makePortal
 from logsvc.errors import NoSuchClient
 from logsvc.pb import (LONGEST_LINE, PAGE_BYTES, READ_LIMIT, BadRequest, LoginRefused,
                        QueryPerspective)
@@ -27,6 +28,21 @@ from tests.stores import appendOne
 
 def makeService(clock):
     return LogService(ClientRegistry(clock), MemoryStore(clock), clock)
+
+
+@implementer(checkers.ICredentialsChecker)
+class PasswordOnly:
+    """Checks the password itself, as C{--auth unix} does against the system's hash."""
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, **users):
+        self.users = {name.encode(): password.encode() for name, password in users.items()}
+
+    def requestAvatarId(self, given):
+        if self.users.get(given.username) == given.password:
+            return succeed(given.username)
+        return fail(error.UnauthorizedLogin())
 
 
 class CredTests(TestCase):
@@ -73,6 +89,34 @@ class CredTests(TestCase):
             portal.login(credentials.Anonymous(), None, pb.IPerspective))
         self.assertIsInstance(result[1], QueryPerspective)
 
+    def test_anyOfSeveralCheckers(self):
+        """Each --auth checker's users log in, whichever kind of credentials they use."""
+        portal = makePortal(self.service, [strcred.makeChecker("memory:alice:secret"),
+                                           strcred.makeChecker("memory:bob:hunter2"),
+                                           PasswordOnly(carol="pw")])
+        for user, password in [(b"alice", b"secret"), (b"bob", b"hunter2"), (b"carol", b"pw")]:
+            result = self.successResultOf(portal.login(
+                credentials.UsernamePassword(user, password), None, pb.IPerspective))
+            self.assertEqual(result[1].avatarId, user)
+        for user, password in [(b"alice", b"hunter2"), (b"carol", b"secret"), (b"dave", b"")]:
+            self.failureResultOf(portal.login(
+                credentials.UsernamePassword(user, password), None, pb.IPerspective),
+                error.UnauthorizedLogin)
+        self.assertTrue(portal.passwordInClear)
+
+    def test_anyOfIsAChecker(self):
+        checker = AnyOf([strcred.makeChecker("memory:a:b"), PasswordOnly(c="d")])
+        self.assertTrue(verifyObject(checkers.ICredentialsChecker, checker))
+        self.assertEqual(set(checker.credentialInterfaces),
+                         {credentials.IUsernamePassword, credentials.IUsernameHashedPassword})
+        self.failureResultOf(checker.requestAvatarId(credentials.Anonymous()),
+                             error.UnhandledCredentials)
+
+    def test_passwordInClearOnlyForCheckersThatNeedIt(self):
+        self.assertFalse(self.portalFromAuth("memory:alice:secret").passwordInClear)
+        self.assertFalse(makePortal(self.service, []).passwordInClear)
+        self.assertTrue(makePortal(self.service, [PasswordOnly(a="b")]).passwordInClear)
+
     def test_nonLoopbackPBNeedsAuth(self):
         """(Options.parseOptions turns the UsageError into one line and exit 1.)"""
         def parse(*args):
@@ -100,28 +144,13 @@ class Observer(pb.Referenceable):
             return d
 
 
-@implementer(checkers.ICredentialsChecker)
-class PasswordOnly:
-    """Checks the password itself, as C{--auth unix} does against the system's hash."""
-
-    credentialInterfaces = (credentials.IUsernamePassword,)
-
-    def __init__(self, **users):
-        self.users = {name.encode(): password.encode() for name, password in users.items()}
-
-    def requestAvatarId(self, given):
-        if self.users.get(given.username) == given.password:
-            return succeed(given.username)
-        return fail(error.UnauthorizedLogin())
-
-
 class PasswordLoginTests(TestCase):
     """Checkers that need the password itself get it through loginWithPassword."""
 
-    def connect(self, checker):
+    def connect(self, *checkers):
         self.clock = Clock()
         self.service = makeService(self.clock)
-        factory = pbServerFactory(makePortal(self.service, [checker]))
+        factory = pbServerFactory(makePortal(self.service, list(checkers)))
         self.clientFactory = pb.PBClientFactory()
         self.client, _, self.pump = connectedServerAndClient(
             lambda: factory.buildProtocol(None),
@@ -168,6 +197,17 @@ class PasswordLoginTests(TestCase):
             failure = self.failureResultOf(
                 self.outcome(root.callRemote("loginWithPassword", *args)))
             self.assertTrue(failure.check(BadRequest), args)
+
+    def test_mixedCheckers(self):
+        """With a checker that needs the password among them, every user sends it."""
+        for user, password in [(b"alice", b"secret"), (b"bob", b"hunter2")]:
+            self.connect(strcred.makeChecker("memory:bob:hunter2"),
+                         PasswordOnly(alice="secret"))
+            self.assertTrue(self.passwordInClear())
+            avatar = self.successResultOf(self.outcome(logIn(
+                self.clientFactory, credentials.UsernamePassword(user, password))))
+            self.assertEqual(
+                self.successResultOf(self.outcome(avatar.callRemote("clientNames"))), [])
 
     def test_challengeWhenTheCheckerCanAnswerOne(self):
         self.connect(strcred.makeChecker("memory:alice:secret"))

@@ -279,9 +279,10 @@ def unixUser():
 
 def test_unixAccounts(tmp_path, unixUser):
     """--auth unix over PB and HTTP: logsvc-query sends the password, which the system's
-    hash is checked against, and PB's challenge cannot carry."""
-    server = Server(tmp_path, "--auth", "unix", store="memory:",
-                    listeners=("port", "pb", "http")).start()
+    hash is checked against, and PB's challenge cannot carry.  A second --auth adds its
+    users: either checker may accept a login."""
+    server = Server(tmp_path, "--auth", "unix", "--auth", "memory:alice:secret",
+                    store="memory:", listeners=("port", "pb", "http")).start()
     try:
         with lineClient(server, "db-1") as client:
             client.sendall(b"LOG ok\n")
@@ -289,15 +290,20 @@ def test_unixAccounts(tmp_path, unixUser):
                                 "log", "db-1").stdout)
         right = query(server, "--user", unixUser, "--password", "s3cret pass", "log", "db-1")
         assert right.returncode == 0 and right.stdout.endswith("  ok\n"), right
+        alice = query(server, "--user", "alice", "--password", "secret", "clients")
+        assert alice.returncode == 0 and "db-1" in alice.stdout, alice
         oneLineError(query(server, "--user", unixUser, "--password", "wrong", "clients"),
                      "login refused")
+        oneLineError(query(server, "--user", "alice", "--password", "s3cret pass",
+                           "clients"), "login refused")
         oneLineError(query(server, "clients"), "login refused: this server needs --user")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{server.ports['http']}/clients", headers={
-                "Authorization": "Basic " + base64.b64encode(
-                    f"{unixUser}:s3cret pass".encode()).decode()})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert "db-1" in json.loads(response.read())
+        for user, password in [(unixUser, "s3cret pass"), ("alice", "secret")]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.ports['http']}/clients", headers={
+                    "Authorization": "Basic " + base64.b64encode(
+                        f"{user}:{password}".encode()).decode()})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert "db-1" in json.loads(response.read()), user
         assert "Traceback" not in server.output()
     finally:
         server.stop()
