@@ -60,15 +60,12 @@ def _respond(request, code: int, body, contentType: bytes = JSON_TYPE) -> bytes:
 
 class AsyncResource(Resource):
     """
-    A leaf whose C{respond} coroutine returns the JSON body (or bytes already encoded)
-    or raises L{HTTPError}; the request is finished when it completes, and the work is
-    cancelled if the client goes away first.
+    A leaf whose subclass defines C{async def respond(self, request)}, returning the
+    JSON body (or bytes already encoded) or raising L{HTTPError}; the request is
+    finished when it completes, and the work is cancelled if the client goes away first.
     """
 
     isLeaf = True
-
-    async def respond(self, request):
-        raise NotImplementedError
 
     def render_GET(self, request):
         work = Deferred.fromCoroutine(self.respond(request))
