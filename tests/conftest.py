@@ -1,4 +1,14 @@
+import pytest
 from _pytest.unittest import TestCaseFunction
+
+from tests.server import Servers
+
+
+@pytest.fixture
+def twistd(tmp_path):
+    """Starts real twistd servers; fails the test if one broke (see tests/server.py)."""
+    with Servers(tmp_path) as start:
+        yield start
 
 
 def pytest_collection_modifyitems(items):
