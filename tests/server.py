@@ -99,10 +99,12 @@ class Server:
         deadline = time.monotonic() + timeout
         wanted = set(self.listeners)
         while True:
-            self.ports = {_FACTORIES[factory]: int(port) for factory, port in
-                          _STARTING.findall(self.output()[logStart:])
-                          if _FACTORIES.get(factory) in wanted}
-            if set(self.ports) == wanted:
+            bound = {_FACTORIES[factory]: int(port) for factory, port in
+                     _STARTING.findall(self.output()[logStart:])
+                     if _FACTORIES.get(factory) in wanted}
+            if set(bound) == wanted:
+                self.ports.clear()  # the same dict: callers may hold it
+                self.ports.update(bound)
                 return self
             if self.process.poll() is not None:
                 self._ended(self.process.returncode)
