@@ -36,7 +36,7 @@ from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
-from logsvc.tap import Options, makeService
+from tests.services import buildService
 
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
@@ -193,10 +193,8 @@ class ServiceWiringTests(TestCase):
             self.assertEqual(listener.factory.refusal, REFUSALS[listener.name])
 
     def test_tapWiresLimitAndJournalClock(self):
-        options = Options()
-        options.parseOptions(["--store", "memory:", "--pb", "none", "--http", "none",
-                              "--max-connections", "5"])
-        service = makeService(options, reactor=self.clock)
+        service = buildService(self, "--store", "memory:", "--pb", "none", "--http", "none",
+                               "--max-connections", "5", reactor=self.clock)
         journal = service.getServiceNamed("journal").factory
         self.assertEqual((journal.maxConnections, journal.wrappedFactory.clock), (5, self.clock))
         self.assertEqual(service.getServiceNamed("port").factory.maxConnections, 5)
