@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, journal, lines, load  # noqa: E402  (needs the repository on the path)
+from bench import floor, journal, lines, load, watch  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -28,6 +28,10 @@ def clientsScenario(args) -> None:
 def followersScenario(args) -> None:
     load.runFollowers(args.readers, args.writers, args.entries, args.in_flight, args.size,
                       args.readers_per_process, tuple(args.server_arg), args.timeout)
+
+
+def watchScenario(args) -> None:
+    watch.run(args.count, args.pause, tuple(args.server_arg), args.timeout)
 
 
 def floorScenario(args) -> None:
@@ -184,6 +188,11 @@ def parser() -> argparse.ArgumentParser:
                      help="bytes of each entry's JSON, about (default %(default)s)")
     sub.add_argument("--readers-per-process", type=int, default=25)
 
+    sub = scenario("watch", watchScenario, "how soon logsvc-query watch prints a new LOG "
+                   "line: the goal is a median under 100 ms", targets=False)
+    sub.add_argument("--count", type=int, default=50, help="lines, one at a time")
+    sub.add_argument("--pause", type=float, default=0.05, help="seconds between lines")
+
     sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
     sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
@@ -197,7 +206,7 @@ def main(argv=None) -> int:
         args.target = ["logsvc"]
     if args.scenario == "floor":
         args.run(args)
-    elif args.scenario in ("lines", "clients", "followers"):
+    elif args.scenario in ("lines", "clients", "followers", "watch"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:

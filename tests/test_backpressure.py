@@ -4,7 +4,6 @@ buffering their lines, a journal writer cannot queue without bound, and shutdown
 every connection before the store.
 """
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
@@ -14,25 +13,7 @@ from logsvc.journal import JournalFactory, JournalLines
 from logsvc.limits import ConnectionLimit
 from logsvc.lineservice import LineFactory
 from logsvc.registry import ClientRegistry
-
-
-class HeldStore:
-    """A store whose appended batches land only when the test says so."""
-
-    def __init__(self):
-        self.held: list = []
-        self.landed = 0
-
-    def append(self, entries, writeIds=None):
-        landed = Deferred()
-        self.held.append((landed, len(entries)))
-        return landed
-
-    def land(self, batches: int) -> None:
-        for landed, count in self.held[:batches]:
-            landed.callback(list(range(self.landed + 1, self.landed + count + 1)))
-            self.landed += count
-        del self.held[:batches]
+from tests.stores import HeldStore
 
 
 class Producer:

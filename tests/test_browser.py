@@ -72,3 +72,39 @@ def test_pageShowsClientsAndLiveLines(server, browser, tmp_path):
         assert errors == []
     finally:
         client.close()
+
+
+def test_filterMatchesNameStateAndLineText(server, browser):
+    """The filter shows the clients that match by name, key=value or a line's text."""
+    clients = []
+    for hello in (b"IAM checkout\nSET region eu-west\nLOG order 1234 paid\n",
+                  b"IAM billing\nSET region us-east\nLOG invoice 77 sent\nLOG retry later\n",
+                  b"IAM search\nLOG query ok\n"):
+        clients.append(socket.create_connection(("127.0.0.1", server.ports["port"])))
+        clients[-1].sendall(hello)
+    try:
+        browser.get(f"http://127.0.0.1:{server.ports['http']}/")
+        WebDriverWait(browser, 10).until(
+            lambda _: browser.find_element(By.ID, "live").get_attribute("data-state") == "live")
+        WebDriverWait(browser, 10).until(lambda _: len(
+            browser.find_elements(By.CSS_SELECTOR, ".client .lines .msg")) == 4)
+
+        def shown():
+            return sorted(node.get_attribute("data-client") for node in
+                          browser.find_elements(By.CSS_SELECTOR, ".client"))
+
+        search = browser.find_element(By.ID, "filter")
+        for query, expected in (("CHECK", ["checkout"]), ("region=us-east", ["billing"]),
+                                ("invoice", ["billing"]), ("nothing matches", []),
+                                ("", ["billing", "checkout", "search"])):
+            search.clear()
+            search.send_keys(query or " ")
+            WebDriverWait(browser, 5).until(lambda _: shown() == expected,
+                                            f"{query!r} shows {shown()}")
+        search.clear()
+        search.send_keys("invoice")
+        WebDriverWait(browser, 5).until(lambda _: [m.text for m in browser.find_elements(
+            By.CSS_SELECTOR, '.client[data-client="billing"] .lines .msg')] == ["invoice 77 sent"])
+    finally:
+        for client in clients:
+            client.close()

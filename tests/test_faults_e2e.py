@@ -10,16 +10,16 @@ disk, and it works as root, where a read-only file would not stop a write.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from tests.test_journal_e2e import Client, head, readAll
+from tests.clients import Client, getJSON, head, httpGet, readAll
+from tests.polling import waitFor
 
 PAD = "x" * 500
 
@@ -53,28 +53,14 @@ def fill(disk) -> str:
 
 
 def health(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
-
-
-def waitFor(condition, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
+    status, body = httpGet(port, "/health")
+    return status, json.loads(body)
 
 
 def waitForHealth(port: int, status: int, timeout: float = 30) -> dict:
     """The body of the first C{/health} answer with C{status}."""
-    deadline = time.monotonic() + timeout
-    while (answer := health(port))[0] != status:
-        assert time.monotonic() < deadline, f"/health still answers {answer}"
-        time.sleep(0.05)
-    return answer[1]
+    return waitFor(lambda: (answer := health(port))[0] == status and answer[1],
+                   f"/health to answer {status}", timeout)
 
 
 class Writer(threading.Thread):
@@ -144,11 +130,21 @@ def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
     assert body["error"].startswith("store: "), body
     assert server.process.poll() is None
 
-    # The line service is not held up by journal lines it cannot store.
+    refusals = {error for writer in writers for _, _, error in writer.refused}
+    assert all("database or disk is full" in error for error in refusals), refusals
+
+    # The line service is not held up by journal lines it cannot store: the line is
+    # counted and kept in the client's record, and the failed journal append is logged.
     lines = Client(server.ports["port"])
     lines.send(b"IAM during-fault", b"LOG still here")
     lines.socket.shutdown(1)
     assert lines.closedByServer()
+    assert getJSON(http, "/status")["lines"] == 1
+    record = getJSON(http, "/clients/during-fault")
+    assert ([m for _, m in record["log"]], record["online"]) == (["still here"], False)
+    waitFor(lambda: re.search(r"journal lines: \d+ appends failed so far; last: .*"
+                              r"database or disk is full", server.output()),
+            "the failed journal lines in the log")
 
     ackedDuringFault = acknowledgedSoFar(writers)
     os.unlink(ballast)

@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from logsvc.lineservice import LineFactory
 from logsvc.registry import ClientRegistry
+from tests.fuzzing import cut
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -52,16 +53,6 @@ def model(lines: list, maxLine: int, bufferSize: int):
         else:
             ignored += 1
     return ring[-bufferSize:], state, ignored, truncated
-
-
-def cut(data: bytes, points: list) -> list:
-    """Split C{data} at the given relative points."""
-    offsets = sorted({int(p * len(data)) for p in points})
-    pieces, start = [], 0
-    for offset in offsets + [len(data)]:
-        pieces.append(data[start:offset])
-        start = offset
-    return [p for p in pieces if p]
 
 
 class LineFuzzTests(TestCase):
@@ -123,6 +114,27 @@ class LineFuzzTests(TestCase):
         protocol.connectionLost(None)
         self.assertEqual([m for _, m in registry.lookup("bystander").ring], ["calm"])
         self.assertEqual(registry.onlineNames(), ["bystander"])
+
+    @SETTINGS
+    @given(chunks=st.lists(st.binary(max_size=400), max_size=30), maxLine=st.integers(16, 300))
+    def test_arbitraryBytesAfterIdentifyingMatchTheModel(self, chunks, maxLine):
+        """Past a valid IAM, LOG and SET, whatever bytes follow are read as the model says."""
+        registry, connect = self.serve(maxLine)
+        valid = b"LOG first\nSET k v\n"
+        protocol, transport = connect(b"IAM fuzz\n" + valid)
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+            self.assertLessEqual(len(protocol._pending), maxLine)
+        *lines, partial = (valid + b"".join(chunks)).split(b"\n")
+        if len(partial) > maxLine:  # an over-long line is taken before its end arrives
+            lines.append(partial)
+        ring, state, ignored, truncated = model(lines, maxLine, registry.bufferSize)
+        record = registry.lookup("fuzz")
+        self.assertEqual([m for _, m in record.ring], ring)
+        self.assertEqual(record.state, state)
+        self.assertEqual((record.ignored, record.truncated), (ignored, truncated))
+        self.assertEqual((transport.value(), transport.disconnecting, record.online),
+                         (b"", False, True))
 
     @SETTINGS
     @given(size=st.integers(0, 300_000), maxLine=st.integers(16, 70_000))

@@ -25,6 +25,7 @@ from logsvc.pb import PB_DEPTH, BadRequest, serverFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
+from tests.observers import Observer
 from tests.stores import appendOne
 
 SETTINGS = settings(max_examples=120, deadline=None,
@@ -47,14 +48,6 @@ class UnregisteredCopyable(pb.Copyable):
 
     def __init__(self, value=None):
         self.value = value
-
-
-class Observer(pb.Referenceable):
-    def __init__(self):
-        self.events: list = []
-
-    def remote_event(self, kind, payload):
-        self.events.append((kind, payload))
 
 
 class Raw(bytes):

@@ -3,13 +3,7 @@ Connection limits and slow-peer deadlines: in memory (StringTransport and task.C
 then the refusals end to end against a real twistd.
 """
 
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
@@ -36,9 +30,9 @@ from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
+from tests.clients import httpGet, lineClient, query
+from tests.polling import waitFor
 from tests.services import buildService
-
-QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
 
@@ -353,27 +347,13 @@ class HTTPHeadTimeoutTests(TestCase):
 
 # End to end: a real twistd with --max-connections 1 on every listener.
 
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def _waitUntilIdle(server) -> None:
-    """Wait until the start-up probes' connections are gone (only our scrape is open)."""
-    deadline = time.monotonic() + 10
-    while True:
-        status, body = _get(server.ports["http"], "/metrics")
-        if status == 200:
-            open_ = {s.labels["listener"]: s.value
-                     for family in text_string_to_metric_families(body.decode())
-                     for s in family.samples if s.name == "logsvc_connections"}
-            if open_ == {"port": 0, "journal": 0, "pb": 0, "http": 1}:
-                return
-        assert time.monotonic() < deadline, (status, body)
-        time.sleep(0.05)
+def _openConnections(server) -> dict:
+    """C{logsvc_connections} by listener, from the /metrics scrape that is one of them."""
+    status, body = httpGet(server.ports["http"], "/metrics")
+    assert status == 200, (status, body)
+    return {s.labels["listener"]: s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples if s.name == "logsvc_connections"}
 
 
 def _everything(port: int) -> bytes:
@@ -387,7 +367,7 @@ def _everything(port: int) -> bytes:
 
 def test_refusalsAgainstRealTwistd(twistd):
     server = twistd("--max-connections", "1", store="memory:")
-    _waitUntilIdle(server)
+    assert _openConnections(server) == {"port": 0, "journal": 0, "pb": 0, "http": 1}
     logStart = len(server.output())
     held = [socket.create_connection(("127.0.0.1", server.ports[name]), timeout=10)
             for name in ("port", "journal", "pb", "http")]
@@ -397,19 +377,18 @@ def test_refusalsAgainstRealTwistd(twistd):
         assert _everything(server.ports["port"]) == b"ERR too many connections\n"
     assert _everything(server.ports["journal"]) == b'{"error":"too many connections"}\n'
     assert _everything(server.ports["pb"]) == b""
-    query = subprocess.run([QUERY, "--connect", f"tcp:127.0.0.1:{server.ports['pb']}",
-                            "clients"], capture_output=True, text=True, timeout=60)
-    assert (query.returncode, query.stderr) == (
+    refused = query(server, "clients")
+    assert (refused.returncode, refused.stderr) == (
         1, "logsvc-query: connection to the server lost\n")
-    assert _get(server.ports["http"], "/status") == (503, b"too many connections\n")
+    assert httpGet(server.ports["http"], "/status") == (503, b"too many connections\n")
 
     held[0].close()
-    deadline = time.monotonic() + 10
-    while "--port: accepting connections again after refusing 3" not in server.output():
-        with socket.create_connection(("127.0.0.1", server.ports["port"])) as again:
-            again.sendall(b"IAM again\n")
-        assert time.monotonic() < deadline, server.output()
-        time.sleep(0.05)
+
+    def connectAgain() -> bool:
+        with lineClient(server.ports["port"], "again"):
+            pass
+        return "--port: accepting connections again after refusing 3" in server.output()
+    waitFor(connectAgain, "the line listener to accept again")
     for connection in held[1:]:
         connection.close()
     assert server.stop() == 0

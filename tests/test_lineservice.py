@@ -3,27 +3,13 @@
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from logsvc.errors import NameInUse, NoSuchClient
 from logsvc.interfaces import IClientRegistry, IEventObserver
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
 from logsvc.registry import ClientRegistry
-
-
-@implementer(IEventObserver)
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def event(self, kind, name, time, fields):
-        self.events.append((kind, name, time, dict(fields)))
-
-    def logged(self, name, time, messages, truncated):
-        extra = {"truncated": True} if truncated else {}
-        for message in messages:
-            self.event("log", name, time, {"message": message, **extra})
+from tests.observers import Recorder
 
 
 class LineServiceTests(TestCase):
@@ -296,12 +282,18 @@ class RegistryTests(TestCase):
         self.assertRaises(NoSuchClient, self.registry.lookup, "nobody")
 
     def test_longestOfflineEvictedFirst(self):
-        for name in ["a", "b", "c"]:
-            record = self.registry.connect(name)
+        """
+        Connected b, c, a; offline c, a, b: c goes first, then a.  Connect order or name
+        order would evict another.
+        """
+        records = {name: self.registry.connect(name) for name in ["b", "c", "a"]}
+        for name in ["c", "a", "b"]:
             self.clock.advance(1)
-            self.registry.disconnect(record)
-        self.assertEqual([r.name for r in self.registry.records()], ["b", "c"])
-        self.assertRaises(NoSuchClient, self.registry.lookup, "a")
+            self.registry.disconnect(records[name])
+        self.assertEqual([r.name for r in self.registry.records()], ["a", "b"])
+        self.assertRaises(NoSuchClient, self.registry.lookup, "c")
+        self.registry.disconnect(self.registry.connect("d"))
+        self.assertEqual([r.name for r in self.registry.records()], ["b", "d"])
 
     def test_onlineRecordsAreNeverEvicted(self):
         online = [self.registry.connect(n) for n in ["x", "y", "z"]]

@@ -4,7 +4,7 @@ import io
 import json
 
 from twisted.cred import checkers, credentials, error, strcred
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.spread import pb
 from twisted.test.iosim import connectedServerAndClient
@@ -23,6 +23,7 @@ from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
 from logsvc.tap import Options
+from tests.observers import Observer
 from tests.stores import appendOne
 
 
@@ -127,21 +128,6 @@ class CredTests(TestCase):
         parse("--pb", "tcp:8787", "--auth", "memory:alice:secret")
         parse("--pb", "unix:/tmp/logsvc-pb.sock")
         parse("--pb", r"tcp6:8787:interface=\:\:1")
-
-
-class Observer(pb.Referenceable):
-    """Records events; answers at once unless told to stall."""
-
-    def __init__(self):
-        self.events: list = []
-        self.stalled: list | None = None
-
-    def remote_event(self, kind, payload):
-        self.events.append((kind, payload))
-        if self.stalled is not None:
-            d = Deferred()
-            self.stalled.append(d)
-            return d
 
 
 class PasswordLoginTests(TestCase):

@@ -15,7 +15,8 @@ import socket
 import threading
 import time
 
-from tests.test_journal_e2e import head, readAll, streamWrites
+from tests.clients import head, lineClient, readAll, streamWrites
+from tests.polling import waitFor
 
 SHUTDOWN_SECONDS = 10
 FINISHED_CLIENTS = 4
@@ -25,9 +26,8 @@ STREAMING_CLIENTS = 4
 
 def sendAndWaitUntilHandled(port: int, name: str, count: int) -> None:
     """Send C{count} LOG lines, half-close, and wait for the server to close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
-        client.sendall(f"IAM {name}\n".encode()
-                       + "".join(f"LOG {n}\n" for n in range(count)).encode())
+    with lineClient(port, name) as client:
+        client.sendall("".join(f"LOG {n}\n" for n in range(count)).encode())
         client.shutdown(socket.SHUT_WR)
         assert client.recv(1) == b"", "the server answered a valid client"
 
@@ -38,8 +38,7 @@ def streamLines(port: int, name: str, sent: list, stop: threading.Event) -> None
     server, until the server goes away; C{sent} counts them.
     """
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
-            client.sendall(f"IAM {name}\n".encode())
+        with lineClient(port, name) as client:
             while not stop.is_set():
                 client.sendall("".join(f"LOG {n}\n"
                                        for n in range(sent[0], sent[0] + 100)).encode())
@@ -62,10 +61,8 @@ def test_sigtermWhileBusyKeepsEverythingReceived(twistd):
     try:
         for thread in writers + streamers:
             thread.start()
-        deadline = time.monotonic() + 30
-        while len(acknowledged) < 5000 or min(sent[0] for sent in streamed.values()) < 1000:
-            assert time.monotonic() < deadline, "the load never got going"
-            time.sleep(0.01)
+        waitFor(lambda: len(acknowledged) >= 5000
+                and min(sent[0] for sent in streamed.values()) >= 1000, "the load")
         finishers = [threading.Thread(target=sendAndWaitUntilHandled,
                                       args=(linePort, f"finished-{k}", LINES_EACH))
                      for k in range(FINISHED_CLIENTS)]

@@ -7,7 +7,6 @@ open errors, disk faults and corrupt rows.
 import errno
 import os
 import sqlite3
-import tempfile
 import threading
 
 from twisted.internet import reactor
@@ -21,14 +20,7 @@ from logsvc.interfaces import IJournalStore
 from logsvc import sqlitestore
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, RecentWrites, canonical, storeFromString
-from tests.stores import appendOne
-
-
-def temporaryPath(case: unittest.TestCase) -> str:
-    """A database path in a directory removed after the test (outside the work tree)."""
-    directory = tempfile.TemporaryDirectory()
-    case.addCleanup(directory.cleanup)
-    return directory.name + "/journal.db"
+from tests.stores import appendOne, temporaryPath
 
 
 def entry(n: int) -> bytes:

@@ -13,8 +13,7 @@ from logsvc.errors import StoreError
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import canonical
 
-from .test_store import temporaryPath
-from tests.stores import appendOne
+from tests.stores import appendOne, temporaryPath
 
 
 def entry(n: int, size: int = 10) -> bytes:

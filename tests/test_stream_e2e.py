@@ -2,26 +2,20 @@
 
 import base64
 import json
-import socket
-import time
-import urllib.error
-import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+
+from tests.clients import getJSON, httpGet, lineClient
+from tests.polling import waitFor
 
 
 
 @pytest.fixture
 def server(twistd):
     return twistd(store="memory:")
-
-
-def lineClient(server, name: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.ports["port"]))
-    sock.sendall(f"IAM {name}\n".encode())
-    return sock
 
 
 def streamURL(server, query: str = "") -> str:
@@ -37,25 +31,24 @@ def assertQuiet(ws) -> None:
         ws.recv(timeout=0.3)
 
 
-def getJSON(server, path: str, headers=None):
-    request = urllib.request.Request(f"http://127.0.0.1:{server.ports['http']}{path}",
-                                     headers=headers or {})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.load(response)
-
-
 def waitForHead(server, head: int) -> None:
-    deadline = time.monotonic() + 5
-    while getJSON(server, "/status")["head"] < head:
-        assert time.monotonic() < deadline, "journal did not reach the expected head"
-        time.sleep(0.02)
+    waitFor(lambda: getJSON(server.ports["http"], "/status")["head"] >= head,
+            f"the journal's head to reach {head}")
+
+
+def subscribers(server) -> float:
+    """The WebSocket subscriber gauge, from /metrics."""
+    _, body = httpGet(server.ports["http"], "/metrics")
+    [value] = [sample.value for family in text_string_to_metric_families(body.decode())
+               for sample in family.samples if sample.name == "logsvc_stream_subscribers"]
+    return value
 
 
 def test_liveEventsFiltered(server):
     with connect(streamURL(server, "?client=web-*&events=ready,log")) as ws:
-        other = lineClient(server, "db-1")
+        other = lineClient(server.ports["port"], "db-1")
         other.sendall(b"LOG not for this subscriber\n")
-        web = lineClient(server, "web-1")
+        web = lineClient(server.ports["port"], "web-1")
         web.sendall(b"SET mood calm\nLOG hello \xc3\xa9\n")
         ready, logged = receive(ws, 2)
         assert (ready["type"], ready["event"], ready["client"]) == ("event", "ready", "web-1")
@@ -66,7 +59,7 @@ def test_liveEventsFiltered(server):
 
 
 def test_replayThenLive(server):
-    client = lineClient(server, "app")
+    client = lineClient(server.ports["port"], "app")
     client.sendall(b"LOG one\nLOG two\n")
     waitForHead(server, 3)   # ready, log, log
     with connect(streamURL(server, "?events=entry&from=2")) as ws:
@@ -88,13 +81,10 @@ def test_badFilterRefusedBeforeUpgrade(server):
 
 
 def test_closedSubscriberIsForgotten(server):
+    assert subscribers(server) == 0
     with connect(streamURL(server)):
-        pass
-    deadline = time.monotonic() + 5
-    url = f"http://127.0.0.1:{server.ports['http']}/metrics"
-    while b"logsvc_stream_subscribers 0.0" not in urllib.request.urlopen(url).read():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+        waitFor(lambda: subscribers(server) == 1, "the subscriber to be counted")
+    waitFor(lambda: subscribers(server) == 0, "the closed subscriber to be forgotten")
 
 
 @pytest.fixture
@@ -109,10 +99,8 @@ def basic(user: str, password: str) -> dict:
 
 def test_authHTTP(authServer):
     for headers in (None, basic("alice", "wrong")):
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            getJSON(authServer, "/status", headers)
-        assert refused.value.code == 401
-    assert getJSON(authServer, "/status", basic("alice", "secret"))["clients"] == \
+        assert httpGet(authServer.ports["http"], "/status", headers)[0] == 401
+    assert getJSON(authServer.ports["http"], "/status", basic("alice", "secret"))["clients"] == \
         {"online": 0, "offline": 0}
 
 
@@ -122,7 +110,7 @@ def test_authWebSocket(authServer):
     assert refused.value.response.status_code == 401
     with connect(streamURL(authServer, "?events=ready"),
                  additional_headers=basic("alice", "secret")) as ws:
-        client = lineClient(authServer, "secured")
+        client = lineClient(authServer.ports["port"], "secured")
         [ready] = receive(ws, 1)
         assert ready["client"] == "secured"
         client.close()

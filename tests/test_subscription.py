@@ -3,7 +3,7 @@
 import json
 import sys
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -15,7 +15,7 @@ from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
 from logsvc.subscription import Subscription
-from tests.stores import appendOne
+from tests.stores import HeldReads, appendOne
 
 
 def event(kind, client, time, **fields):
@@ -24,27 +24,6 @@ def event(kind, client, time, **fields):
 
 def entry(index, value):
     return {"type": "entry", "index": index, "entry": value}
-
-
-class HeldReads:
-    """Wraps a store so each read waits until the test fires it."""
-
-    def __init__(self, store):
-        self._store = store
-        self.pending: list = []
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    def read(self, start, limit):
-        d = Deferred()
-        self.pending.append((self._store.read(start, limit), d))
-        return d
-
-    def release(self):
-        while self.pending:
-            result, d = self.pending.pop(0)
-            result.chainDeferred(d)
 
 
 class SubscriptionTests(TestCase):

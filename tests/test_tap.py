@@ -1,6 +1,7 @@
 """Options and service construction for ``twistd logatron``."""
 
 import io
+import os
 import sys
 
 from twisted.application.internet import StreamServerEndpointService
@@ -109,3 +110,16 @@ class MakeServiceTests(TestCase):
         self.assertEqual(listener.factory.maxConnections, 10000)
         self.assertEqual(service.endpoints, {"port": "tcp:2399"})
         self.assertEqual(service.registry.bufferSize, 128)
+
+    def test_syncModeReachesTheStore(self):
+        """--sync always fsyncs every commit (synchronous=FULL); os leaves it to the OS."""
+        for mode, synchronous in (("always", 2), ("os", 1)):
+            path = os.path.join(self.mktemp(), "journal.db")
+            os.makedirs(os.path.dirname(path))
+            service = buildService(self, "--store", f"sqlite:{path}", "--sync", mode,
+                                   "--journal", "none", "--pb", "none", "--http", "none")
+            store = service.store
+            self.successResultOf(store.open())
+            self.addCleanup(store.close)
+            self.assertEqual(store._write.execute("PRAGMA synchronous").fetchone()[0],
+                             synchronous, mode)

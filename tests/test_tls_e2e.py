@@ -10,9 +10,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
@@ -21,10 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.clients import query
+from tests.polling import waitFor
 from tests.server import Servers
-
-QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
-
 
 def selfSignedCertificate(directory, name: str = "localhost") -> tuple[str, str]:
     """A self-signed CA certificate for localhost and 127.0.0.1; returns (cert, key) paths."""
@@ -73,35 +69,26 @@ def connectTLS(port: int, certPath: str) -> ssl.SSLSocket:
     return context.wrap_socket(raw, server_hostname="localhost")
 
 
-def query(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([QUERY, *args], capture_output=True, text=True, timeout=60)
-
-
 def test_lineClientThenQueryOverTLS(tls):
     server, certPath, caDirectory = tls
     with connectTLS(server.ports["port"], certPath) as line:
         line.sendall(b"IAM tls-client\nLOG over TLS\nSET mode secure\n")
         connect = (f"ssl:host=127.0.0.1:port={server.ports['pb']}"
                    f":caCertsDir={caDirectory}:hostname=localhost")
-        deadline = time.monotonic() + 10
-        while True:
-            result = query("--connect", connect, "--json", "log", "tls-client")
-            if result.returncode == 0 and json.loads(result.stdout):
-                break
-            assert time.monotonic() < deadline, result.stderr
-            time.sleep(0.1)
+        result = waitFor(lambda: (logged := query(server, "--json", "log", "tls-client",
+                                                  connect=connect)).returncode == 0
+                         and json.loads(logged.stdout) and logged, "the line over TLS")
     [[when, message]] = json.loads(result.stdout)
     assert message == "over TLS"
-    state = query("--connect", connect, "--json", "state", "tls-client")
+    state = query(server, "--json", "state", "tls-client", connect=connect)
     assert json.loads(state.stdout) == {"mode": "secure"}, state.stderr
 
 
 def test_queryRefusesAnUntrustedServer(tls, tmp_path):
     server, _, _ = tls
     otherCert, _ = selfSignedCertificate(tmp_path / "other")
-    result = query("--connect", f"ssl:host=127.0.0.1:port={server.ports['pb']}"
-                                f":caCertsDir={os.path.dirname(otherCert)}:hostname=localhost",
-                   "clients")
+    result = query(server, "clients", connect=f"ssl:host=127.0.0.1:port={server.ports['pb']}"
+                   f":caCertsDir={os.path.dirname(otherCert)}:hostname=localhost")
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
     assert result.stderr == "logsvc-query: connection to the server lost\n"
 
@@ -143,13 +130,13 @@ def test_plainTCPClientGetsNoService(tls):
         except ConnectionResetError:
             reply = b""
     assert b"ERR" not in reply
-    result = query("--connect", f"ssl:host=127.0.0.1:port={server.ports['pb']}"
-                                f":caCertsDir={tls[2]}:hostname=localhost", "--json", "clients")
+    result = query(server, "--json", "clients", connect=f"ssl:host=127.0.0.1:"
+                   f"port={server.ports['pb']}:caCertsDir={tls[2]}:hostname=localhost")
     assert "plain" not in json.loads(result.stdout), result.stderr
 
 
 def test_queryWithAMissingCADirectoryIsOneLine(tmp_path):
-    result = query("--connect", f"ssl:host=127.0.0.1:port=1:caCertsDir={tmp_path / 'none'}",
-                   "clients")
+    result = query(None, "clients",
+                   connect=f"ssl:host=127.0.0.1:port=1:caCertsDir={tmp_path / 'none'}")
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "No such file or directory" in result.stderr

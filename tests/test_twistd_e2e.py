@@ -1,16 +1,16 @@
 """The real ``twistd -n logatron``: discoverable, serving, and failing cleanly."""
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
+from tests.clients import journalEntries, lineClient
+from tests.polling import waitFor
 from tests.server import startupError
 
 
@@ -38,26 +38,23 @@ def test_editableInstallPutsTheCheckoutOnThePath(tmp_path):
     assert paths == [root]
 
 
-def lineClient(port: int, name: str) -> socket.socket:
-    client = socket.create_connection(("127.0.0.1", port), timeout=10)
-    client.sendall(f"IAM {name}\n".encode())
-    return client
-
-
 def test_serveRefuseDuplicateAndStopCleanly(twistd):
-    server = twistd(store="memory:", listeners=("port",))
-    try:
-        first = lineClient(server.ports["port"], "web-1")
-        first.sendall(b"LOG started $PATH\n")
-        second = lineClient(server.ports["port"], "web-1")
-        assert second.makefile("rb").readline() == b"ERR name in use: web-1\n"
-        assert second.recv(1) == b""  # and closed
-        first.sendall(b"LOG still connected\n")
-        time.sleep(0.2)
-        assert first.fileno() != -1
-    finally:
-        code = server.stop()
-    assert code == 0
+    """A second IAM for a connected name is refused; the first client goes on logging."""
+    server = twistd(store="memory:", listeners=("port", "journal"))
+    first = lineClient(server.ports["port"], "web-1")
+    first.sendall(b"LOG started $PATH\n")
+    second = lineClient(server.ports["port"], "web-1")
+    assert second.makefile("rb").readline() == b"ERR name in use: web-1\n"
+    assert second.recv(1) == b""  # and closed
+    first.sendall(b"LOG still connected\n")
+    entries = waitFor(lambda: (found := journalEntries(server.ports["journal"]))
+                      and found[-1].get("message") == "still connected" and found,
+                      "the first client's line after the refusal", timeout=10)
+    assert [(e["client"], e["event"], e.get("message")) for e in entries] == [
+        ("web-1", "ready", None), ("web-1", "log", "started $PATH"),
+        ("web-1", "log", "still connected")]
+    assert server.stop() == 0
+    assert first.recv(1) == b""  # closed by the shutdown, not before
     output = server.output()
     assert "web-1 connected" in output
     assert "refused: web-1 is already connected" in output
@@ -94,33 +91,12 @@ def test_unwritableStoreIsOneLine(tmp_path):
         "--port", "tcp:0:interface=127.0.0.1", *NO_OTHER_LISTENERS)
 
 
-def journalEntries(port: int) -> list:
-    """Every entry of the journal, read with pull reads until the head."""
-    entries, start = [], 1
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        lines = client.makefile("rb")
-        while True:
-            client.sendall(b'{"from":%d,"read":1000}\n' % start)
-            for raw in lines:
-                message = json.loads(raw)
-                if "entry" in message:
-                    entries.append(message["entry"])
-                    start = message["index"] + 1
-                if "head" in message or "current" in message:
-                    break
-            if "current" in message or message.get("head", 0) < start:
-                return entries
-
-
 def test_sigtermJournalsTheCloseOfConnectedClients(twistd):
     server = twistd(listeners=("port", "journal"))
     client = lineClient(server.ports["port"], "api-7")
     client.sendall(b"LOG about to be stopped\n")
-    deadline = time.monotonic() + 10
-    while not any(e.get("message") == "about to be stopped"
-                  for e in journalEntries(server.ports["journal"])):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    waitFor(lambda: any(e.get("message") == "about to be stopped"
+                        for e in journalEntries(server.ports["journal"])), "the LOG line")
     assert server.stop() == 0
     server = twistd(listeners=("port", "journal"))
     events = [(e["client"], e["event"]) for e in journalEntries(server.ports["journal"])]
