@@ -1,26 +1,7 @@
-"""Observers that record what they are told: of line-service events, and over PB."""
+"""A PB observer that records what it is told."""
 
 from twisted.internet.defer import Deferred
 from twisted.spread import pb
-from zope.interface import implementer
-
-from logsvc.interfaces import IEventObserver
-
-
-@implementer(IEventObserver)
-class Recorder:
-    """Records every line-service event, one per LOG line."""
-
-    def __init__(self):
-        self.events = []
-
-    def event(self, kind, name, time, fields):
-        self.events.append((kind, name, time, dict(fields)))
-
-    def logged(self, name, time, messages, truncated):
-        extra = {"truncated": True} if truncated else {}
-        for message in messages:
-            self.event("log", name, time, {"message": message, **extra})
 
 
 class Observer(pb.Referenceable):
