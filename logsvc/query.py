@@ -192,9 +192,7 @@ def _explain(failure):
     message = failure.getErrorMessage()
     if failure.check(QueryFailed):
         return failure
-    if failure.check(NoSuchClient):
-        raise QueryFailed(f"no such client: {message}")
-    if failure.check(BadRequest, JournalError):
+    if failure.check(NoSuchClient, BadRequest, JournalError):
         raise QueryFailed(message)
     if failure.check(LoginFailed):
         raise QueryFailed("login refused")
