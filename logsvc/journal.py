@@ -117,8 +117,9 @@ class HeldAcks:
 
     def interleave(self, lines: list, first: int, notEntry: int | None) -> list:
         """
-        C{lines} with each held ack up to their last entry before its entry: the lines
-        are entries from index C{first} on, but for the one at position C{notEntry}.
+        C{lines} (entries from index C{first} on, but for the line at position
+        C{notEntry}) with each held ack just before its entry; acks of later entries
+        stay held.
         """
         held, taken, out, index = self._held, 0, [], first
         for position, line in enumerate(lines):

@@ -73,6 +73,7 @@ class _Command(usage.Options):
     or after its arguments, as argparse and git allow; C{--} ends the options.
     """
 
+    synopsis = "[options]"
     optFlags = [["json", "j", "Machine output (JSON)."]]
     optParameters = CONNECTION_OPTIONS
     opt_version = _printVersion
@@ -95,8 +96,6 @@ class _Command(usage.Options):
 
     def getSynopsis(self) -> str:
         return f"Usage: {PROGRAM} [options] {self.parent.subCommand} {self.synopsis}".rstrip()
-
-    synopsis = "[options]"
 
 
 class _NameOptions(_Command):
