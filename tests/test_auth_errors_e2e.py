@@ -7,22 +7,15 @@ import os
 
 import pytest
 
-from tests.server import freePort
-from tests.test_twistd_e2e import run
+from tests.server import startupError
 
 LISTENERS = ("--journal", "none", "--pb", "none", "--http", "none")
 
 
-def startWithAuth(auth: str):
-    return run("--store", "memory:", "--port", str(freePort()), *LISTENERS, "--auth", auth)
-
-
-def assertRefused(result, expected: str) -> None:
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr + result.stdout
-    assert [line for line in result.stderr.splitlines() if line.strip()] == [
-        f"logatron: {expected}"]
-    assert "starting up" not in result.stdout
+def assertRefused(auth: str, expected: str) -> None:
+    """Exit 1, no traceback, and this one line on stderr (see startupError)."""
+    assert startupError("--store", "memory:", "--port", "tcp:0:interface=127.0.0.1",
+                        *LISTENERS, "--auth", auth) == f"logatron: {expected}"
 
 
 @pytest.mark.parametrize("auth, expected", [
@@ -39,12 +32,11 @@ def assertRefused(result, expected: str) -> None:
     ("anonymous", "--auth anonymous: does not check user names and passwords"),
 ])
 def test_badAuthIsOneLine(auth, expected):
-    assertRefused(startWithAuth(auth), expected)
+    assertRefused(auth, expected)
 
 
 def test_passwordFileThatIsADirectory(tmp_path):
-    assertRefused(startWithAuth(f"file:{tmp_path}"),
-                  f"--auth file:{tmp_path}: cannot read it: Is a directory")
+    assertRefused(f"file:{tmp_path}", f"--auth file:{tmp_path}: cannot read it: Is a directory")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -52,10 +44,9 @@ def test_unreadablePasswordFile(tmp_path):
     passwords = tmp_path / "passwords"
     passwords.write_text("alice:secret\n")
     passwords.chmod(0)
-    assertRefused(startWithAuth(f"file:{passwords}"),
-                  f"--auth file:{passwords}: cannot read it: Permission denied")
+    assertRefused(f"file:{passwords}", f"--auth file:{passwords}: cannot read it: Permission denied")
 
 
 def test_memoryPasswordsAreNotEchoed():
-    result = startWithAuth("memory:alice:hunter2:bob")
-    assert "hunter2" not in result.stderr + result.stdout
+    assert "hunter2" not in startupError("--store", "memory:", *LISTENERS,
+                                         "--auth", "memory:alice:hunter2:bob")

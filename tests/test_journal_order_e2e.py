@@ -24,11 +24,8 @@ READS = {"pull": b'{"from":1,"read":2}\n', "push": b'{"from":1}\n'}
 
 
 @pytest.fixture
-def server(tmp_path):
-    server = Server(tmp_path, listeners=("port", "journal", "http")).start()
-    yield server
-    server.stop()
-    assert "Traceback" not in server.output()
+def server(twistd):
+    return twistd(listeners=("port", "journal", "http"))
 
 
 class HeldCommit:
@@ -99,17 +96,13 @@ def test_anotherConnectionSeesIndexOrderOnly(server):
     (b"{not json}\n", {"error": "invalid JSON"}),
     (b'{"id":"long","entry":{"x":"' + b"x" * 2000 + b'"}}\n', {"error": "message too long"}),
 ])
-def test_writeThenBadMessageInOneSend(tmp_path, bad, error):
+def test_writeThenBadMessageInOneSend(twistd, bad, error):
     """The write before it is acked, then the error, then the server closes."""
-    server = Server(tmp_path, "--max-entry", "1000", listeners=("port", "journal")).start()
-    try:
-        client = Client(server.ports["journal"])
-        client.socket.sendall(FIRST + bad + SECOND)
-        assert client.receiveMany(2) == [{"id": "first", "index": 1}, error]
-        assert client.closedByServer()
-        reader = Client(server.ports["journal"])
-        reader.send({"from": 1})
-        assert reader.receiveMany(2) == [{"index": 1, "entry": {"a": 1}}, {"current": True}]
-    finally:
-        server.stop()
-    assert "Traceback" not in server.output()
+    server = twistd("--max-entry", "1000", listeners=("port", "journal"))
+    client = Client(server.ports["journal"])
+    client.socket.sendall(FIRST + bad + SECOND)
+    assert client.receiveMany(2) == [{"id": "first", "index": 1}, error]
+    assert client.closedByServer()
+    reader = Client(server.ports["journal"])
+    reader.send({"from": 1})
+    assert reader.receiveMany(2) == [{"index": 1, "entry": {"a": 1}}, {"current": True}]

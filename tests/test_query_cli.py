@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from logsvc.query import Options
 
-from .server import Server
+from .server import Servers
 
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
@@ -80,10 +80,8 @@ class OptionPlacementTests(TestCase):
 
 @pytest.fixture(scope="module")
 def journal_server(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("query-cli"), store="memory:",
-                    listeners=("port", "journal", "pb")).start()
-    yield server
-    server.stop()
+    with Servers(tmp_path_factory.mktemp("query-cli")) as twistd:
+        yield twistd(store="memory:", listeners=("port", "journal", "pb"))
 
 
 def query(server, *args) -> subprocess.CompletedProcess:

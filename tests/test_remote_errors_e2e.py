@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-from .server import Server
-
 CALLER = """
 import sys
 from twisted.cred.credentials import Anonymous
@@ -27,14 +25,10 @@ react(main, sys.argv[1:])
 """
 
 
-def test_remoteNoSuchClientSaysWhatItIs(tmp_path):
-    server = Server(tmp_path, store="memory:", listeners=("port", "pb")).start()
-    try:
-        for method in ("clientLog", "clientState"):
-            result = subprocess.run([sys.executable, "-c", CALLER, str(server.ports["pb"]), method],
-                                    capture_output=True, text=True, timeout=60)
-            assert result.stdout == "logsvc.errors.NoSuchClient | no such client: web-9\n", \
-                result.stdout + result.stderr
-    finally:
-        server.stop()
-    assert "Traceback" not in server.output()
+def test_remoteNoSuchClientSaysWhatItIs(twistd):
+    server = twistd(store="memory:", listeners=("port", "pb"))
+    for method in ("clientLog", "clientState"):
+        result = subprocess.run([sys.executable, "-c", CALLER, str(server.ports["pb"]), method],
+                                capture_output=True, text=True, timeout=60)
+        assert result.stdout == "logsvc.errors.NoSuchClient | no such client: web-9\n", \
+            result.stdout + result.stderr

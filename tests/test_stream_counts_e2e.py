@@ -11,17 +11,15 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from .server import Server
+from .server import Servers
 
 LINES = 5
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    running = Server(tmp_path_factory.mktemp("stream-counts")).start()
-    yield running
-    running.stop()
-    assert "Traceback" not in running.output()
+    with Servers(tmp_path_factory.mktemp("stream-counts")) as twistd:
+        yield twistd()
 
 
 def collect(ws, until) -> list:
