@@ -19,9 +19,9 @@ CHECKERS = "file:PATH, memory:USER:PASSWORD[:USER:PASSWORD...] or unix"
 def checkerFromString(description: str):
     """
     The twisted.cred checker an C{--auth} value names, or a ValueError whose text is
-    one line for the operator (after the value, or its kind).  strcred alone only warns about a password file it
-    cannot read (and starts without those users) and reports a malformed C{memory:}
-    argument as an unexpected error.
+    one line for the operator (shown after the value, or its kind).  strcred alone
+    only warns about a password file it cannot read (and starts without those users)
+    and reports a malformed C{memory:} argument as an unexpected error.
     """
     kind, _, argument = description.partition(":")
     if kind == "file":

@@ -80,10 +80,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     ]
 
     def opt_auth(self, description: str) -> None:
-        """
-        A twisted.cred checker for PB and HTTP logins: file:PATH, memory:USER:PASSWORD
-        or unix (repeatable: any of them may accept a login).
-        """
+        # One line: twistd shows a docstring's line breaks and indentation in --help.
+        """A twisted.cred checker for PB and HTTP logins (repeatable): file:PATH, memory:USER:PASSWORD or unix."""
         try:
             self.addChecker(checkerFromString(description))
         except (ValueError, strcred.UnsupportedInterfaces) as e:
