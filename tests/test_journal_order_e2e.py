@@ -6,6 +6,7 @@ before the error that closes a connection.
 """
 
 import os
+import platform
 import socket
 import sqlite3
 import threading
@@ -21,6 +22,9 @@ from tests.test_journal_e2e import Client
 FIRST = b'{"entry":{"a":1},"id":"first"}\n'
 SECOND = b'{"entry":{"b":2},"id":"second"}\n'
 READS = {"pull": b'{"from":1,"read":2}\n', "push": b'{"from":1}\n'}
+
+NANOSLEEP = {"x86_64": {"35", "230"}, "aarch64": {"101", "115"}}.get(platform.machine())
+"""The numbers of nanosleep and clock_nanosleep, where this test knows them."""
 
 
 @pytest.fixture
@@ -47,8 +51,27 @@ class HeldCommit:
         self.probe = threading.Thread(
             target=lambda: self.health.append(urllib.request.urlopen(url, timeout=30).status))
         self.probe.start()
-        time.sleep(1.0)     # for the probe to reach the writer thread
+        deadline = time.monotonic() + 30
+        while not self.writerWaits():
+            assert time.monotonic() < deadline, "the probe never reached the writer thread"
+            time.sleep(0.02)
         return self
+
+    def writerWaits(self) -> bool:
+        """
+        Whether a thread of the server sleeps in SQLite's busy handler (nanosleep: its
+        other threads wait in futex or epoll); where /proc cannot say, after a second.
+        """
+        tasks = f"/proc/{self.server.process.pid}/task"
+        try:
+            calls = {open(f"{tasks}/{task}/syscall").read().split()[0]
+                     for task in os.listdir(tasks)}
+        except OSError:
+            calls = None
+        if NANOSLEEP is None or calls is None:
+            time.sleep(1.0)
+            return True
+        return bool(NANOSLEEP & calls)
 
     def __exit__(self, *exc_info):
         time.sleep(0.5)     # for the server to queue what was just sent
