@@ -1,5 +1,6 @@
 """One realm and one portal for every authenticated listener (PB and HTTP)."""
 
+from twisted.cred import strcred
 from twisted.cred.checkers import (
     AllowAnonymousAccess, ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse,
 )
@@ -10,6 +11,37 @@ from twisted.internet.defer import fail, maybeDeferred
 from twisted.spread import pb
 from twisted.web.resource import IResource
 from zope.interface import implementer
+
+
+CHECKERS = "file:PATH, memory:USER:PASSWORD[:USER:PASSWORD...] or unix"
+
+
+def checkerFromString(description: str):
+    """
+    The twisted.cred checker an C{--auth} value names, or a ValueError whose text is
+    one line for the operator (shown after the value, or its kind).  strcred alone
+    only warns about a password file it cannot read (and starts without those users)
+    and reports a malformed C{memory:} argument as an unexpected error.
+    """
+    kind, _, argument = description.partition(":")
+    if kind == "file":
+        if not argument:
+            raise ValueError("needs the path of a password file (USER:PASSWORD lines)")
+        try:
+            open(argument, "rb").close()
+        except OSError as e:
+            raise ValueError(f"cannot read it: {e.strerror or e}") from None
+    elif kind == "memory":
+        fields = argument.split(":")
+        if len(fields) % 2 or not all(fields[::2]):
+            # Not echoed: the argument holds passwords.
+            raise ValueError("wants USER:PASSWORD pairs, as in memory:alice:secret:bob:other")
+    try:
+        return strcred.makeChecker(description)
+    except strcred.InvalidAuthType:
+        raise ValueError(f"unknown checker: use {CHECKERS}") from None
+    except Exception as e:
+        raise ValueError(" ".join(str(e).split()) or e.__class__.__name__) from None
 
 
 @implementer(IRealm)

@@ -8,7 +8,14 @@ class NameInUse(Exception):
 
 
 class NoSuchClient(pb.Error):
-    """No client of that name is known (a pb.Error, so PB callers can catch it by type)."""
+    """
+    No client of that name is known (a pb.Error, so PB callers can catch it by type).
+    Its text, which is all of it a remote caller sees besides the type, says so.
+    """
+
+    def __init__(self, name: str):
+        super().__init__(f"no such client: {name}")
+        self.name = name
 
 
 class StoreError(Exception):

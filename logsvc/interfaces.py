@@ -113,7 +113,10 @@ class IJournalStore(Interface):
         """
 
     def check():
-        """Deferred firing with None if the store can be written now, else failing."""
+        """
+        Deferred firing with None if the store can be written now, else failing: also
+        while the last commit of entries failed and none has succeeded since.
+        """
 
     def deduplicationLag():
         """

@@ -12,6 +12,7 @@ a bounded amount of memory.
 """
 
 import json
+from bisect import insort
 from json.encoder import encode_basestring, encode_basestring_ascii
 
 from twisted.internet.interfaces import IPushProducer
@@ -96,6 +97,48 @@ def _json(text: str) -> bytes:
     return encode_basestring_ascii(text).encode("ascii")
 
 
+class HeldAcks:
+    """
+    Acknowledgements of one connection's writes whose entries its live read is about
+    to send: each goes out just before its entry.  tcp-log-server handles one write at
+    a time, so its clients see C{ack 1, entry 1, ack 2, entry 2}; a group commit
+    acknowledges both writes before either entry reaches the read.
+    """
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._held: list = []    # (index, ack line), in index order
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def hold(self, index: int, line: bytes) -> None:
+        insort(self._held, (index, line))
+
+    def interleave(self, lines: list, first: int, notEntry: int | None) -> list:
+        """
+        C{lines} (entries from index C{first} on, but for the line at position
+        C{notEntry}) with each held ack just before its entry; acks of later entries
+        stay held.
+        """
+        held, taken, out, index = self._held, 0, [], first
+        for position, line in enumerate(lines):
+            if position != notEntry:
+                while taken < len(held) and held[taken][0] <= index:
+                    out.append(held[taken][1])
+                    taken += 1
+                index += 1
+            out.append(line)
+        del held[:taken]
+        return out
+
+    def release(self) -> None:
+        """Send every held ack now: the read will not send their entries next."""
+        if self._held:
+            held, self._held = self._held, []
+            self._transport.write(b"".join(line for _, line in held))
+
+
 @implementer(IPushProducer)
 class JournalRead:
     """
@@ -109,9 +152,10 @@ class JournalRead:
     log = Logger()
 
     def __init__(self, store, transport, start: int, count: int | None, finished,
-                 ahead: list = ()):
+                 ahead: list = (), acks: HeldAcks | None = None):
         self._store = store
         self._transport = transport
+        self._acks = acks if acks is not None else HeldAcks(transport)
         self._finished = finished
         self._ahead = ahead if ahead and ahead[0][0] == start else ()
         self.next = start
@@ -151,7 +195,7 @@ class JournalRead:
                     self._caughtUp()
                     self._live = True
                     return
-                self._live = False
+                self._notLive()
                 rows, self._ahead = self._ahead, ()
                 if rows and rows[0][0] == self.next:
                     self._deliverKeepingRest(rows)
@@ -192,7 +236,7 @@ class JournalRead:
         if batch[0][0] > self.next:
             # Entries between what we sent and this batch were committed while we were
             # paused or paging: fetch them from the store.
-            self._live = False
+            self._notLive()
             self._advance()
         else:
             self._deliver(batch)
@@ -217,13 +261,17 @@ class JournalRead:
         first = rows[0][0]
         lines = entryLines(rows)
         self.next = first + len(rows)
+        currentAt = None
         if not self._current and self.next > self._target:
             # A pull read whose K-th entry is the head ends with head alone, as
             # tcp-log-server does: the head was not reached before the K entries.
             upToTarget = max(0, self._target - first + 1)
             if self._remaining is None or upToTarget < self._remaining:
                 lines.insert(upToTarget, CURRENT)
+                currentAt = upToTarget
             self._current = True
+        if self._acks:
+            lines = self._acks.interleave(lines, first, currentAt)
         remaining = self._remaining
         if remaining is not None:
             self._remaining = remaining = remaining - len(rows)
@@ -252,9 +300,18 @@ class JournalRead:
         self.stop()
         self._finished(self, ahead)
 
+    def following(self) -> bool:
+        """Whether the next entries this read sends are live ones, as they commit."""
+        return self._live and not (self._paused or self._done)
+
+    def _notLive(self) -> None:
+        self._live = False
+        self._acks.release()
+
     def stop(self) -> None:
         """End the read: no more pages, no more live entries."""
         self._done = True
+        self._acks.release()
         self._ahead = ()
         if self._following is not None:
             self._following.cancel()
@@ -262,7 +319,7 @@ class JournalRead:
 
     def pauseProducing(self) -> None:
         self._paused = True
-        self._live = False
+        self._notLive()
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -298,11 +355,14 @@ class JournalProtocol(Protocol):
         self._writeIds: list = []
         self._quotedIds: list = []
         self._throttled = False   # too many writes wait for the store
+        self._closingWith: bytes | None = None  # the error to close with once answered
         self._notReading = False  # the transport is paused, for either reason
         self._ahead: list = []
+        self._acks: HeldAcks | None = None
         self.reader: JournalRead | None = None
 
     def connectionMade(self) -> None:
+        self._acks = HeldAcks(self.transport)
         for option in ("setTcpNoDelay", "setTcpKeepAlive"):
             setter = getattr(self.transport, option, None)
             if setter is not None:
@@ -421,8 +481,19 @@ class JournalProtocol(Protocol):
 
     def _acked(self, indices: list, quotedIds: list) -> None:
         self._landed(len(quotedIds))
-        self.transport.write(b"".join([b'{"id":%s,"index":%d}\n' % reply
-                                       for reply in zip(quotedIds, indices)]))
+        reader = self.reader
+        if reader is not None and reader.following():
+            # Entries this live read has yet to send: each ack waits for its entry.
+            for quotedId, index in zip(quotedIds, indices):
+                line = b'{"id":%s,"index":%d}\n' % (quotedId, index)
+                if index >= reader.next:
+                    self._acks.hold(index, line)
+                else:
+                    self.transport.write(line)
+        else:
+            self.transport.write(b"".join([b'{"id":%s,"index":%d}\n' % reply
+                                           for reply in zip(quotedIds, indices)]))
+        self._closeIfAnswered()
 
     def _landed(self, count: int) -> None:
         self._inFlight -= count
@@ -449,6 +520,7 @@ class JournalProtocol(Protocol):
         error = _json(_errorText(failure))
         self.transport.write(b"".join([b'{"id":%s,"error":%s}\n' % (quotedId, error)
                                        for quotedId in quotedIds]))
+        self._closeIfAnswered()
 
     def _read(self, message: dict) -> None:
         start = message["from"]
@@ -463,7 +535,7 @@ class JournalProtocol(Protocol):
         self._flushWrites()
         ahead, self._ahead = self._ahead, []
         self.reader = JournalRead(self._store, self.transport, start, count,
-                                  self._readFinished, ahead)
+                                  self._readFinished, ahead, self._acks)
         self.factory.readers.add(self.reader)
         if self._paused:
             self.reader.pauseProducing()
@@ -483,13 +555,25 @@ class JournalProtocol(Protocol):
             self.reader = None
 
     def _fatal(self, error: bytes) -> None:
-        """Reply with the error and close, after what is already queued for the peer."""
+        """
+        Stop reading messages and end the read in progress; once every write accepted
+        before is answered (ack or error), send C{error} and close.
+        """
         self._flushWrites()
         self._closed = True
         self._stopReading()
-        self.transport.write(error)
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        if not self._notReading:
+            self._notReading = True
+            self.transport.pauseProducing()
+        self._closingWith = error
+        self._closeIfAnswered()
+
+    def _closeIfAnswered(self) -> None:
+        if self._closingWith is not None and self._inFlight == 0:
+            self.transport.write(self._closingWith)
+            self._closingWith = None
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
 
     def pauseProducing(self) -> None:
         self._paused = True

@@ -5,6 +5,7 @@ Every failure the user can cause or meet (server down, login refused, unknown cl
 bad arguments) ends as one line on stderr and a non-zero exit, never a traceback.
 """
 
+import getopt
 import getpass
 import json
 import os
@@ -49,10 +50,52 @@ def connectDescription(value: str) -> str:
     return f"tcp:127.0.0.1:{value}" if value.isdigit() else value
 
 
-class _Command(usage.Options):
-    """Every subcommand also takes --json, so it may come after the command too."""
+PROGRAM = "logsvc-query"
 
+CONNECTION_OPTIONS = [
+    ["connect", None, None,
+     "Server PB endpoint (a Twisted client endpoint string; a bare number means "
+     f"tcp:127.0.0.1:N). [default: {DEFAULT_CONNECT}]"],
+    ["user", "u", None, "User name (anonymous without it)."],
+    ["password", "p", None, "Password (prefer LOGSVC_PASSWORD or the prompt)."],
+]
+
+
+def _printVersion(self):
+    """Print the version and exit."""
+    print(__version__)
+    sys.exit(0)
+
+
+class _Command(usage.Options):
+    """
+    A subcommand.  Its options, and the connection options and --json, may come before
+    or after its arguments, as argparse and git allow; C{--} ends the options.
+    """
+
+    synopsis = "[options]"
     optFlags = [["json", "j", "Machine output (JSON)."]]
+    optParameters = CONNECTION_OPTIONS
+    opt_version = _printVersion
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, arguments = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error as e:
+            raise usage.UsageError(str(e))
+        ordered = []
+        for option, value in found:
+            if option.startswith("--"):
+                takesValue = option[2:] + "=" in self.longOpt
+                ordered.append(f"{option}={value}" if takesValue else option)
+            else:
+                ordered.append(option + value)
+        super().parseOptions(ordered + ["--"] + arguments)
+
+    def getSynopsis(self) -> str:
+        return f"Usage: {PROGRAM} [options] {self.parent.subCommand} {self.synopsis}".rstrip()
 
 
 class _NameOptions(_Command):
@@ -61,12 +104,12 @@ class _NameOptions(_Command):
 
 
 class LogOptions(_NameOptions):
-    synopsis = "NAME"
+    synopsis = "[options] NAME"
     longdesc = "Print the recent lines a client logged, oldest first."
 
 
 class StateOptions(_NameOptions):
-    synopsis = "NAME"
+    synopsis = "[options] NAME"
     longdesc = "Print a client's state (its SET keys and values)."
 
 
@@ -80,9 +123,10 @@ class WatchOptions(_Command):
         ["client", "c", None, "Only clients whose name matches this glob (e.g. 'api-*')."],
         ["events", "e", ",".join(LINE_EVENTS),
          "Comma-separated event kinds: ready, log, set, close, entry (journal entries)."],
-        ["from", None, None, "Replay journal entries from this index first (adds 'entry').",
+        ["from", None, None, "Replay journal entries from this index first (adds 'entry')",
          positiveInteger("--from")],
     ]
+    optParameters += CONNECTION_OPTIONS
 
     def postOptions(self):
         kinds = [k.strip() for k in self["events"].split(",") if k.strip()]
@@ -96,17 +140,18 @@ class WatchOptions(_Command):
 
 
 class ReadOptions(_Command):
-    synopsis = "FROM"
-    longdesc = "Print journal entries from index FROM up to the head (or --limit entries)."
-    optParameters = [["limit", "n", None, "Entries to print at most.",
-                      positiveInteger("--limit")]]
+    synopsis = "[options] FROM"
+    longdesc = ("Print journal entries from index FROM up to the head, or at most --limit "
+                "entries.")
+    optParameters = [["limit", "n", None, "Print at most this many entries",
+                      positiveInteger("--limit")]] + CONNECTION_OPTIONS
 
     def parseArgs(self, start):
         self["from"] = positiveInteger("FROM")(start)
 
 
 class AppendOptions(_Command):
-    synopsis = "JSON"
+    synopsis = "[options] JSON"
     longdesc = "Append one JSON object to the journal and print its index."
 
     def parseArgs(self, entry):
@@ -119,16 +164,11 @@ class AppendOptions(_Command):
 
 
 class Options(usage.Options):
-    synopsis = "[options] clients | log NAME | state NAME | watch | read FROM | append JSON"
+    synopsis = (f"Usage: {PROGRAM} [options] clients | log NAME | state NAME | watch "
+                "| read FROM | append JSON")
     longdesc = ("Query a logsvc server over Perspective Broker. The password may also come "
                 "from LOGSVC_PASSWORD, or is asked for on a terminal.")
-    optParameters = [
-        ["connect", None, DEFAULT_CONNECT,
-         "Server PB endpoint (a Twisted client endpoint string; a bare number means "
-         "tcp:127.0.0.1:N)."],
-        ["user", "u", None, "User name (anonymous without it)."],
-        ["password", "p", None, "Password (prefer LOGSVC_PASSWORD or the prompt)."],
-    ]
+    optParameters = CONNECTION_OPTIONS
     optFlags = [["json", "j", "Machine output: JSON (one document, or one line per item "
                               "for read and watch)."]]
     subCommands = [
@@ -140,15 +180,15 @@ class Options(usage.Options):
         ["append", None, AppendOptions, "Append a journal entry."],
     ]
 
-    def opt_version(self):
-        """Print the version and exit."""
-        print(__version__)
-        sys.exit(0)
+    opt_version = _printVersion
 
     def postOptions(self):
         if self.subCommand is None:
             raise usage.UsageError("give a command: clients, log, state, watch, read or append")
-        self["connect"] = connectDescription(self["connect"])
+        for name in ("connect", "user", "password"):
+            if self.subOptions[name] is not None:
+                self[name] = self.subOptions[name]
+        self["connect"] = connectDescription(self["connect"] or DEFAULT_CONNECT)
         self["json"] = self["json"] or self.subOptions["json"]
 
 
@@ -192,9 +232,7 @@ def _explain(failure):
     message = failure.getErrorMessage()
     if failure.check(QueryFailed):
         return failure
-    if failure.check(NoSuchClient):
-        raise QueryFailed(f"no such client: {message}")
-    if failure.check(BadRequest, JournalError):
+    if failure.check(NoSuchClient, BadRequest, JournalError):
         raise QueryFailed(message)
     if failure.check(LoginFailed):
         raise QueryFailed("login refused")

@@ -136,6 +136,7 @@ class SQLiteStore:
         self._indexed = 0           # last index the deduplicating indexer has handled
         self._indexing = True       # False after an indexing error, until the next commit
         self._announcedHead = 0     # last index handed to followers, on the reactor
+        self._writeError: StoreError | None = None  # the last commit of entries failed
         self._write = self._read = None
         self._lockFile: int | None = None
         self._reads: SimpleQueue = SimpleQueue()
@@ -394,18 +395,25 @@ class SQLiteStore:
         """
         if committed:
             self._announcedHead = first + len(committed) - 1
+            self._writeError = None
         for (*_, appended), given in zip(batch, indices):
             appended.callback(list(given))
         if committed:
             self._followers.deliver(first, committed)
         for checked in probes:
-            checked.callback(None)
+            # A probe's transaction needs no new page, so it commits on a full disk.
+            if self._writeError is not None:
+                checked.errback(self._writeError)
+            else:
+                checked.callback(None)
         if batch:
             for observer in self._commitObservers:
                 observer(seconds, len(committed))
 
     def _failed(self, batch: list, probes: list, error: StoreError) -> None:
         self.log.error("{error}", error=error)
+        if batch:
+            self._writeError = error
         for *_, appended in batch:
             appended.errback(error)
         for checked in probes:

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.websocket import WebSocketResource
 
-from .subscription import Subscription, eventKinds
+from .subscription import LINE_EVENTS, Subscription, eventKinds
 
 # Close code for a subscriber that fell too far behind (RFC 6455 "policy violation").
 CLOSE_TOO_SLOW = 1008
@@ -21,12 +21,17 @@ CLOSE_TIMEOUT = 10.0
 
 
 class StreamOptions:
-    """The filters of one C{/stream} request, validated before the upgrade."""
+    """
+    The filters of one C{/stream} request, validated before the upgrade.  Without
+    C{events}, line events only: with journal lines on, each is also a journal entry,
+    and a page that shows both would show every LOG line twice.  C{from} adds C{entry}.
+    """
 
     def __init__(self, args: dict):
         self.clients = _lastArg(args, "client")
         events = _lastArg(args, "events")
-        self.events = None if events is None else [e.strip() for e in events.split(",")]
+        self.events = (list(LINE_EVENTS) if events is None
+                       else [e.strip() for e in events.split(",")])
         eventKinds(self.events)
         start = _lastArg(args, "from")
         self.fromIndex = None
@@ -34,6 +39,8 @@ class StreamOptions:
             self.fromIndex = int(start) if start.isdigit() else 0
             if self.fromIndex < 1:
                 raise ValueError("from must be a positive integer")
+            if "entry" not in self.events:
+                self.events.append("entry")
 
 
 def _lastArg(args: dict, name: str) -> str | None:

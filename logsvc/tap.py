@@ -7,7 +7,7 @@ from twisted.cred import credentials, strcred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.python import usage
 
-from .auth import makePortal
+from .auth import checkerFromString, makePortal
 from .errors import StoreError
 from .journal import JournalFactory, JournalLines
 from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
@@ -78,6 +78,19 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     optFlags = [
         ["no-journal-lines", None, "Do not append line-service events to the journal."],
     ]
+
+    def opt_auth(self, description: str) -> None:
+        # One line: twistd shows a docstring's line breaks and indentation in --help.
+        """A twisted.cred checker for PB and HTTP logins (repeatable): file:PATH, memory:USER:PASSWORD or unix."""
+        try:
+            self.addChecker(checkerFromString(description))
+        except (ValueError, strcred.UnsupportedInterfaces) as e:
+            # The value itself only for a file: a memory: value holds passwords.
+            kind = description.partition(":")[0]
+            reason = (str(e) if isinstance(e, ValueError)
+                      else "does not check user names and passwords")
+            shown = description if kind == "file" and description[5:] else kind
+            raise usage.UsageError(f"--auth {shown}: {reason}")
 
     def opt_journal_lines(self):
         """Also append line-service events to the journal (the default)."""

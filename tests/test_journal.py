@@ -513,8 +513,8 @@ class PullReadTests(JournalTestCase):
         connection.send({"id": "a", "entry": {"k": 1}}, {"id": "b", "entry": {"k": 2}})
         self.clock.advance(0)
         self.assertEqual(connection.received(), [
-            {"id": "a", "index": 3}, {"id": "b", "index": 4},
-            {"index": 3, "entry": {"k": 1}}, {"index": 4, "entry": {"k": 2}}, {"head": 4}])
+            {"id": "a", "index": 3}, {"index": 3, "entry": {"k": 1}},
+            {"id": "b", "index": 4}, {"index": 4, "entry": {"k": 2}}, {"head": 4}])
         self.assertIsNone(connection.protocol.reader)
         self.assertEqual(self.store._followers._callbacks, ())
 

@@ -320,7 +320,7 @@ class PBTests(TestCase):
         for method in ("clientLog", "clientState"):
             failure = self.failureResultOf(self.call(method, "ghost"))
             self.assertTrue(failure.check(NoSuchClient))
-            self.assertEqual(failure.getErrorMessage(), "ghost")
+            self.assertEqual(failure.getErrorMessage(), "no such client: ghost")
             self.assertNotIn(".py", failure.getTraceback())
 
     def test_badArguments(self):
