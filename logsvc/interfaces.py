@@ -21,7 +21,8 @@ class IEventObserver(Interface):
     def event(kind: str, name: str, time: float, fields: dict) -> None:
         """
         One event: C{kind} is C{"ready"}, C{"set"} or C{"close"} (LOG lines come
-        through L{logged}); C{name} the client; C{time} epoch seconds; C{fields} is
+        through L{logged}, except a syslog message's: C{"log"} with C{"message"} and
+        its syslog fields); C{name} the client; C{time} epoch seconds; C{fields} is
         C{{}} for ready/close and C{{"key": str, "value": str}} for set.  Must not raise
         and must not block.
         """

@@ -118,11 +118,14 @@ class StatusResource(AsyncResource):
 
     async def respond(self, request) -> dict:
         service = self.service
-        return {"version": __version__,
-                "uptime": service.clock.seconds() - service.startTime,
-                "clients": service.registry.counts(),
-                "lines": service.registry.totalLines,
-                "head": await service.store.head()}
+        status = {"version": __version__,
+                  "uptime": service.clock.seconds() - service.startTime,
+                  "clients": service.registry.counts(),
+                  "lines": service.registry.totalLines,
+                  "head": await service.store.head()}
+        if service.syslog is not None:
+            status["syslog"] = service.syslog.status()
+        return status
 
 
 class ClientsResource(AsyncResource):
