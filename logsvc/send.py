@@ -1,0 +1,205 @@
+"""
+C{logsvc-send NAME}: standard input's lines as C{LOG} lines under C{IAM NAME}, as
+C{logger(1)} sends them to syslog (C{make 2>&1 | logsvc-send build-42}).
+
+Exit 0 once every line was sent and the server closed the connection after reading
+them all; otherwise one line on stderr and exit 1 (server down, name refused,
+connection lost).  Standard input is read in a thread, a chunk at a time, and not
+faster than the connection takes it, so any input costs bounded memory.
+"""
+
+import re
+import sys
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import react
+from twisted.internet.threads import deferToThread
+from twisted.python import usage
+from zope.interface import implementer
+
+from . import __version__
+from .handler import checkName
+
+CHUNK = 1 << 16
+
+_KEY = re.compile(r"[A-Za-z0-9_]+\Z")
+
+
+class Options(usage.Options):
+    synopsis = "NAME [--connect ENDPOINT] [--set KEY=VALUE ...] < lines"
+    longdesc = ("Send standard input's lines to logsvc's line service as LOG lines of "
+                "client NAME, after any --set KEY=VALUE state.")
+    optParameters = [
+        ["connect", "c", "tcp:127.0.0.1:2212",
+         "Line service endpoint (a Twisted client endpoint string); a bare number "
+         "means tcp:127.0.0.1:N."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["set"] = []
+
+    def opt_set(self, assignment: str) -> None:
+        """KEY=VALUE state to send first (repeatable)."""
+        key, equals, value = assignment.partition("=")
+        if not equals or not _KEY.match(key) or not key.isascii():
+            raise usage.UsageError(f"--set wants KEY=VALUE with KEY of letters, digits "
+                                   f"and _, not {assignment!r}")
+        self["set"].append((key, " ".join(value.split())))
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"logsvc-send {__version__}")
+        sys.exit(0)
+
+    def parseArgs(self, name: str) -> None:
+        try:
+            self["name"] = checkName(name)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+    def postOptions(self) -> None:
+        if self["connect"].isdigit():
+            self["connect"] = f"tcp:127.0.0.1:{self['connect']}"
+
+
+class SendFailed(Exception):
+    """Ends the run with this one line and exit 1."""
+
+
+@implementer(IPushProducer)
+class SendProtocol(Protocol):
+    """
+    Sends IAM and state at once, then whatever L{pump} reads; the transport pauses
+    it when its buffer is full.  C{done} fires when the connection is closed, C{reason}
+    saying how.
+    """
+
+    def __init__(self, name: str, state: list):
+        self._name = name
+        self._state = state
+        self._resumed: Deferred | None = None
+        self.paused = False
+        self.refusal = b""
+        self.finished = False
+        self.done = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.transport.write(f"IAM {self._name}\n".encode() + b"".join(
+            f"SET {key} {value}\n".encode() for key, value in self._state))
+
+    def dataReceived(self, data: bytes) -> None:
+        # The line service only ever answers "ERR reason", then closes.
+        self.refusal += data
+
+    def connectionLost(self, reason) -> None:
+        if self._resumed is not None:
+            resumed, self._resumed = self._resumed, None
+            resumed.callback(None)
+        self.reason = reason
+        self.done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self._resumed is not None:
+            resumed, self._resumed = self._resumed, None
+            resumed.callback(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def writable(self) -> Deferred | None:
+        """None when lines may be written now, else a Deferred for when they may."""
+        if not self.paused:
+            return None
+        self._resumed = Deferred()
+        return self._resumed
+
+    def finish(self) -> None:
+        """Everything is written: half-close, so the server closes after reading it all."""
+        self.finished = True
+        try:
+            self.transport.loseWriteConnection()
+        except (AttributeError, NotImplementedError):
+            self.transport.loseConnection()
+
+
+def logLines(data: bytes, pending: bytes) -> tuple[bytes, bytes]:
+    """C{LOG} lines for C{data}'s complete lines, and the incomplete rest."""
+    lines = (pending + data).split(b"\n")
+    rest = lines.pop()
+    if not lines:
+        return b"", rest
+    return b"LOG " + b"\nLOG ".join(lines) + b"\n", rest
+
+
+async def run(reactor, options: Options, stdin) -> None:
+    description = options["connect"]
+    try:
+        endpoint = clientFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SendFailed(f"malformed --connect {description!r}: {e}")
+    protocol = SendProtocol(options["name"], options["set"])
+    try:
+        await connectProtocol(endpoint, protocol)
+    except Exception as e:
+        raise SendFailed(f"cannot connect to {description}: {_oneLine(e)}")
+    pending = b""
+    while not protocol.done.called:
+        data = await deferToThread(stdin.read1, CHUNK)
+        if protocol.done.called:
+            break
+        if not data:
+            if pending:
+                protocol.transport.write(b"LOG " + pending + b"\n")
+            protocol.finish()
+            break
+        lines, pending = logLines(data, pending)
+        if lines:
+            protocol.transport.write(lines)
+        waiting = protocol.writable()
+        if waiting is not None:
+            await waiting
+    await protocol.done
+    reason = protocol.reason
+    if protocol.refusal:
+        text = protocol.refusal.decode("utf-8", "replace").strip()
+        raise SendFailed(f"server refused: {text.removeprefix('ERR ')}")
+    if not reason.check(ConnectionDone):
+        raise SendFailed(f"connection lost: {reason.getErrorMessage()}")
+    if not protocol.finished:
+        raise SendFailed("the server closed the connection before every line was sent")
+
+
+def _oneLine(error: BaseException) -> str:
+    return " ".join((str(error) or error.__class__.__name__).split())
+
+
+def main(argv: list | None = None) -> None:
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"logsvc-send: {e} (see logsvc-send --help)\n")
+        sys.exit(2)
+
+    async def start(reactor):
+        try:
+            await run(reactor, options, sys.stdin.buffer)
+        except SendFailed as e:
+            sys.stderr.write(f"logsvc-send: {e}\n")
+            raise SystemExit(1)
+
+    react(lambda reactor: Deferred.fromCoroutine(start(reactor)))
+
+
+if __name__ == "__main__":
+    main()
