@@ -61,11 +61,10 @@ def _escapeSpace(char: str) -> str:
 def encode(message: str) -> str:
     """One line the line service stores unchanged (see the module docstring)."""
     text = _ESCAPED.sub(_escapeOne, message)
-    body = text.strip()
-    if len(body) == len(text):
+    if len(text.strip()) == len(text):
         return text
     start = len(text) - len(text.lstrip())
-    end = len(text.rstrip())
+    end = max(start, len(text.rstrip()))
     return ("".join(map(_escapeSpace, text[:start])) + text[start:end]
             + "".join(map(_escapeSpace, text[end:])))
 
