@@ -8,6 +8,7 @@ connection lost).  Standard input is read in a thread, a chunk at a time, and no
 faster than the connection takes it, so any input costs bounded memory.
 """
 
+import argparse
 import re
 import sys
 
@@ -18,7 +19,6 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import react
 from twisted.internet.threads import deferToThread
-from twisted.python import usage
 from zope.interface import implementer
 
 from . import __version__
@@ -29,42 +29,43 @@ CHUNK = 1 << 16
 _KEY = re.compile(r"[A-Za-z0-9_]+\Z")
 
 
-class Options(usage.Options):
-    synopsis = "NAME [--connect ENDPOINT] [--set KEY=VALUE ...] < lines"
-    longdesc = ("Send standard input's lines to logsvc's line service as LOG lines of "
-                "client NAME, after any --set KEY=VALUE state.")
-    optParameters = [
-        ["connect", "c", "tcp:127.0.0.1:2212",
-         "Line service endpoint (a Twisted client endpoint string); a bare number "
-         "means tcp:127.0.0.1:N."],
-    ]
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line and exit 2, not the whole usage text."""
+        self.exit(2, f"logsvc-send: {message} (see logsvc-send --help)\n")
 
-    def __init__(self):
-        super().__init__()
-        self["set"] = []
 
-    def opt_set(self, assignment: str) -> None:
-        """KEY=VALUE state to send first (repeatable)."""
-        key, equals, value = assignment.partition("=")
-        if not equals or not _KEY.match(key) or not key.isascii():
-            raise usage.UsageError(f"--set wants KEY=VALUE with KEY of letters, digits "
-                                   f"and _, not {assignment!r}")
-        self["set"].append((key, " ".join(value.split())))
+def _name(value: str) -> str:
+    try:
+        return checkName(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
-    def opt_version(self) -> None:
-        """Print the version and exit."""
-        print(f"logsvc-send {__version__}")
-        sys.exit(0)
 
-    def parseArgs(self, name: str) -> None:
-        try:
-            self["name"] = checkName(name)
-        except ValueError as e:
-            raise usage.UsageError(str(e))
+def _assignment(value: str) -> tuple:
+    key, equals, rest = value.partition("=")
+    if not equals or not _KEY.match(key) or not key.isascii():
+        raise argparse.ArgumentTypeError(
+            f"--set wants KEY=VALUE with KEY of letters, digits and _, not {value!r}")
+    return key, " ".join(rest.split())
 
-    def postOptions(self) -> None:
-        if self["connect"].isdigit():
-            self["connect"] = f"tcp:127.0.0.1:{self['connect']}"
+
+def _endpoint(value: str) -> str:
+    return f"tcp:127.0.0.1:{value}" if value.isdigit() else value
+
+
+def parseArguments(argv: list | None = None) -> dict:
+    parser = _Parser(prog="logsvc-send", description=(
+        "Send standard input's lines to logsvc's line service as LOG lines of client "
+        "NAME, after any --set KEY=VALUE state."))
+    parser.add_argument("name", metavar="NAME", type=_name, help="client name")
+    parser.add_argument("--connect", "-c", default="tcp:127.0.0.1:2212", type=_endpoint,
+                        help="line service endpoint (a Twisted client endpoint string; "
+                             "a bare number means tcp:127.0.0.1:N); default %(default)s")
+    parser.add_argument("--set", action="append", default=[], type=_assignment,
+                        metavar="KEY=VALUE", help="state to send first (repeatable)")
+    parser.add_argument("--version", action="version", version=f"logsvc-send {__version__}")
+    return vars(parser.parse_args(argv))
 
 
 class SendFailed(Exception):
@@ -141,7 +142,7 @@ def logLines(data: bytes, pending: bytes) -> tuple[bytes, bytes]:
     return b"LOG " + b"\nLOG ".join(lines) + b"\n", rest
 
 
-async def run(reactor, options: Options, stdin) -> None:
+async def run(reactor, options: dict, stdin) -> None:
     description = options["connect"]
     try:
         endpoint = clientFromString(reactor, description)
@@ -184,12 +185,7 @@ def _oneLine(error: BaseException) -> str:
 
 
 def main(argv: list | None = None) -> None:
-    options = Options()
-    try:
-        options.parseOptions(argv)
-    except usage.UsageError as e:
-        sys.stderr.write(f"logsvc-send: {e} (see logsvc-send --help)\n")
-        sys.exit(2)
+    options = parseArguments(argv)
 
     async def start(reactor):
         try:

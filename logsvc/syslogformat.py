@@ -27,6 +27,7 @@ _BSD_TIME = re.compile(rb"([A-Z][a-z]{2}) ([ 0-9]?[0-9]) (\d\d):(\d\d):(\d\d) ")
 _RFC3339_PREFIX = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?"
                              rb"(?:Z|[+-]\d\d:\d\d)) ")
 _TAG = re.compile(rb"([^\s\[\]:]{1,48})(?:\[([^\s\]]{0,128})\])?: ?")
+_LOOSE_TAG = re.compile(rb"([^\s\[\]:]{1,48})(?:\[([^\s\]]{0,128})\])?(?::|(?= )|\Z) ?")
 _MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 _BOM = b"\xef\xbb\xbf"
@@ -177,6 +178,8 @@ def _rfc3164(rest: bytes, facility: int, severity: int, now: float) -> SyslogMes
     """
     C{TIMESTAMP HOSTNAME TAG[PID]: MSG}, each part optional as real senders have it; a
     first word that is a tag (ends in C{:} or has C{[pid]}) means there is no HOSTNAME.
+    After a HOSTNAME the next word is the TAG, colon or not, as rsyslog reads it (and
+    forwards an RFC 5424 APP-NAME); without a timestamp only C{word:} is a TAG.
     rsyslog's forwarding formats put an RFC 3339 timestamp in the first place.
     """
     timestamp = None
@@ -196,7 +199,7 @@ def _rfc3164(rest: bytes, facility: int, severity: int, now: float) -> SyslogMes
             hostname = _text(word)
             rest = rest[len(word) + 1:]
     appName = procId = None
-    tag = _TAG.match(rest)
+    tag = (_TAG if hostname is None else _LOOSE_TAG).match(rest)
     if tag is not None:
         appName = _text(tag.group(1))
         procId = None if tag.group(2) is None else _text(tag.group(2))

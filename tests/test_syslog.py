@@ -70,6 +70,11 @@ class ParseTests(TestCase):
                          ("rfc3164", "web-3", "nginx", "123", "GET / 200"))
         self.assertEqual(message.timestamp, datetime(2026, 6, 15, 11, 59, 58).timestamp())
 
+    def test_bsdTagWithoutColonAfterAHostname(self):
+        message = parse(b"<82>Jun 15 11:59:58 vm sshd Accepted", NOW)
+        self.assertEqual((message.hostname, message.appName, message.text),
+                         ("vm", "sshd", "Accepted"))
+
     def test_bsdWithoutHostname(self):
         message = parse(b"<86>Jun 15 11:59:58 sshd[7]: Accepted publickey", NOW)
         self.assertEqual((message.hostname, message.appName, message.text),
