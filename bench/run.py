@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, journal, lines, load  # noqa: E402  (needs the repository on the path)
+from bench import floor, ingest, journal, lines, load  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -34,6 +34,14 @@ def floorScenario(args) -> None:
     for mode in args.mode or floor.MODES:
         attempt("floor", f"floor-{mode}", floor.run, mode, args.writers, args.in_flight,
                 args.duration, args.size, args.timeout)
+
+
+def handlerScenario(args) -> None:
+    ingest.runHandler(args.records, tuple(args.server_arg), args.timeout)
+
+
+def syslogScenario(args) -> None:
+    ingest.runSyslog(args.senders, args.messages, tuple(args.server_arg), args.timeout)
 
 
 def setup(args, target: str) -> journal.Setup:
@@ -184,6 +192,17 @@ def parser() -> argparse.ArgumentParser:
                      help="bytes of each entry's JSON, about (default %(default)s)")
     sub.add_argument("--readers-per-process", type=int, default=25)
 
+    sub = scenario("handler", handlerScenario, "records/s one Python thread logs through "
+                   "logsvc.handler.LogsvcHandler, and through stdlib SocketHandler to a "
+                   "discarding listener, side by side", targets=False)
+    sub.add_argument("--records", type=int, default=100_000)
+
+    sub = scenario("syslog", syslogScenario, "syslog messages/s over TCP (octet-counted RFC "
+                   "5424) into --syslog journaled to SQLite (--sync os), and into rsyslogd "
+                   "writing a file, side by side", targets=False)
+    sub.add_argument("--senders", type=int, default=4)
+    sub.add_argument("--messages", type=int, default=100_000, help="messages per sender")
+
     sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
     sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
@@ -197,7 +216,7 @@ def main(argv=None) -> int:
         args.target = ["logsvc"]
     if args.scenario == "floor":
         args.run(args)
-    elif args.scenario in ("lines", "clients", "followers"):
+    elif args.scenario in ("lines", "clients", "followers", "handler", "syslog"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:

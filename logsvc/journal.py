@@ -585,7 +585,12 @@ class JournalLines:
     def event(self, kind: str, name: str, time: float, fields: dict) -> None:
         self._append(lambda: [eventEntry(kind, name, time, fields)], name)
 
-    def logged(self, name: str, time: float, messages: list, truncated: bool) -> None:
+    def logged(self, name: str, time: float, messages: list, truncated: bool,
+               fields: list | None = None) -> None:
+        if fields is not None:
+            self._append(lambda: [eventEntry("log", name, time, {"message": m, **f})
+                                  for m, f in zip(messages, fields)], name)
+            return
         self._append(lambda: logEntries(name, time, messages, truncated), name)
 
     def _append(self, entries, name: str) -> None:

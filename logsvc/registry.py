@@ -103,11 +103,12 @@ class ClientRegistry:
 
     def log(self, record: ClientRecord, time: float, messages: list,
             received: int | None = None, truncated: bool = False,
-            fields: dict | None = None) -> None:
+            fields: list | None = None) -> None:
         """
         C{received} counts lines that arrived together when the caller passes only
-        the ones that can still be in the ring (nobody observes the rest).  C{fields}
-        (a syslog message's severity, facility, ...) go into each line's C{log} event.
+        the ones that can still be in the ring (nobody observes the rest).  C{fields},
+        one dict per message (a syslog message's severity, facility, ...), go into
+        each line's C{log} event.
         """
         count = len(messages) if received is None else received
         record.lines += count
@@ -116,8 +117,8 @@ class ClientRegistry:
         if truncated:
             record.truncated += 1
         if fields is not None:
-            for message in messages:
-                self._emit("log", record.name, time, {"message": message, **fields})
+            for observer in self._observers:
+                observer.logged(record.name, time, messages, truncated, fields)
             return
         for observer in self._observers:
             observer.logged(record.name, time, messages, truncated)

@@ -84,9 +84,43 @@ class SyslogClients(Service):
 
     def receive(self, raw: bytes, peer: str, truncated: bool = False) -> None:
         """One framed message from C{peer} (an address); never raises."""
+        self.receiveMany([(raw, truncated)], peer)
+
+    def receiveMany(self, framed: list, peer: str) -> None:
+        """
+        C{(raw, truncated)} messages that arrived together from C{peer}: runs of one
+        client's go to the registry (and so to the journal) as one batch.
+        """
         if not self.running:
             return
         now = self._clock.seconds()
+        run: list = []
+        runName = None
+        for raw, truncated in framed:
+            name, text, fields = self._read(raw, peer, truncated, now)
+            if name != runName or truncated:
+                self._deliver(runName, run, now)
+                run, runName = [], name
+            run.append((text, fields))
+            if truncated:
+                self._deliver(runName, run, now, truncated=True)
+                run, runName = [], None
+        self._deliver(runName, run, now)
+
+    def _deliver(self, name: str | None, run: list, now: float,
+                 truncated: bool = False) -> None:
+        if not run:
+            return
+        record = self._record(name, now)
+        if record is None:
+            self.counters["refused"] += len(run)
+            return
+        self.counters["messages"] += len(run)
+        self._registry.log(record, max(now, record.connectedAt), [text for text, _ in run],
+                           truncated=truncated, fields=[fields for _, fields in run])
+
+    def _read(self, raw: bytes, peer: str, truncated: bool, now: float) -> tuple:
+        """The client name, text and journal fields of one message."""
         counters = self.counters
         counters["bytes"] += len(raw)
         message = parse(raw, now)
@@ -106,14 +140,7 @@ class SyslogClients(Service):
         if truncated:
             counters["truncated"] += 1
             fields["truncated"] = True
-        name = clientName(message.hostname, message.appName, peer)
-        record = self._record(name, now)
-        if record is None:
-            counters["refused"] += 1
-            return
-        counters["messages"] += 1
-        self._registry.log(record, max(now, record.connectedAt), [message.text],
-                           truncated=truncated, fields=fields)
+        return clientName(message.hostname, message.appName, peer), message.text, fields
 
     def _record(self, name: str, now: float):
         seen = self._online.get(name)
@@ -168,8 +195,9 @@ class SyslogStreamProtocol(Protocol):
         self.factory.disconnected(self)
 
     def dataReceived(self, data: bytes) -> None:
-        for raw, truncated in self._framing.feed(data):
-            self._clients.receive(raw, self._peer, truncated)
+        framed = self._framing.feed(data)
+        if framed:
+            self._clients.receiveMany(framed, self._peer)
 
 
 @implementer(IPushProducer)

@@ -28,8 +28,9 @@ class Recorder:
     def __init__(self):
         self.events = []
 
-    def logged(self, name, time, messages, truncated):
-        self.events.extend(("log", name, {"message": m}) for m in messages)
+    def logged(self, name, time, messages, truncated, fields=None):
+        fields = fields or [{}] * len(messages)
+        self.events.extend(("log", name, {"message": m, **f}) for m, f in zip(messages, fields))
 
     def event(self, kind, name, time, fields):
         self.events.append((kind, name, fields))
