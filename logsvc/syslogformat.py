@@ -9,8 +9,10 @@ since 2019 and 2021, so this one is small and fuzzed instead.
 """
 
 import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from calendar import monthrange, timegm
+from datetime import datetime
+from functools import lru_cache
+from typing import NamedTuple
 
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp",
@@ -33,8 +35,7 @@ _MONTHS = {m.encode(): i for i, m in enumerate(
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
-class SyslogMessage:
+class SyslogMessage(NamedTuple):
     """
     One message.  C{malformed} ones have only C{text} (the whole raw message); the
     others have C{facility} and C{severity} codes, and whatever else the header gave.
@@ -147,15 +148,27 @@ def _rfc3339(stamp: str) -> float | None:
     if match is None:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
-    try:
-        offset = timezone.utc if zone == "Z" else timezone(
-            (1 if zone[0] == "+" else -1) * timedelta(hours=int(zone[1:3]),
-                                                      minutes=int(zone[4:6])))
-        when = datetime(int(year), int(month), int(day), int(hour), int(minute),
-                        min(int(second), 59), tzinfo=offset).timestamp()
-    except (ValueError, OverflowError):
+    seconds = _wholeSeconds(year, month, day, hour, minute, second, zone)
+    if seconds is None:
         return None
-    return when + (float(fraction) if fraction else 0.0)
+    return seconds + float(fraction) if fraction else float(seconds)
+
+
+@lru_cache(maxsize=1024)
+def _wholeSeconds(year, month, day, hour, minute, second, zone) -> int | None:
+    """Epoch seconds of a validated date and time; cached, as a sender's seconds repeat."""
+    year, month, day = int(year), int(month), int(day)
+    hour, minute, second = int(hour), int(minute), min(int(second), 59)
+    if not (1 <= month <= 12 and year >= 1 and 1 <= day <= monthrange(year, month)[1]
+            and hour < 24 and minute < 60):
+        return None
+    offset = 0
+    if zone != "Z":
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            return None
+        offset = (hours * 60 + minutes) * (60 if zone[0] == "+" else -60)
+    return timegm((year, month, day, hour, minute, second)) - offset
 
 
 def _bsdTime(match, now: float) -> float | None:

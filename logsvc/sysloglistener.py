@@ -9,6 +9,7 @@ period after which a sender goes offline is tested without waiting.
 
 import re
 from collections import OrderedDict
+from functools import lru_cache
 
 from twisted.application.service import Service
 from twisted.internet.defer import fail, succeed
@@ -36,6 +37,7 @@ MAX_DATAGRAM = 65535
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
+@lru_cache(maxsize=4096)
 def clientName(hostname: str | None, appName: str | None, peer: str) -> str:
     """
     C{HOST.APP} (or C{HOST} alone), HOST being the message's HOSTNAME or else the

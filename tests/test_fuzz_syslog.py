@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from logsvc.journal import flatEntry
 from logsvc.registry import ClientRegistry
+from logsvc.store import canonical
 from logsvc.syslogformat import FACILITIES, SEVERITIES, Framing, parse
 from logsvc.sysloglistener import SyslogClients
 
@@ -162,3 +164,13 @@ class ClientsTests(TestCase):
             self.assertRegex(record.name, NAME)
         self.assertEqual(clients.counters["messages"], len(received))
         self.assertEqual(registry.totalLines, len(received))
+
+
+class EntryTests(TestCase):
+    @SETTINGS
+    @given(st.dictionaries(st.text(max_size=10), st.one_of(
+        st.text(), st.floats(allow_nan=False, allow_infinity=False), st.just(True),
+        st.booleans(), st.integers(), st.none()), max_size=8))
+    def test_flatEntryIsCanonical(self, entry):
+        """A syslog message's journal entry is built directly, byte for byte canonical."""
+        self.assertEqual(flatEntry(entry), canonical(entry))

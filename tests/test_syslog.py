@@ -173,6 +173,24 @@ class SyslogClientsTests(TestCase):
         self.assertEqual(self.registry.lookup("web-3.nginx").log(), [[NOW, "oops"]])
         self.assertTrue(self.registry.lookup("web-3.nginx").online)
 
+    def test_runsOfOneClientAreOneBatch(self):
+        calls = []
+
+        class Batches:
+            def logged(self, name, time, messages, truncated, fields=None):
+                calls.append((name, messages, truncated))
+
+            def event(self, kind, name, time, fields):
+                pass
+
+        self.registry.addObserver(Batches())
+        self.clients.receiveMany([(b"<13>a: 1", False), (b"<13>a: 2", False),
+                                  (b"<13>b: 3", False), (b"<13>b: cut", True),
+                                  (b"<13>b: 4", False)], "h")
+        self.assertEqual(calls, [("h.a", ["1", "2"], False), ("h.b", ["3"], False),
+                                 ("h.b", ["cut"], True), ("h.b", ["4"], False)])
+        self.assertEqual(self.registry.lookup("h.b").truncated, 1)
+
     def test_quietClientsGoOffline(self):
         self.clients.receive(b"<13>a: one", "h1")
         self.clock.advance(30)
