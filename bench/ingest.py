@@ -138,7 +138,8 @@ def _sendSyslog(port: int, messages: int, senders: list, ready, go) -> list:
 RSYSLOG_CONFIG = """
 global(workDirectory="{work}")
 module(load="imtcp")
-template(name="line" type="string" string="%HOSTNAME% %APP-NAME% %syslogseverity-text% %msg%\\n")
+template(name="line" type="string"
+         string="%HOSTNAME% %APP-NAME% %syslogseverity-text% %msg%\\n")
 input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="bench")
 ruleset(name="bench") {{
     action(type="omfile" file="{output}" template="line")

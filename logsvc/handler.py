@@ -136,13 +136,14 @@ class LogsvcHandler(logging.Handler):
         self.sendMessage(message)
 
     def sendMessage(self, message: str) -> None:
-        """Queue one message as it is, without a record (the twisted.logger observer's way in)."""
+        """Queue one message as it is, without a record (how the observer sends events)."""
         self._put(b"LOG " + encode(message).encode("utf-8", "backslashreplace") + b"\n")
 
     def setState(self, key: str, value) -> None:
         """
-        Send C{SET key value}; the latest value of every key is sent again after each
-        reconnection, since the server starts a connection's state empty.
+        Send C{SET key value} (runs of whitespace in the value become one space); the
+        latest value of every key is sent again after each reconnection, since the
+        server starts a connection's state empty.  A bad key is a ValueError.
         """
         if not isinstance(key, str) or not _KEY.match(key) or not key.isascii():
             raise ValueError(f"invalid state key {key!r}: letters, digits and _")
@@ -165,18 +166,15 @@ class LogsvcHandler(logging.Handler):
             self._wake.notify()
 
     def flush(self) -> None:
-        """Wait, at most C{timeout} seconds, until what is queued now has been sent."""
-        self._waitSent(time.monotonic() + self.timeout)
-
-    def _waitSent(self, deadline: float) -> bool:
+        """Wait, at most C{timeout} seconds, until what is queued now was sent (or dropped)."""
+        deadline = time.monotonic() + self.timeout
         with self._wake:
             target = self._added
             while self._sent + self.dropped < target and self._thread.is_alive():
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
+                    return
                 self._wake.wait(min(left, 0.05))
-        return True
 
     def close(self) -> None:
         """Send what is queued (within C{timeout} seconds), then disconnect cleanly."""

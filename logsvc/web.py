@@ -118,14 +118,12 @@ class StatusResource(AsyncResource):
 
     async def respond(self, request) -> dict:
         service = self.service
-        status = {"version": __version__,
-                  "uptime": service.clock.seconds() - service.startTime,
-                  "clients": service.registry.counts(),
-                  "lines": service.registry.totalLines,
-                  "head": await service.store.head()}
-        if service.syslog is not None:
-            status["syslog"] = service.syslog.status()
-        return status
+        syslog = {} if service.syslog is None else {"syslog": service.syslog.status()}
+        return {**syslog, "version": __version__,
+                "uptime": service.clock.seconds() - service.startTime,
+                "clients": service.registry.counts(),
+                "lines": service.registry.totalLines,
+                "head": await service.store.head()}
 
 
 class ClientsResource(AsyncResource):

@@ -164,7 +164,8 @@ class SyslogClientsTests(TestCase):
         self.clients.startService()
 
     def test_firstMessageConnectsAndCarriesItsFields(self):
-        self.clients.receive(b"<11>1 2026-06-15T11:00:00Z web-3 nginx 99 req1 - oops", "10.1.1.1")
+        self.clients.receive(b"<11>1 2026-06-15T11:00:00Z web-3 nginx 99 req1 - oops",
+                             "10.1.1.1")
         self.assertEqual(self.recorder.events, [
             ("ready", "web-3.nginx", {}),
             ("log", "web-3.nginx", {"message": "oops", "facility": "user", "severity": "err",
@@ -290,8 +291,8 @@ class EndpointTests(TestCase):
         self.failureResultOf(endpoint.listen(None), OSError)
 
     def test_option(self):
-        for value, expected in (("none", None), ("5514", "tcp:5514"),
-                                ("udp:5514:interface=127.0.0.1", "udp:5514:interface=127.0.0.1")):
+        udp = "udp:5514:interface=127.0.0.1"
+        for value, expected in (("none", None), ("5514", "tcp:5514"), (udp, udp)):
             options = Options()
             options.parseOptions(["--syslog", value])
             self.assertEqual(options["syslog"], expected)
@@ -312,6 +313,6 @@ class EndpointTests(TestCase):
         listener = service.getServiceNamed("syslog")
         self.assertIsInstance(listener, StreamServerEndpointService)
         self.assertIsInstance(listener.endpoint, DatagramEndpoint)
-        self.assertIs(service.syslog, service.getServiceNamed("syslog").endpoint._protocol._clients)
+        self.assertIs(service.syslog, listener.endpoint._protocol._clients)
         journal = [o for o in service.registry._observers if hasattr(o, "backlog")][0]
         self.assertIsInstance(journal._producer, ProducerGroup)
