@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -20,6 +21,7 @@ from tests.test_handler import clientInfo, waitFor
 LOGGER = shutil.which("logger") or "/usr/bin/logger"
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 HOST = socket.gethostname()
+QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
 
 def syslogServer(tmp_path, transport: str) -> tuple:
@@ -84,6 +86,10 @@ def test_loggerBothFormats(tmp_path, transport):
         counters = status(server)["syslog"]
         assert counters["malformed"] == 0
         assert counters["messages"] == (3 if transport == "tcp" else 2)
+        query = subprocess.run(
+            [QUERY, "--connect", str(server.ports["pb"]), "--json", "log", f"{HOST}.web"],
+            capture_output=True, text=True, timeout=60, check=True)
+        assert [m for _, m in json.loads(query.stdout)] == [f"5424 over {transport}"]
     finally:
         assert server.stop() == 0
 
