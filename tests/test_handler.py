@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from logsvc.handler import LogsvcHandler, decode, encode, observer
 from tests.server import Server, freePort
 
+LISTENERS = ("port", "http")
+
 ROUND_TRIP = settings(max_examples=500, deadline=None)
 
 
@@ -110,44 +112,42 @@ def test_emitNeverRaisesAndOverflowIsCounted():
     assert time.monotonic() - started < 5  # close is bounded by its timeout (0.5 s)
 
 
-def test_recordsArriveInOrderFormattedWithState(tmp_path):
-    server = Server(tmp_path).start()
+def test_recordsArriveInOrderFormattedWithState(twistd):
+    server = twistd(listeners=LISTENERS)
+    handler = handlerFor(server, "py-app")
+    log = loggerWith(handler, "app.orders")
+    handler.setState("phase", "warming up")
+    for n in range(50):
+        log.info("order %d", n)
     try:
-        handler = handlerFor(server, "py-app")
-        log = loggerWith(handler, "app.orders")
-        handler.setState("phase", "warming up")
-        for n in range(50):
-            log.info("order %d", n)
-        try:
-            {}["missing"]
-        except KeyError:
-            log.exception("lookup failed")
-        handler.setState("phase", "done")
-        handler.close()
-        got = waitFor(lambda: len(messages(server, "py-app")) == 51
-                      and messages(server, "py-app"))
-        assert got[:50] == [f"INFO app.orders: order {n}" for n in range(50)]
-        traceback = got[50]
-        assert traceback.startswith("ERROR app.orders: lookup failed\nTraceback (most recent")
-        assert traceback.endswith("KeyError: 'missing'")
-        assert traceback.count("\n") >= 3
-        assert clientInfo(server, "py-app")["state"] == {"phase": "done"}
-        # setState shows while connected, too
-        again = handlerFor(server, "py-app")
-        again.setState("mode", "live")
-        waitFor(lambda: clientInfo(server, "py-app")["state"] == {"mode": "live"})
-        again.close()
-    finally:
-        assert server.stop() == 0
+        {}["missing"]
+    except KeyError:
+        log.exception("lookup failed")
+    handler.setState("phase", "done")
+    handler.close()
+    got = waitFor(lambda: len(messages(server, "py-app")) == 51 and messages(server, "py-app"))
+    assert got[:50] == [f"INFO app.orders: order {n}" for n in range(50)]
+    traceback = got[50]
+    assert traceback.startswith("ERROR app.orders: lookup failed\nTraceback (most recent")
+    assert traceback.endswith("KeyError: 'missing'")
+    assert traceback.count("\n") >= 3
+    assert clientInfo(server, "py-app")["state"] == {"phase": "done"}
+    # setState shows while connected, too
+    again = handlerFor(server, "py-app")
+    again.setState("mode", "live")
+    waitFor(lambda: clientInfo(server, "py-app")["state"] == {"mode": "live"})
+    again.close()
 
 
-def test_serverStoppedAndRestartedUnderTheHandler(tmp_path):
+def test_serverStoppedAndRestartedUnderTheHandler(twistd):
     """
     The bound: while the server is down, no emit() takes 1 s (a blocking one would take
     the 5 s connect timeout) and a loop pacing 1,000 records at 2 ms finishes within
     2 s of its schedule; queued records arrive after the restart, drops are reported.
+    The line service keeps its port across the restart, as a deployed one does.
     """
-    server = Server(tmp_path, "--buffer-size", "5000").start()
+    line = f"tcp:{freePort()}:interface=127.0.0.1"
+    server = twistd("--buffer-size", "5000", listeners=LISTENERS, endpoints={"port": line})
     handler = handlerFor(server, "restarted", queueSize=300)
     log = loggerWith(handler, "svc")
     try:
@@ -166,95 +166,78 @@ def test_serverStoppedAndRestartedUnderTheHandler(tmp_path):
         assert time.monotonic() - started < 2.0 + 2.0
         assert handler.dropped == 700
 
-        again = Server(tmp_path, "--buffer-size", "5000")
-        again.ports = dict(server.ports)
-        again.start()
+        server.start()
+        expected = (["[logsvc.handler] 700 earlier records dropped: the queue was full "
+                     "while the server could not be reached"]
+                    + [f"WARNING svc: during {n}" for n in range(700, 1000)])
+        waitFor(lambda: messages(server, "restarted") == expected)
+        log.warning("after")
+        waitFor(lambda: messages(server, "restarted") == expected + ["WARNING svc: after"])
+    finally:
+        handler.close()
+
+
+def test_nameInUseIsRetriedUntilFree(twistd):
+    server = twistd(listeners=LISTENERS)
+    holder = socket.create_connection(("127.0.0.1", server.ports["port"]))
+    holder.sendall(b"IAM shared\nLOG from the holder\n")
+    waitFor(lambda: messages(server, "shared") == ["from the holder"])
+    handler = handlerFor(server, "shared")
+    log = loggerWith(handler, "second")
+    log.info("queued while refused")
+    time.sleep(1.0)
+    assert messages(server, "shared") == ["from the holder"]
+    holder.close()
+    waitFor(lambda: messages(server, "shared")
+            == ["from the holder", "INFO second: queued while refused"])
+    handler.close()
+
+
+def test_processThatLogsThenExitsFlushes(twistd):
+    server = twistd("--buffer-size", "2000", listeners=LISTENERS)
+    script = textwrap.dedent(f"""
+        import logging
+        from logsvc.handler import LogsvcHandler
+        logging.basicConfig(level=logging.INFO, handlers=[
+            LogsvcHandler("short-lived", port={server.ports['port']})])
+        for n in range(1000):
+            logging.info("line %d", n)
+    """)
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert time.monotonic() - started < 30
+    assert messages(server, "short-lived") == [f"INFO:root:line {n}" for n in range(1000)]
+
+
+def test_twistedObserverWithAFailure(twistd):
+    server = twistd(listeners=LISTENERS)
+    script = textwrap.dedent(f"""
+        from twisted.logger import Logger, globalLogBeginner
+        from logsvc.handler import observer
+        watcher = observer("twisted-app", port={server.ports['port']})
+        globalLogBeginner.beginLoggingTo([watcher])
+        log = Logger(namespace="demo")
+        log.info("hello {{who}}", who="world")
         try:
-            expected = (["[logsvc.handler] 700 earlier records dropped: the queue was full "
-                         "while the server could not be reached"]
-                        + [f"WARNING svc: during {n}" for n in range(700, 1000)])
-            waitFor(lambda: messages(again, "restarted") == expected)
-            log.warning("after")
-            waitFor(lambda: messages(again, "restarted") == expected + ["WARNING svc: after"])
-        finally:
-            assert again.stop() == 0
-    finally:
-        handler.close()
+            1 / 0
+        except ZeroDivisionError:
+            log.failure("division went wrong")
+        watcher.handler.close()
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    got = messages(server, "twisted-app")
+    assert got[0] == "[demo#info] hello world"
+    assert got[1].startswith("[demo#critical] division went wrong\nTraceback")
+    assert "ZeroDivisionError: division by zero" in got[1]
+    assert len(got) == 2
 
 
-def test_nameInUseIsRetriedUntilFree(tmp_path):
-    server = Server(tmp_path).start()
-    try:
-        holder = socket.create_connection(("127.0.0.1", server.ports["port"]))
-        holder.sendall(b"IAM shared\nLOG from the holder\n")
-        waitFor(lambda: messages(server, "shared") == ["from the holder"])
-        handler = handlerFor(server, "shared")
-        log = loggerWith(handler, "second")
-        log.info("queued while refused")
-        time.sleep(1.0)
-        assert messages(server, "shared") == ["from the holder"]
-        holder.close()
-        waitFor(lambda: messages(server, "shared")
-                == ["from the holder", "INFO second: queued while refused"])
-        handler.close()
-    finally:
-        assert server.stop() == 0
-
-
-def test_processThatLogsThenExitsFlushes(tmp_path):
-    server = Server(tmp_path, "--buffer-size", "2000").start()
-    try:
-        script = textwrap.dedent(f"""
-            import logging
-            from logsvc.handler import LogsvcHandler
-            logging.basicConfig(level=logging.INFO, handlers=[
-                LogsvcHandler("short-lived", port={server.ports['port']})])
-            for n in range(1000):
-                logging.info("line %d", n)
-        """)
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-        assert time.monotonic() - started < 30
-        assert messages(server, "short-lived") == [f"INFO:root:line {n}" for n in range(1000)]
-    finally:
-        assert server.stop() == 0
-
-
-def test_twistedObserverWithAFailure(tmp_path):
-    server = Server(tmp_path).start()
-    try:
-        script = textwrap.dedent(f"""
-            from twisted.logger import Logger, globalLogBeginner
-            from logsvc.handler import observer
-            watcher = observer("twisted-app", port={server.ports['port']})
-            globalLogBeginner.beginLoggingTo([watcher])
-            log = Logger(namespace="demo")
-            log.info("hello {{who}}", who="world")
-            try:
-                1 / 0
-            except ZeroDivisionError:
-                log.failure("division went wrong")
-            watcher.handler.close()
-        """)
-        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-        got = messages(server, "twisted-app")
-        assert got[0] == "[demo#info] hello world"
-        assert got[1].startswith("[demo#critical] division went wrong\nTraceback")
-        assert "ZeroDivisionError: division by zero" in got[1]
-        assert len(got) == 2
-    finally:
-        assert server.stop() == 0
-
-
-def test_observerInProcess(tmp_path):
+def test_observerInProcess(twistd):
     """The observer also works with one Logger, without touching the global publisher."""
     from twisted.logger import Logger
-    server = Server(tmp_path).start()
-    try:
-        watcher = observer("in-process", port=server.ports["port"])
-        log = Logger(namespace="inner", observer=watcher)
-        log.warn("careful: {n}", n=3)
-        watcher.handler.close()
-        assert messages(server, "in-process") == ["[inner#warn] careful: 3"]
-    finally:
-        assert server.stop() == 0
+    server = twistd(listeners=LISTENERS)
+    watcher = observer("in-process", port=server.ports["port"])
+    log = Logger(namespace="inner", observer=watcher)
+    log.warn("careful: {n}", n=3)
+    watcher.handler.close()
+    assert messages(server, "in-process") == ["[inner#warn] careful: 3"]

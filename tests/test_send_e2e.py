@@ -6,9 +6,10 @@ import subprocess
 import sys
 import time
 
-from tests.server import Server, freePort
+from tests.server import freePort
 from tests.test_handler import clientInfo, waitFor
 
+LISTENERS = ("port", "http")
 SEND = os.path.join(os.path.dirname(sys.executable), "logsvc-send")
 
 
@@ -17,33 +18,27 @@ def send(name: str, port: int, stdin, *extra: str) -> subprocess.CompletedProces
                           stdin=stdin, capture_output=True, timeout=120)
 
 
-def test_aWholeFileArrivesInOrder(tmp_path):
+def test_aWholeFileArrivesInOrder(twistd, tmp_path):
     lines = [f"line {n} of the build log" for n in range(100_000)]
     path = tmp_path / "build.log"
     path.write_text("\n".join(lines) + "\n")
-    server = Server(tmp_path, "--buffer-size", "100000").start()
-    try:
-        with open(path, "rb") as stdin:
-            result = send("build-42", server.ports["port"], stdin, "--set", "job=make all")
-        assert (result.returncode, result.stderr) == (0, b"")
-        info = clientInfo(server, "build-42")
-        assert [m for _, m in info["log"]] == lines
-        assert info["state"] == {"job": "make all"}
-        assert info["counters"]["lines"] == 100_000
-    finally:
-        assert server.stop() == 0
+    server = twistd("--buffer-size", "100000", listeners=LISTENERS)
+    with open(path, "rb") as stdin:
+        result = send("build-42", server.ports["port"], stdin, "--set", "job=make all")
+    assert (result.returncode, result.stderr) == (0, b"")
+    info = clientInfo(server, "build-42")
+    assert [m for _, m in info["log"]] == lines
+    assert info["state"] == {"job": "make all"}
+    assert info["counters"]["lines"] == 100_000
 
 
-def test_aPipeWithoutFinalNewline(tmp_path):
-    server = Server(tmp_path).start()
-    try:
-        producer = subprocess.Popen(["printf", "one\\ntwo\\n\\nlast"], stdout=subprocess.PIPE)
-        result = send("piped", server.ports["port"], producer.stdout)
-        producer.wait()
-        assert result.returncode == 0, result.stderr
-        assert [m for _, m in clientInfo(server, "piped")["log"]] == ["one", "two", "", "last"]
-    finally:
-        assert server.stop() == 0
+def test_aPipeWithoutFinalNewline(twistd):
+    server = twistd(listeners=LISTENERS)
+    producer = subprocess.Popen(["printf", "one\\ntwo\\n\\nlast"], stdout=subprocess.PIPE)
+    result = send("piped", server.ports["port"], producer.stdout)
+    producer.wait()
+    assert result.returncode == 0, result.stderr
+    assert [m for _, m in clientInfo(server, "piped")["log"]] == ["one", "two", "", "last"]
 
 
 def test_serverDown():
@@ -53,22 +48,19 @@ def test_serverDown():
     assert result.stderr.startswith(b"logsvc-send: cannot connect to tcp:127.0.0.1:")
 
 
-def test_nameInUse(tmp_path):
-    server = Server(tmp_path).start()
-    try:
-        holder = socket.create_connection(("127.0.0.1", server.ports["port"]))
-        holder.sendall(b"IAM taken\n")
-        waitFor(lambda: (clientInfo(server, "taken") or {}).get("online"))
-        result = send("taken", server.ports["port"], subprocess.DEVNULL)
-        assert result.returncode == 1
-        assert result.stderr == b"logsvc-send: server refused: name in use: taken\n"
-        holder.close()
-    finally:
-        assert server.stop() == 0
+def test_nameInUse(twistd):
+    server = twistd(listeners=LISTENERS)
+    holder = socket.create_connection(("127.0.0.1", server.ports["port"]))
+    holder.sendall(b"IAM taken\n")
+    waitFor(lambda: (clientInfo(server, "taken") or {}).get("online"))
+    result = send("taken", server.ports["port"], subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr == b"logsvc-send: server refused: name in use: taken\n"
+    holder.close()
 
 
-def test_serverStopsMidStream(tmp_path):
-    server = Server(tmp_path).start()
+def test_serverStopsMidStream(twistd):
+    server = twistd(listeners=LISTENERS)
     writer = subprocess.Popen([SEND, "cut-off", "--connect", str(server.ports["port"])],
                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     writer.stdin.write(b"first\n")

@@ -17,7 +17,8 @@ from logsvc.sysloglistener import (
     DatagramEndpoint, ProducerGroup, SyslogClients, SyslogDatagramProtocol,
     SyslogStreamFactory, clientName, datagramAddress,
 )
-from logsvc.tap import Options, makeService
+from logsvc.tap import Options
+from tests.services import buildService
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc).timestamp()
 
@@ -307,9 +308,8 @@ class EndpointTests(TestCase):
         self.assertIn("--syslog: malformed endpoint 'udp:x'", lines[0])
 
     def test_serviceHasASyslogListener(self):
-        options = Options()
-        options.parseOptions(["--store", "memory:", "--syslog", "udp:0:interface=127.0.0.1"])
-        service = makeService(options, MemoryReactorClock())
+        service = buildService(self, "--store", "memory:", "--syslog",
+                               "udp:0:interface=127.0.0.1", reactor=MemoryReactorClock())
         listener = service.getServiceNamed("syslog")
         self.assertIsInstance(listener, StreamServerEndpointService)
         self.assertIsInstance(listener.endpoint, DatagramEndpoint)

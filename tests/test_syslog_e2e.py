@@ -5,6 +5,7 @@ The syslog listener of a real ``twistd -n logatron`` fed by real senders: util-l
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,11 +25,17 @@ HOST = socket.gethostname()
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
 
-def syslogServer(tmp_path, transport: str) -> tuple:
-    port = freePort()
-    server = Server(tmp_path, "--syslog", f"{transport}:{port}:interface=127.0.0.1").start()
+_SYSLOG_STARTING = re.compile(
+    r"\] (?:SyslogStreamFactory \(ConnectionLimit\)|SyslogDatagramProtocol) starting on (\d+)$",
+    re.MULTILINE)
+
+
+def syslogServer(twistd, transport: str) -> tuple:
+    """A server with C{--syslog TRANSPORT:0}, and the port its log says it bound."""
+    server = twistd("--syslog", f"{transport}:0:interface=127.0.0.1",
+                    listeners=("port", "pb", "http"))
     waitFor(lambda: _healthy(server))
-    return server, port
+    return server, int(_SYSLOG_STARTING.search(server.output()).group(1))
 
 
 def _healthy(server: Server) -> bool:
@@ -62,60 +69,54 @@ def logger(port: int, *args: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
-def test_loggerBothFormats(tmp_path, transport):
-    server, port = syslogServer(tmp_path, transport)
-    try:
-        sent = [("--rfc5424", "daemon.err", "web", "5424 over " + transport, []),
-                ("--rfc3164", "local3.warning", "cron-job", "3164 over " + transport, []),
-                ("--rfc5424", "auth.info", "counted", "octet counted", ["--octet-count"])]
-        for format, priority, tag, text, extra in sent:
-            if extra and transport == "udp":
-                continue
-            logger(port, f"--{transport}", format, "-t", tag, "-p", priority, *extra, text)
-        for format, priority, tag, text, extra in sent:
-            if extra and transport == "udp":
-                continue
-            name = f"{HOST}.{tag}"
-            entries = waitFor(lambda: logEntries(server, name))
-            facility, severity = priority.split(".")
-            assert [(e["message"], e["facility"], e["severity"]) for e in entries] == [
-                (text, facility, severity)]
-            assert abs(entries[0]["timestamp"] - time.time()) < 120
-            assert clientInfo(server, name)["online"] is True
-            assert [m for _, m in clientInfo(server, name)["log"]] == [text]
-        counters = status(server)["syslog"]
-        assert counters["malformed"] == 0
-        assert counters["messages"] == (3 if transport == "tcp" else 2)
-        query = subprocess.run(
-            [QUERY, "--connect", str(server.ports["pb"]), "--json", "log", f"{HOST}.web"],
-            capture_output=True, text=True, timeout=60, check=True)
-        assert [m for _, m in json.loads(query.stdout)] == [f"5424 over {transport}"]
-    finally:
-        assert server.stop() == 0
+def test_loggerBothFormats(twistd, transport):
+    server, port = syslogServer(twistd, transport)
+    sent = [("--rfc5424", "daemon.err", "web", "5424 over " + transport, []),
+            ("--rfc3164", "local3.warning", "cron-job", "3164 over " + transport, []),
+            ("--rfc5424", "auth.info", "counted", "octet counted", ["--octet-count"])]
+    for format, priority, tag, text, extra in sent:
+        if extra and transport == "udp":
+            continue
+        logger(port, f"--{transport}", format, "-t", tag, "-p", priority, *extra, text)
+    for format, priority, tag, text, extra in sent:
+        if extra and transport == "udp":
+            continue
+        name = f"{HOST}.{tag}"
+        entries = waitFor(lambda: logEntries(server, name))
+        facility, severity = priority.split(".")
+        assert [(e["message"], e["facility"], e["severity"]) for e in entries] == [
+            (text, facility, severity)]
+        assert abs(entries[0]["timestamp"] - time.time()) < 120
+        assert clientInfo(server, name)["online"] is True
+        assert [m for _, m in clientInfo(server, name)["log"]] == [text]
+    counters = status(server)["syslog"]
+    assert counters["malformed"] == 0
+    assert counters["messages"] == (3 if transport == "tcp" else 2)
+    query = subprocess.run(
+        [QUERY, "--connect", str(server.ports["pb"]), "--json", "log", f"{HOST}.web"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert [m for _, m in json.loads(query.stdout)] == [f"5424 over {transport}"]
 
 
-def test_malformedAndOversizeOverTCP(tmp_path):
-    server, port = syslogServer(tmp_path, "tcp")
-    try:
-        with socket.create_connection(("127.0.0.1", port)) as sender:
-            sender.sendall(b"no priority here\n" + b"<13>big: " + b"x" * 70000 + b"\n"
-                           + b"<14>1 - h after - - - still served\n")
-        entries = waitFor(lambda: logEntries(server, "h.after"))
-        assert entries[0]["message"] == "still served"
-        assert logEntries(server, "127.0.0.1")[0] == {
-            "client": "127.0.0.1", "event": "log", "malformed": True,
-            "message": "no priority here", "time": logEntries(server, "127.0.0.1")[0]["time"]}
-        big = logEntries(server, "127.0.0.1.big")[0]
-        assert big["truncated"] is True and len(big["message"]) == 65536 - len("<13>big: ")
-        counters = status(server)["syslog"]
-        assert (counters["malformed"], counters["truncated"], counters["messages"]) == (1, 1, 3)
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['http']}/metrics",
-                                    timeout=5) as response:
-            metrics = response.read().decode()
-        assert "logsvc_syslog_malformed_total 1.0" in metrics
-        assert "logsvc_syslog_messages_total 3.0" in metrics
-    finally:
-        assert server.stop() == 0
+def test_malformedAndOversizeOverTCP(twistd):
+    server, port = syslogServer(twistd, "tcp")
+    with socket.create_connection(("127.0.0.1", port)) as sender:
+        sender.sendall(b"no priority here\n" + b"<13>big: " + b"x" * 70000 + b"\n"
+                       + b"<14>1 - h after - - - still served\n")
+    entries = waitFor(lambda: logEntries(server, "h.after"))
+    assert entries[0]["message"] == "still served"
+    assert logEntries(server, "127.0.0.1")[0] == {
+        "client": "127.0.0.1", "event": "log", "malformed": True,
+        "message": "no priority here", "time": logEntries(server, "127.0.0.1")[0]["time"]}
+    big = logEntries(server, "127.0.0.1.big")[0]
+    assert big["truncated"] is True and len(big["message"]) == 65536 - len("<13>big: ")
+    counters = status(server)["syslog"]
+    assert (counters["malformed"], counters["truncated"], counters["messages"]) == (1, 1, 3)
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['http']}/metrics",
+                                timeout=5) as response:
+        metrics = response.read().decode()
+    assert "logsvc_syslog_malformed_total 1.0" in metrics
+    assert "logsvc_syslog_messages_total 3.0" in metrics
 
 
 RSYSLOG_CONFIG = """
@@ -130,8 +131,8 @@ action(type="omfwd" target="127.0.0.1" port="{forward}" protocol="tcp" {options}
     "",  # rsyslog's defaults: BSD format, newline framing
     'TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format"',
 ])
-def test_rsyslogForwardsWithOmfwd(tmp_path, options):
-    server, port = syslogServer(tmp_path, "tcp")
+def test_rsyslogForwardsWithOmfwd(twistd, tmp_path, options):
+    server, port = syslogServer(twistd, "tcp")
     work = tmp_path / "rsyslog"
     work.mkdir()
     listen = freePort()
@@ -157,7 +158,6 @@ def test_rsyslogForwardsWithOmfwd(tmp_path, options):
     finally:
         rsyslog.send_signal(signal.SIGTERM)
         rsyslog.wait(30)
-        assert server.stop() == 0
 
 
 def _accepts(port: int) -> bool:
