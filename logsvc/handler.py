@@ -88,6 +88,13 @@ def checkName(name: str) -> str:
     return name
 
 
+def checkKey(key: str) -> str:
+    """The line service's rule for state keys; ValueError naming it otherwise."""
+    if not isinstance(key, str) or not _KEY.match(key) or not key.isascii():
+        raise ValueError(f"invalid state key {key!r}: letters, digits and _")
+    return key
+
+
 class _Refused(Exception):
     """The server answered ERR (or closed) instead of taking the connection."""
 
@@ -145,8 +152,7 @@ class LogsvcHandler(logging.Handler):
         latest value of every key is sent again after each reconnection, since the
         server starts a connection's state empty.  A bad key is a ValueError.
         """
-        if not isinstance(key, str) or not _KEY.match(key) or not key.isascii():
-            raise ValueError(f"invalid state key {key!r}: letters, digits and _")
+        checkKey(key)
         value = " ".join(str(value).split())
         with self._wake:
             self._state[key] = value

@@ -4,12 +4,11 @@ C{logger(1)} sends them to syslog (C{make 2>&1 | logsvc-send build-42}).
 
 Exit 0 once every line was sent and the server closed the connection after reading
 them all; otherwise one line on stderr and exit 1 (server down, name refused,
-connection lost).  Standard input is read in a thread, a chunk at a time, and not
+connection lost); bad arguments exit 2.  Standard input is read in a thread, a chunk at a time, and not
 faster than the connection takes it, so any input costs bounded memory.
 """
 
 import argparse
-import re
 import sys
 
 from twisted.internet.defer import Deferred
@@ -22,11 +21,9 @@ from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from . import __version__
-from .handler import checkName
+from .handler import checkKey, checkName
 
 CHUNK = 1 << 16
-
-_KEY = re.compile(r"[A-Za-z0-9_]+\Z")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,9 +41,12 @@ def _name(value: str) -> str:
 
 def _assignment(value: str) -> tuple:
     key, equals, rest = value.partition("=")
-    if not equals or not _KEY.match(key) or not key.isascii():
-        raise argparse.ArgumentTypeError(
-            f"--set wants KEY=VALUE with KEY of letters, digits and _, not {value!r}")
+    try:
+        if not equals:
+            raise ValueError(f"not KEY=VALUE: {value!r}")
+        checkKey(key)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
     return key, " ".join(rest.split())
 
 
@@ -60,6 +60,7 @@ def parseArguments(argv: list | None = None) -> dict:
         "NAME, after any --set KEY=VALUE state."))
     parser.add_argument("name", metavar="NAME", type=_name, help="client name")
     parser.add_argument("--connect", "-c", default="tcp:127.0.0.1:2212", type=_endpoint,
+                        metavar="ENDPOINT",
                         help="line service endpoint (a Twisted client endpoint string; "
                              "a bare number means tcp:127.0.0.1:N); default %(default)s")
     parser.add_argument("--set", action="append", default=[], type=_assignment,
@@ -75,8 +76,8 @@ class SendFailed(Exception):
 @implementer(IPushProducer)
 class SendProtocol(Protocol):
     """
-    Sends IAM and state at once, then whatever L{pump} reads; the transport pauses
-    it when its buffer is full.  C{done} fires when the connection is closed, C{reason}
+    Sends IAM and state at once, then what L{run} reads from standard input; the
+    transport pauses it when its buffer is full.  C{done} fires when the connection is closed, C{reason}
     saying how.
     """
 

@@ -84,4 +84,5 @@ def test_badArguments():
     result = subprocess.run([SEND, "ok", "--set", "no-equals"], capture_output=True,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 2
-    assert b"--set wants KEY=VALUE" in result.stderr
+    assert result.stderr == (b"logsvc-send: argument --set: not KEY=VALUE: 'no-equals' "
+                             b"(see logsvc-send --help)\n")
