@@ -264,6 +264,25 @@ class ProtocolTests(TestCase):
         self.assertEqual(record.truncated, 1)
 
 
+    def test_pausedDatagramsStopReading(self):
+        class Port:
+            reading = True
+
+            def stopReading(self):
+                self.reading = False
+
+            def startReading(self):
+                self.reading = True
+
+        protocol = SyslogDatagramProtocol(self.clients, 100)
+        protocol.transport = Port()
+        group = ProducerGroup([protocol, SyslogStreamFactory(self.clients, 100)])
+        group.pauseProducing()
+        self.assertFalse(protocol.transport.reading)
+        group.resumeProducing()
+        self.assertTrue(protocol.transport.reading)
+
+
 class EndpointTests(TestCase):
     def test_datagramAddress(self):
         self.assertEqual(datagramAddress("udp:514"), (514, ""))
