@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.server import Server, freePort
+from tests.server import Server, freePort, startupError
 from tests.test_handler import clientInfo, waitFor
 
 LOGGER = shutil.which("logger") or "/usr/bin/logger"
@@ -171,3 +171,17 @@ def _accepts(port: int) -> bool:
 def test_rsyslogIsInstalled():
     """tools/test.sh installs rsyslog and util-linux's logger; say so if they are missing."""
     assert os.access(RSYSLOGD, os.X_OK) and os.access(LOGGER, os.X_OK)
+
+
+def test_syslogPortInUseOrMalformed(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        line = startupError("--store", "memory:", "--port", "tcp:0:interface=127.0.0.1",
+                            "--journal", "none", "--pb", "none", "--http", "none",
+                            "--syslog", f"udp:{port}:interface=127.0.0.1", cwd=tmp_path)
+    assert line.startswith(f"logatron: cannot listen on --syslog udp:{port}:interface=")
+    assert "Address already in use" in line
+    line = startupError("--store", "memory:", "--syslog", "udp:514:backlog=5", cwd=tmp_path)
+    assert line == ("logatron: --syslog: malformed endpoint 'udp:514:backlog=5': unknown "
+                    "udp option 'backlog=5': only interface=ADDR")
