@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, journal, lines, load, watch  # noqa: E402  (needs the repository on the path)
+from bench import floor, ingest, journal, lines, load, watch  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -38,6 +38,14 @@ def floorScenario(args) -> None:
     for mode in args.mode or floor.MODES:
         attempt("floor", f"floor-{mode}", floor.run, mode, args.writers, args.in_flight,
                 args.duration, args.size, args.timeout)
+
+
+def handlerScenario(args) -> None:
+    ingest.runHandler(args.records, tuple(args.server_arg), args.timeout)
+
+
+def syslogScenario(args) -> None:
+    ingest.runSyslog(args.senders, args.messages, tuple(args.server_arg), args.timeout)
 
 
 def setup(args, target: str) -> journal.Setup:
@@ -193,6 +201,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--count", type=int, default=50, help="lines, one at a time")
     sub.add_argument("--pause", type=float, default=0.05, help="seconds between lines")
 
+    sub = scenario("handler", handlerScenario, "records/s one Python thread logs through "
+                   "logsvc.handler.LogsvcHandler, and through stdlib SocketHandler to a "
+                   "discarding listener, side by side", targets=False)
+    sub.add_argument("--records", type=int, default=100_000)
+
+    sub = scenario("syslog", syslogScenario, "syslog messages/s over TCP (octet-counted RFC "
+                   "5424) into --syslog journaled to SQLite (--sync os), and into rsyslogd "
+                   "writing a file, side by side", targets=False)
+    sub.add_argument("--senders", type=int, default=4)
+    sub.add_argument("--messages", type=int, default=100_000, help="messages per sender")
+
     sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
     sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
@@ -206,7 +225,7 @@ def main(argv=None) -> int:
         args.target = ["logsvc"]
     if args.scenario == "floor":
         args.run(args)
-    elif args.scenario in ("lines", "clients", "followers", "watch"):
+    elif args.scenario in ("lines", "clients", "followers", "watch", "handler", "syslog"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:

@@ -11,11 +11,14 @@ from zope.interface import Attribute, Interface
 class IEventObserver(Interface):
     """Receives line-service events as they happen, in order."""
 
-    def logged(name: str, time: float, messages: list, truncated: bool) -> None:
+    def logged(name: str, time: float, messages: list, truncated: bool,
+               fields: list | None = None) -> None:
         """
         LOG lines of one client received together (already trimmed str), as one call:
         equivalent to one C{log} event per message, with C{"truncated": True} in each
-        when C{truncated}.  Must not raise and must not block.
+        when C{truncated}, and C{fields[i]} in message i's when given (syslog messages'
+        severity, facility, ...; only then is the argument passed).  Must not raise
+        and must not block.
         """
 
     def event(kind: str, name: str, time: float, fields: dict) -> None:

@@ -632,6 +632,25 @@ def eventEntry(kind: str, name: str, time: float, fields: dict) -> bytes:
     return canonical({**fields, "client": name, "event": kind, "time": time})
 
 
+def flatEntry(entry: dict) -> bytes:
+    """
+    canonical() of a flat object of strings, finite floats and C{True} (a syslog
+    message's log event), built directly; anything else goes through canonical().
+    """
+    parts = []
+    for key in sorted(entry):
+        value = entry[key]
+        if value.__class__ is str:
+            parts.append(f"{encode_basestring(key)}:{encode_basestring(value)}")
+        elif value.__class__ is float and value - value == 0.0:
+            parts.append(f"{encode_basestring(key)}:{value!r}")
+        elif value is True:
+            parts.append(f"{encode_basestring(key)}:true")
+        else:
+            return canonical(entry)
+    return ("{" + ",".join(parts) + "}").encode()
+
+
 def logEntries(name: str, time: float, messages: list, truncated: bool) -> list:
     """The canonical JSON of each line's C{log} event, the part they share built once."""
     if not messages:
@@ -669,7 +688,13 @@ class JournalLines:
     def event(self, kind: str, name: str, time: float, fields: dict) -> None:
         self._append(lambda: [eventEntry(kind, name, time, fields)], name)
 
-    def logged(self, name: str, time: float, messages: list, truncated: bool) -> None:
+    def logged(self, name: str, time: float, messages: list, truncated: bool,
+               fields: list | None = None) -> None:
+        if fields is not None:
+            self._append(lambda: [flatEntry({**f, "message": m, "client": name,
+                                             "event": "log", "time": time})
+                                  for m, f in zip(messages, fields)], name)
+            return
         self._append(lambda: logEntries(name, time, messages, truncated), name)
 
     def _append(self, entries, name: str) -> None:

@@ -101,6 +101,16 @@ class _ServiceCollector:
                 ("logsvc_ignored_lines", "ignored", "Lines that were neither LOG nor SET.")):
             yield CounterMetricFamily(name, text, value=totals[key])
 
+        if service.syslog is not None:
+            syslog = service.syslog.counters
+            for key, text in (
+                    ("messages", "Syslog messages received and logged."),
+                    ("malformed", "Syslog messages without a valid PRI, kept as raw text."),
+                    ("truncated", "Syslog messages cut at --max-line."),
+                    ("refused", "Syslog messages dropped: a line client held the name."),
+                    ("bytes", "Bytes of syslog messages received.")):
+                yield CounterMetricFamily(f"logsvc_syslog_{key}", text, value=syslog[key])
+
         yield GaugeMetricFamily("logsvc_journal_head", "Index of the journal's last entry.",
                                 value=metrics.head)
         yield GaugeMetricFamily(

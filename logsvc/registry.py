@@ -102,10 +102,13 @@ class ClientRegistry:
         self._emit("close", record.name, record.disconnectedAt, _NO_FIELDS)
 
     def log(self, record: ClientRecord, time: float, messages: list,
-            received: int | None = None, truncated: bool = False) -> None:
+            received: int | None = None, truncated: bool = False,
+            fields: list | None = None) -> None:
         """
         C{received} counts lines that arrived together when the caller passes only
-        the ones that can still be in the ring (nobody observes the rest).
+        the ones that can still be in the ring (nobody observes the rest).  C{fields},
+        one dict per message (a syslog message's severity, facility, ...), go into
+        each line's C{log} event.
         """
         count = len(messages) if received is None else received
         record.lines += count
@@ -113,6 +116,10 @@ class ClientRegistry:
         record.ring.extend([(time, m) for m in messages[-self.bufferSize:]])
         if truncated:
             record.truncated += 1
+        if fields is not None:
+            for observer in self._observers:
+                observer.logged(record.name, time, messages, truncated, fields)
+            return
         for observer in self._observers:
             observer.logged(record.name, time, messages, truncated)
 

@@ -20,6 +20,9 @@ class LogService(MultiService):
     already received.
     """
 
+    syslog = None
+    """The L{SyslogClients} when C{--syslog} is on, for /status and /metrics."""
+
     def __init__(self, registry, store, clock, startTime: float | None = None,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS):
         super().__init__()

@@ -102,10 +102,12 @@ class Subscription:
 
     # IEventObserver
 
-    def logged(self, name: str, time: float, messages: list, truncated: bool) -> None:
+    def logged(self, name: str, time: float, messages: list, truncated: bool,
+               fields: list | None = None) -> None:
         extra = {"truncated": True} if truncated else {}
-        for message in messages:
-            self.event("log", name, time, {"message": message, **extra})
+        for n, message in enumerate(messages):
+            self.event("log", name, time,
+                       {"message": message, **(extra if fields is None else fields[n])})
 
     def event(self, kind: str, name: str, time: float, fields: dict) -> None:
         if self.ended or kind not in self._kinds:

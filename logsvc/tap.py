@@ -18,6 +18,7 @@ from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
 from .service import LogService, exitWithError
 from .store import storeFromString
+from .sysloglistener import ProducerGroup, SyslogClients, syslogListener
 from .web import httpResource
 
 
@@ -58,6 +59,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "Journal (NDJSON) endpoint, or none."],
         ["pb", None, "tcp:8787:interface=127.0.0.1", "Perspective Broker endpoint, or none."],
         ["http", None, "tcp:8080:interface=127.0.0.1", "HTTP and WebSocket endpoint, or none."],
+        ["syslog", None, "none",
+         "Syslog listener: udp:PORT[:interface=ADDR], a stream endpoint (tcp:514), "
+         "or none."],
         ["store", None, "sqlite:logsvc.db", "Journal storage: sqlite:PATH or memory:."],
         ["sync", None, "always",
          "When appends reach the disk: 'always' (fsync before every ack, grouped) or "
@@ -114,6 +118,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 except (ValueError, TypeError, KeyError) as e:
                     raise usage.UsageError(f"--{name}: malformed endpoint {self[name]!r}: {e}")
             self[name] = description
+        self["syslog"] = endpointDescription(self["syslog"])
+        if self["syslog"] is not None:
+            try:
+                syslogListener(_reactor(), self["syslog"], None, 1)
+            except (ValueError, TypeError, KeyError) as e:
+                raise usage.UsageError(f"--syslog: malformed endpoint {self['syslog']!r}: {e}")
         if self["sync"] not in ("always", "os"):
             raise usage.UsageError("--sync must be 'always' or 'os'")
         self["journal-lines"] = not self.pop("no-journal-lines")
@@ -157,8 +167,11 @@ def makeService(config, reactor=None) -> LogService:
         service.addListener("journal", config["journal"],
                             serverFromString(reactor, config["journal"]),
                             JournalFactory(store, config["max-entry"], reactor))
+    producer = lineFactory
+    if config["syslog"] is not None:
+        producer = _addSyslog(service, config, reactor, producer)
     if config["journal-lines"]:
-        registry.addObserver(JournalLines(store, producer=lineFactory))
+        registry.addObserver(JournalLines(store, producer=producer))
     portal = makePortal(service, config.get("credCheckers") or [])
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),
@@ -169,6 +182,16 @@ def makeService(config, reactor=None) -> LogService:
                             httpSite(httpResource(service, portal if authenticated else None),
                                      reactor))
     return service
+
+
+def _addSyslog(service: LogService, config, reactor, lineProducer):
+    """The syslog listener; returns what the journal pauses: line and syslog ingest."""
+    clients = service.syslog = SyslogClients(service.registry, reactor)
+    clients.setServiceParent(service)
+    endpoint, factory, producer = syslogListener(reactor, config["syslog"], clients,
+                                                 config["max-line"])
+    service.addListener("syslog", config["syslog"], endpoint, factory)
+    return ProducerGroup([lineProducer, producer])
 
 
 def _storeOptions(config) -> dict:

@@ -118,7 +118,8 @@ class StatusResource(AsyncResource):
 
     async def respond(self, request) -> dict:
         service = self.service
-        return {"version": __version__,
+        syslog = {} if service.syslog is None else {"syslog": service.syslog.status()}
+        return {**syslog, "version": __version__,
                 "uptime": service.clock.seconds() - service.startTime,
                 "clients": service.registry.counts(),
                 "lines": service.registry.totalLines,

@@ -20,10 +20,11 @@ class Recorder:
     def event(self, kind, name, time, fields):
         self.events.append((kind, name, time, dict(fields)))
 
-    def logged(self, name, time, messages, truncated):
+    def logged(self, name, time, messages, truncated, fields=None):
         extra = {"truncated": True} if truncated else {}
-        for message in messages:
-            self.event("log", name, time, {"message": message, **extra})
+        for n, message in enumerate(messages):
+            self.event("log", name, time,
+                       {"message": message, **(extra if fields is None else fields[n])})
 
 
 class LineServiceTests(TestCase):

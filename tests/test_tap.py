@@ -20,6 +20,7 @@ DEFAULTS = {
     "journal": "tcp:8089:interface=127.0.0.1",
     "pb": "tcp:8787:interface=127.0.0.1",
     "http": "tcp:8080:interface=127.0.0.1",
+    "syslog": None,
     "store": "sqlite:logsvc.db",
     "sync": "always",
     "buffer-size": 128,
@@ -50,10 +51,10 @@ class OptionsTests(TestCase):
                         "--http", "none", "--store", "memory:", "--sync", "os",
                         "--buffer-size", "16", "--max-line", "1000", "--max-entry", "2000",
                         "--max-offline", "5", "--max-connections", "7",
-                        "--no-journal-lines")
+                        "--no-journal-lines", "--syslog", "udp:5514")
         self.assertEqual(dict(options), {
             "port": "tcp:2300", "journal": None, "pb": "unix:/tmp/pb.sock", "http": None,
-            "store": "memory:", "sync": "os", "buffer-size": 16, "max-line": 1000,
+            "syslog": "udp:5514", "store": "memory:", "sync": "os", "buffer-size": 16, "max-line": 1000,
             "max-entry": 2000, "max-offline": 5, "max-connections": 7,
             "journal-lines": False})
 
