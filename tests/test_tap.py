@@ -9,6 +9,7 @@ from twisted.trial.unittest import TestCase
 
 from logsvc.lineservice import LineFactory
 from logsvc.pb import LONGEST_LINE
+from logsvc.retention import Retention
 from logsvc.tap import Options, endpointDescription, isLoopback, makeService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet import reactor
@@ -26,6 +27,7 @@ DEFAULTS = {
     "max-offline": 10000,
     "max-connections": 10000,
     "journal-lines": True,
+    "retention": Retention(),
 }
 
 
@@ -54,8 +56,10 @@ class OptionsTests(TestCase):
                         "--http", "none", "--store", "memory:", "--sync", "os",
                         "--buffer-size", "16", "--max-line", "1000", "--max-entry", "2000",
                         "--max-offline", "5", "--max-connections", "7",
-                        "--no-journal-lines")
+                        "--no-journal-lines", "--retain-entries", "1000000",
+                        "--retain-age", "7d", "--retain-bytes", "20G")
         self.assertEqual(dict(options), {
+            "retention": Retention(1_000_000, 7 * 86400, 20 << 30),
             "port": "tcp:2300", "journal": None, "pb": "unix:/tmp/pb.sock", "http": None,
             "store": "memory:", "sync": "os", "buffer-size": 16, "max-line": 1000,
             "max-entry": 2000, "max-offline": 5, "max-connections": 7,

@@ -1,0 +1,139 @@
+"""
+Journal readers and retention: a read below C{first}, in both dialects, is told
+C{{"trimmed": {"first": F, "head": H}}} before any later entry and goes on from
+C{first}; so is a reader that retention overtakes while it pages, or while it is
+stalled on a full socket.
+"""
+
+import time
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from logsvc.journal import JournalFactory
+from logsvc.retention import Retention
+from logsvc.store import MemoryStore, canonical
+from tests.stores import appendOne
+
+from .test_journal import Connection, FillingTransport, entries
+
+
+def notice(first: int, head: int) -> dict:
+    return {"trimmed": {"first": first, "head": head}}
+
+
+class TrimmedReadTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        self.factory = JournalFactory(self.store, 1000)
+
+    def fill(self, count: int, start: int = 1) -> None:
+        for n in range(start, start + count):
+            appendOne(self.store, canonical({"n": n}))
+        self.clock.advance(0)
+
+    def trim(self, keep: int) -> None:
+        self.store.trim(Retention(entries=keep), time.time())
+
+    def connect(self, transport=None) -> Connection:
+        return Connection(self.factory, transport)
+
+    def test_pushReadFromOne(self):
+        self.fill(10)
+        self.trim(4)
+        connection = self.connect()
+        connection.send({"from": 1})
+        self.assertEqual(connection.received(),
+                         [notice(7, 10)] + [{"index": n, "entry": {"n": n}}
+                                            for n in range(7, 11)] + [{"current": True}])
+        self.fill(1, start=11)
+        self.assertEqual(entries(connection.received()), [11])
+
+    def test_pullReadFromOne(self):
+        """The notice is not one of the K entries, and carries no top-level head."""
+        self.fill(10)
+        self.trim(4)
+        connection = self.connect()
+        connection.send({"from": 1, "read": 3})
+        self.assertEqual(connection.received(),
+                         [notice(7, 10)] + [{"index": n, "entry": {"n": n}}
+                                            for n in range(7, 10)] + [{"head": 10}])
+        connection.send({"from": 10, "read": 3})
+        self.assertEqual(connection.received(),
+                         [{"index": 10, "entry": {"n": 10}}, {"current": True}])
+
+    def test_readAtFirstHasNoNotice(self):
+        self.fill(10)
+        self.trim(4)
+        connection = self.connect()
+        connection.send({"from": 7, "read": 1})
+        self.assertEqual(connection.received(), [{"index": 7, "entry": {"n": 7}},
+                                                 {"head": 10}])
+
+    def assertToldOfTheGap(self, messages: list, first: int, head: int) -> None:
+        """Entries are consecutive except across exactly one notice, just before
+        C{first}."""
+        at = messages.index(notice(first, head))
+        before = entries(messages[:at])
+        after = entries(messages[at:])
+        self.assertEqual(before, list(range(1, len(before) + 1)))
+        self.assertEqual(after[0], first)
+        self.assertEqual(after, list(range(first, first + len(after))))
+
+    def test_readerOvertakenWhilePaging(self):
+        self.fill(3000)
+        transport = FillingTransport(limit=1000)
+        connection = self.connect(transport)
+        connection.send({"from": 1})
+        messages = connection.received()
+        self.assertEqual(entries(messages), list(range(1, 101)))
+        self.trim(1000)
+        while transport.producerState == "paused":
+            transport.drain()
+            messages += connection.received()
+        self.assertToldOfTheGap(messages, 2001, 3000)
+        self.assertEqual(entries(messages)[-1], 3000)
+        self.assertEqual(messages[-1], {"current": True})
+
+    def test_stalledLiveReaderWhosePositionWasTrimmed(self):
+        """A live reader whose socket stays full while writes go on and retention
+        passes it: on resuming it hears of the gap, then gets the rest."""
+        self.fill(5)
+        connection = self.connect()
+        connection.send({"from": 1})
+        self.assertEqual(entries(connection.received()), [1, 2, 3, 4, 5])
+        connection.protocol.pauseProducing()
+        self.fill(20, start=6)
+        self.trim(5)
+        self.assertEqual(connection.received(), [])
+        connection.protocol.resumeProducing()
+        self.assertEqual(connection.received(),
+                         [notice(21, 25)] + [{"index": n, "entry": {"n": n}}
+                                             for n in range(21, 26)])
+        self.fill(1, start=26)
+        self.assertEqual(entries(connection.received()), [26])
+
+    def test_pullReaderKeepsWhatItReadAhead(self):
+        """Entries a pull read fetched beyond K before the trim are still sent: the
+        reader misses nothing, so it needs no notice."""
+        self.fill(10)
+        connection = self.connect()
+        connection.send({"from": 1, "read": 2})
+        self.assertEqual(entries(connection.received()), [1, 2])
+        self.trim(3)
+        connection.send({"from": 3, "read": 2})
+        self.assertEqual(connection.received(),
+                         [{"index": 3, "entry": {"n": 3}}, {"index": 4, "entry": {"n": 4}},
+                          {"head": 10}])
+
+    def test_pullReaderWhosePositionWasTrimmed(self):
+        self.fill(10)
+        connection = self.connect()
+        connection.send({"from": 1, "read": 2})
+        self.assertEqual(entries(connection.received()), [1, 2])
+        self.trim(3)
+        connection.send({"from": 1, "read": 2})
+        self.assertEqual(connection.received(),
+                         [notice(8, 10), {"index": 8, "entry": {"n": 8}},
+                          {"index": 9, "entry": {"n": 9}}, {"head": 10}])
