@@ -680,7 +680,10 @@ class SQLiteStore:
         moved = 0
         if kept:
             records = [record for row in rows for record in row[3].split(b"\n")]
+            latest = {}     # an original both paths found keeps the higher last copy
             for index, digest, last in kept:
+                latest[digest] = max(latest.get(digest, (0, 0)), (last, index))
+            for digest, (last, index) in latest.items():
                 write.execute("INSERT OR REPLACE INTO blobs (hash, last, data)"
                               " VALUES (?, ?, ?)", (digest, last, records[index - low]))
                 write.execute("UPDATE hashes SET idx = 0 WHERE hash = ?", (digest,))
