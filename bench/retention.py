@@ -55,9 +55,11 @@ def run(retain: int, rounds: int, segment: float, writers: int, inFlight: int, s
                 figures = writeAll(server.journalPort, writers, inFlight, size, timeout,
                                    duration=segment, firstWriter=number * writers)
                 rate[name] = figures["writes_per_s"]
+                rate[name + "_p99"] = figures["ack_p99_ms"]
             row = sample(on, started)
             row["off_db_mb"] = sample(off, started)["db_mb"]
-            row.update(on_writes_per_s=rate["on"], off_writes_per_s=rate["off"])
+            row.update(on_writes_per_s=rate["on"], off_writes_per_s=rate["off"],
+                       on_ack_p99_ms=rate["on_p99"], off_ack_p99_ms=rate["off_p99"])
             table.append(row)
             rates.append((row["first"] > 1, rate))
             print("  ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr, flush=True)
@@ -71,6 +73,9 @@ def run(retain: int, rounds: int, segment: float, writers: int, inFlight: int, s
         figures = {"rounds_retained": len(applied),
                    "on_writes_per_s": round(on_rate), "off_writes_per_s": round(off_rate),
                    "on_over_off": round(on_rate / off_rate, 3),
+                   "ack_p99_ms_mean_on_off": [
+                       round(sum(r[k] for r in applied) / len(applied), 2)
+                       for k in ("on_p99", "off_p99")],
                    "db_mb_retained_min_max": [min(r["db_mb"] for r in steady),
                                               max(r["db_mb"] for r in steady)],
                    "wal_mb_max": max(r["wal_mb"] for r in table),

@@ -193,9 +193,9 @@ def parser() -> argparse.ArgumentParser:
                    "N and one without, written to in alternating segments; file size, "
                    "WAL and RSS over time, and writes/s side by side", targets=False)
     sub.add_argument("--retain-entries", type=int, default=1_000_000)
-    sub.add_argument("--rounds", type=int, default=12,
+    sub.add_argument("--rounds", type=int, default=24,
                      help="segments each server is written to (default %(default)s)")
-    sub.add_argument("--segment", type=float, default=10.0,
+    sub.add_argument("--segment", type=float, default=5.0,
                      help="seconds of each segment (default %(default)s)")
     sub.add_argument("--writers", type=int, default=8)
     sub.add_argument("--in-flight", type=int, default=100)
