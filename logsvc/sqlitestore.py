@@ -199,6 +199,7 @@ class SQLiteStore:
         self._copiesBefore = 0      # copies up to here were made before hashes.last
         self._vacuum = False        # incremental auto-vacuum is on
         self._unswept = False       # hashes of deleted entries wait in sweep
+        self._sweepTurn = False     # the sweeper goes next, if it has work
         self._write = self._read = None
         self._lockFile: int | None = None
         self._reads: SimpleQueue = SimpleQueue()
@@ -783,11 +784,16 @@ class SQLiteStore:
         return self._head - self._indexed if self._indexing else 0
 
     def _index(self) -> None:
-        """One step of the indexer, else of the sweeper, in the writer thread."""
+        """
+        One step of the indexer or of the sweeper, in the writer thread; they take
+        turns, since each entry costs each a random page and neither may starve.
+        """
         try:
-            if self._unswept and not self._lag():
+            if self._unswept and (self._sweepTurn or not self._lag()):
+                self._sweepTurn = False
                 self._sweepStep()
             else:
+                self._sweepTurn = True
                 self._indexStep()
         except sqlite3.Error as e:
             self._rollback()
