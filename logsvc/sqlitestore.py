@@ -57,8 +57,9 @@ SCHEMA_VERSION = 2
 C{referenced}, the first copies that have later copies; C{blobs}, entries whose first
 copy was deleted while later copies are kept; C{sweep}, the hashes of deleted entries
 still to be removed from C{hashes}; C{times}, the sparse record of commit times;
-C{retries}, the write ids of deleted chunks; and meta C{first}.  A version-1 file is upgraded at open without rewriting it: its copies'
-C{last} is taken as the index deduplicated at the upgrade (meta C{copies_before}).
+C{retries}, the write ids of deleted chunks; and meta C{first}.  A version-1 file is
+upgraded at open without rewriting it: its copies' C{last} is taken as the index
+deduplicated at the upgrade (meta C{copies_before}).
 """
 
 # One statement inserts a commit's rows, so the writer thread releases the GIL once
@@ -192,7 +193,7 @@ class SQLiteStore:
         self._announcedHead = 0     # last index handed to followers, on the reactor
         self._first = 1             # lowest index kept, as the writer thread knows it
         self._announcedFirst = 1    # the same, on the reactor
-        self._trims: list = []      # [retention, now, Deferred, first before, target]
+        self._trims: list = []      # _Trim jobs for the writer thread, oldest first
         self._lastTime = 0.0        # when a commit time was last recorded
         self._untimed = None        # (first index, time) of a commit to record
         self._bytes: int | None = None  # stored entry data, once a trim needed it
