@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from tests.server import Server
 from tests.test_journal_e2e import Client, head, readAll
 
 CYCLES = 50
@@ -63,8 +62,8 @@ class RetryingWriter:
 
 
 @pytest.mark.slow
-def test_fiftyKillNineCycles(tmp_path):
-    server = Server(tmp_path, listeners=("port", "journal"))
+def test_fiftyKillNineCycles(twistd):
+    server = twistd(listeners=("port", "journal"), start=False)
     writers = [RetryingWriter(number) for number in range(WRITERS)]
     started = time.monotonic()
     for cycle in range(CYCLES):
