@@ -143,9 +143,6 @@ DIGEST = 32
 TRIM_STEP = 5_000
 """Entries one retention step deletes in one transaction, between commits."""
 
-VACUUM_STEP = 2_000
-"""Free pages one step gives back to the filesystem (incremental auto-vacuum)."""
-
 CHECKPOINT_PAGES = 4000
 """Pages the WAL holds before a commit copies them into the database (a checkpoint)."""
 
@@ -198,7 +195,6 @@ class SQLiteStore:
         self._untimed = None        # (first index, time) of a commit to record
         self._bytes: int | None = None  # stored entry data, once a trim needed it
         self._copiesBefore = 0      # copies up to here were made before hashes.last
-        self._vacuum = False        # incremental auto-vacuum is on
         self._unswept = False       # hashes of deleted entries wait in sweep
         self._sweepTurn = False     # the sweeper goes next, if it has work
         self._write = self._read = None
@@ -236,9 +232,6 @@ class SQLiteStore:
         except BlockingIOError:
             raise StoreError(f"cannot open store sqlite:{self.path}: "
                              "in use by another process") from None
-        new = not self._write.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if new:     # before WAL mode, which writes the file's header
-            self._write.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = self._write.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"cannot open store sqlite:{self.path}: "
@@ -269,9 +262,10 @@ class SQLiteStore:
 
     def _createOrUpgrade(self) -> None:
         """
-        A new file has incremental auto-vacuum, which SQLite allows only before the
-        first table; an existing file keeps its mode (changing it takes a VACUUM,
-        which rewrites the whole file), and reuses freed pages without shrinking.
+        The tables of L{SCHEMA_VERSION}, and a version-1 file upgraded in place.
+        Pages retention frees go to SQLite's free list and take later writes, so the
+        file stops growing without shrinking: auto-vacuum, which would give them back,
+        keeps pointer-map pages up to date in every commit, which slowed commits.
         """
         write = self._write
         legacy = write.execute("SELECT count(*) FROM sqlite_master WHERE name = 'hashes'"
@@ -293,10 +287,6 @@ class SQLiteStore:
             self.log.info("{store}: schema upgraded from version 1 to {version}",
                           store=self, version=SCHEMA_VERSION)
         write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        self._vacuum = write.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
-        if not self._vacuum:
-            self.log.info("{store}: pages retention frees are reused, but the file does "
-                          "not shrink (made before incremental auto-vacuum)", store=self)
 
     def _meta(self, key: str, default: int) -> int:
         row = self._write.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -581,20 +571,10 @@ class SQLiteStore:
             if job.target is None:
                 job.before = self._first
                 job.target = self._trimTarget(job.retention, job.now)
-                job.freeBefore = self._freePages()
             if self._first < job.target:
                 self._trimStep(job.target)
                 return
-            if job.vacuum is None:
-                # Pages that stayed free since before this trim are given back; those
-                # it freed are kept for the writes until the next one.
-                job.vacuum = job.freeBefore if self._vacuum else 0
-                self._pruneRetries()
-            if job.vacuum > 0:
-                pages = min(job.vacuum, VACUUM_STEP)
-                self._write.execute(f"PRAGMA incremental_vacuum({pages})").fetchall()
-                job.vacuum -= pages
-                return
+            self._pruneRetries()
         except sqlite3.Error as e:
             self._rollback()
             outcome = job.done.errback, StoreError(
@@ -604,9 +584,6 @@ class SQLiteStore:
         with self._wakeup:
             self._trims.pop(0)
         self._reactor.callFromThread(*outcome)
-
-    def _freePages(self) -> int:
-        return self._write.execute("PRAGMA freelist_count").fetchone()[0]
 
     def _trimTarget(self, retention, now: float) -> int:
         """The first index of the chunk holding the lowest index any limit needs."""
@@ -1013,8 +990,6 @@ class _Trim:
         self.done = done
         self.before: int | None = None
         self.target: int | None = None
-        self.freeBefore = 0
-        self.vacuum: int | None = None
 
 
 def _chunkRows(first: int, entries: list, identified: list) -> str:
