@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, ingest, journal, lines, load, watch  # noqa: E402  (needs the repository on the path)
+from bench import floor, ingest, journal, lines, load, retention, watch  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -46,6 +46,11 @@ def handlerScenario(args) -> None:
 
 def syslogScenario(args) -> None:
     ingest.runSyslog(args.senders, args.messages, tuple(args.server_arg), args.timeout)
+
+
+def retentionScenario(args) -> None:
+    retention.run(args.retain_entries, args.rounds, args.segment, args.writers,
+                  args.in_flight, args.size, tuple(args.server_arg), args.timeout)
 
 
 def setup(args, target: str) -> journal.Setup:
@@ -212,6 +217,19 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--senders", type=int, default=4)
     sub.add_argument("--messages", type=int, default=100_000, help="messages per sender")
 
+    sub = scenario("retention", retentionScenario, "soak: a server with --retain-entries "
+                   "N and one without, written to in alternating segments; file size, "
+                   "WAL and RSS over time, and writes/s side by side", targets=False)
+    sub.add_argument("--retain-entries", type=int, default=1_000_000)
+    sub.add_argument("--rounds", type=int, default=24,
+                     help="segments each server is written to (default %(default)s)")
+    sub.add_argument("--segment", type=float, default=5.0,
+                     help="seconds of each segment (default %(default)s)")
+    sub.add_argument("--writers", type=int, default=8)
+    sub.add_argument("--in-flight", type=int, default=100)
+    sub.add_argument("--size", type=int, default=100,
+                     help="bytes of each entry's JSON, about (default %(default)s)")
+
     sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
     sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
@@ -225,7 +243,8 @@ def main(argv=None) -> int:
         args.target = ["logsvc"]
     if args.scenario == "floor":
         args.run(args)
-    elif args.scenario in ("lines", "clients", "followers", "watch", "handler", "syslog"):
+    elif args.scenario in ("lines", "clients", "followers", "watch", "handler", "syslog",
+                           "retention"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:

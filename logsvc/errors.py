@@ -33,3 +33,16 @@ class EntryError:
 
     def __eq__(self, other) -> bool:
         return isinstance(other, EntryError) and other.reason == self.reason
+
+
+class Trimmed(Exception):
+    """
+    A read started below the journal's C{first}: retention deleted the entries from
+    there up to C{first} - 1.  C{head} is the last index at the time.
+    """
+
+    def __init__(self, first: int, head: int):
+        super().__init__(f"entries before {first} were deleted by retention "
+                         f"(first {first}, head {head})")
+        self.first = first
+        self.head = head

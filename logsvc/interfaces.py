@@ -98,13 +98,41 @@ class IJournalStore(Interface):
         """
 
     def head():
-        """Deferred firing with the last committed index (0 when empty)."""
+        """
+        Deferred firing with the last committed index (0 when empty).  It never
+        shrinks, across restarts too, even when retention has deleted every entry.
+        """
+
+    def first():
+        """
+        Deferred firing with the lowest index still stored (C{head() + 1} when every
+        entry was deleted, 1 for a new journal).  It only grows, across restarts too;
+        indices below it are never given out again.
+        """
 
     def read(start: int, limit: int):
         """
         Deferred firing with up to C{limit} committed C{(index, data)} pairs from
         C{start} on, in order.  An entry that cannot be read back is returned as
-        C{(index, EntryError)} so one bad entry does not hide the rest.
+        C{(index, EntryError)} so one bad entry does not hide the rest.  When
+        C{start} is below L{first}, fails with L{Trimmed} (carrying C{first} and
+        C{head}) rather than returning later entries, so no reader skips entries
+        without being told; the check and the read see one consistent state.
+        """
+
+    def trim(retention, now: float):
+        """
+        Apply a L{Retention} (C{now} in epoch seconds): delete the oldest entries, in
+        whole batches of the store's choosing, while every limit would still be met
+        without them, i.e. keep at least C{retention.entries} entries, every entry
+        committed after C{now - retention.seconds}, and at least C{retention.bytes}
+        bytes of stored data.  Runs off the reactor thread and interleaved with
+        commits, so appends are not stalled behind it.  An entry stored once for
+        several indices stays readable at every index kept; write ids of deleted
+        entries stay in the retry window (a retry still gets its original index).
+        Commit times are kept as a sparse record of (commit time, first index of the
+        commit), at most about a second apart, so age needs no scan.  Deferred firing
+        with C{(first before, first after)}.
         """
 
     def follow(callback) -> object:

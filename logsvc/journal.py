@@ -5,10 +5,11 @@ NDJSON both ways.  Writes are acknowledged with their index once the store says 
 are durable.  Reads replay from the store in pages, send C{{"current":true}} once caught
 up with the head as of the read, then follow the log live; push reads (C{{"from": N}})
 never end, pull reads (C{{"from": N, "read": K}}) end after K entries with
-C{{"head": H}}.  Each connection is a streaming producer on its own transport: while the
-socket's send buffer is full it stops paging, drops live entries (they are read again
-from the store on resume) and stops reading requests, so a peer that does not read costs
-a bounded amount of memory.
+C{{"head": H}}.  A read that reaches entries retention has deleted is told so with
+C{{"trimmed": {"first": F, "head": H}}} and goes on from C{first}.  Each connection is
+a streaming producer on its own transport: while the socket's send buffer is full it
+stops paging, drops live entries (they are read again from the store on resume) and
+stops reading requests, so a peer that does not read costs a bounded amount of memory.
 """
 
 import json
@@ -20,7 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .errors import EntryError, StoreError
+from .errors import EntryError, StoreError, Trimmed
 from .interfaces import IEventObserver
 from .store import canonical
 
@@ -87,6 +88,15 @@ def entryLines(rows: list) -> list:
     return [b'{"index":%d,"entry":%s}\n' % (index, data) if data.__class__ is bytes
             else b'{"index":%d,"error":%s}\n' % (index, _json(_reason(data)))
             for index, data in rows]
+
+
+def trimmedNotice(trimmed: Trimmed) -> bytes:
+    """
+    What a reader is told before the first entry after a gap retention made: no
+    top-level C{head}, C{index} or C{current}, which tcp-log-client would take for the
+    end of a pull read, an entry's error or being caught up.
+    """
+    return b'{"trimmed":{"first":%d,"head":%d}}\n' % (trimmed.first, trimmed.head)
 
 
 def _reason(error) -> str:
@@ -289,6 +299,11 @@ class JournalRead:
     def _failed(self, failure) -> None:
         self._fetching = False
         if self._done:
+            return
+        if failure.check(Trimmed):
+            self._transport.write(trimmedNotice(failure.value))
+            self.next = max(self.next, failure.value.first)
+            self._advance()
             return
         if not failure.check(StoreError):
             self.log.failure("journal read failed", failure)

@@ -25,7 +25,7 @@ class ServiceMetrics:
 
     def __init__(self, service):
         self.service = service
-        self.head = self.deduplicationLag = 0
+        self.head = self.first = self.deduplicationLag = 0
         self.streams: set = set()
         self.registry = CollectorRegistry(auto_describe=True)
         self.commitSeconds = Histogram(
@@ -48,6 +48,7 @@ class ServiceMetrics:
     async def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from C{accept}."""
         self.head = await self.service.store.head()
+        self.first = await self.service.store.first()
         self.deduplicationLag = await self.service.store.deduplicationLag()
         encoder, contentType = choose_encoder(accept or "")
         return encoder(self.registry), contentType
@@ -113,6 +114,9 @@ class _ServiceCollector:
 
         yield GaugeMetricFamily("logsvc_journal_head", "Index of the journal's last entry.",
                                 value=metrics.head)
+        yield GaugeMetricFamily("logsvc_journal_first",
+                                "Lowest journal index retention has kept.",
+                                value=metrics.first)
         yield GaugeMetricFamily(
             "logsvc_store_deduplication_lag",
             "Committed entries the store has yet to check for an earlier identical copy.",

@@ -17,7 +17,7 @@ from twisted.spread.banana import SIZE_LIMIT
 from zope.interface import implementer
 
 from .auth import LogPortal
-from .errors import StoreError
+from .errors import StoreError, Trimmed
 from .store import canonical
 from .subscription import MISSED_LIMIT, QUEUE_LIMIT, Subscription
 
@@ -129,6 +129,10 @@ class JournalError(pb.Error):
     """The journal could not store or read an entry; the message says why in one line."""
 
 
+class TrimmedError(pb.Error):
+    """A read started below C{first}; the message names C{first} and C{head}."""
+
+
 def _checkPositive(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadRequest(f"{name} must be a positive integer, not {value!r}")
@@ -216,11 +220,16 @@ class QueryPerspective(pb.Avatar):
     def perspective_head(self):
         return self.service.store.head().addErrback(_journalError)
 
+    def perspective_first(self):
+        """The lowest index retention has kept (head + 1 once every entry is gone)."""
+        return self.service.store.first().addErrback(_journalError)
+
     def perspective_read(self, start, limit=READ_LIMIT):
         """
         Up to C{limit} entries from C{start} as C{{"index", "entry"}} dicts, capped at
         L{READ_LIMIT} entries and about L{PAGE_BYTES}; an empty list means C{start} is
-        past the head.  Callers page on from the last index + 1.
+        past the head.  Callers page on from the last index + 1.  Below the first
+        index kept, a remote L{TrimmedError} that names C{first} and C{head}.
         """
         _checkPositive("from", start)
         _checkPositive("limit", limit)
@@ -366,5 +375,7 @@ def _page(pairs: list) -> list:
 
 
 def _journalError(failure):
+    if failure.check(Trimmed):
+        raise TrimmedError(failure.getErrorMessage())
     failure.trap(StoreError)
     raise JournalError(failure.getErrorMessage())

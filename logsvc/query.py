@@ -25,7 +25,7 @@ from twisted.spread import pb
 from . import __version__
 from .errors import NoSuchClient
 from .options import positiveInteger
-from .pb import READ_LIMIT, BadRequest, JournalError
+from .pb import READ_LIMIT, BadRequest, JournalError, TrimmedError
 from .subscription import LINE_EVENTS, eventKinds
 
 DEFAULT_CONNECT = "tcp:127.0.0.1:8787"
@@ -150,6 +150,10 @@ class ReadOptions(_Command):
         self["from"] = positiveInteger("FROM")(start)
 
 
+class StatusOptions(_Command):
+    longdesc = "Print the journal's first index kept and its head (last index)."
+
+
 class AppendOptions(_Command):
     synopsis = "[options] JSON"
     longdesc = "Append one JSON object to the journal and print its index."
@@ -165,7 +169,7 @@ class AppendOptions(_Command):
 
 class Options(usage.Options):
     synopsis = (f"Usage: {PROGRAM} [options] clients | log NAME | state NAME | watch "
-                "| read FROM | append JSON")
+                "| read FROM | status | append JSON")
     longdesc = ("Query a logsvc server over Perspective Broker. The password may also come "
                 "from LOGSVC_PASSWORD, or is asked for on a terminal.")
     optParameters = CONNECTION_OPTIONS
@@ -177,6 +181,7 @@ class Options(usage.Options):
         ["state", None, StateOptions, "A client's state."],
         ["watch", None, WatchOptions, "Follow events live."],
         ["read", None, ReadOptions, "Read the journal."],
+        ["status", None, StatusOptions, "The journal's first index and head."],
         ["append", None, AppendOptions, "Append a journal entry."],
     ]
 
@@ -184,7 +189,8 @@ class Options(usage.Options):
 
     def postOptions(self):
         if self.subCommand is None:
-            raise usage.UsageError("give a command: clients, log, state, watch, read or append")
+            raise usage.UsageError("give a command: clients, log, state, watch, read, status "
+                                   "or append")
         for name in ("connect", "user", "password"):
             if self.subOptions[name] is not None:
                 self[name] = self.subOptions[name]
@@ -317,12 +323,39 @@ def _entryLine(item: dict, out: Output) -> None:
     out.line(f"{item['index']}  {json.dumps(body, ensure_ascii=False, sort_keys=True)}")
 
 
+def _trimmedRead(failure):
+    failure.trap(TrimmedError)
+
+
+async def journalBounds(perspective) -> dict:
+    return {"first": await _remote(perspective, "first"),
+            "head": await _remote(perspective, "head")}
+
+
+def _trimmedLine(bounds: dict, out: Output) -> None:
+    """The gap retention made, said where the entries go (JSON) or on stderr."""
+    if out.json:
+        return out.document({"trimmed": bounds})
+    sys.stderr.write(f"-- entries before {bounds['first']} were deleted by retention "
+                     f"(head {bounds['head']}); reading from {bounds['first']} --\n")
+    sys.stderr.flush()
+
+
 async def readJournal(reactor, perspective, options, out: Output) -> None:
-    """Page through the journal: the server caps each answer, so ask again from the last + 1."""
+    """
+    Page through the journal: the server caps each answer, so ask again from the last
+    + 1.  Below the first index kept, say so, then go on from it.
+    """
     start, remaining = options["from"], options["limit"]
     while remaining is None or remaining > 0:
-        page = await _remote(perspective, "read", start,
-                             READ_LIMIT if remaining is None else min(remaining, READ_LIMIT))
+        page = await perspective.callRemote(
+            "read", start, READ_LIMIT if remaining is None else min(remaining, READ_LIMIT)
+        ).addErrback(_trimmedRead).addErrback(_explain)
+        if page is None:
+            bounds = await journalBounds(perspective)
+            _trimmedLine(bounds, out)
+            start = max(start, bounds["first"])
+            continue
         if not page:
             break
         for item in page:
@@ -330,6 +363,13 @@ async def readJournal(reactor, perspective, options, out: Output) -> None:
         start = page[-1]["index"] + 1
         if remaining is not None:
             remaining -= len(page)
+
+
+async def showStatus(reactor, perspective, options, out: Output) -> None:
+    bounds = await journalBounds(perspective)
+    if out.json:
+        return out.document(bounds)
+    out.table([["first", str(bounds["first"])], ["head", str(bounds["head"])]])
 
 
 async def appendEntry(reactor, perspective, options, out: Output) -> None:
@@ -355,6 +395,10 @@ class WatchObserver(pb.Referenceable):
             return self.out.document(payload)
         if kind == "entry":
             return _entryLine(payload, self.out)
+        if kind == "trimmed":
+            return self.out.line(f"-- entries before {payload['first']} were deleted by "
+                                 f"retention (head {payload['head']}); going on from "
+                                 f"{payload['first']} --")
         if kind == "dropped":
             return self.out.line(f"-- {payload['dropped']} events dropped: this watch fell behind --")
         detail = {"ready": "connected", "close": "disconnected",
@@ -388,7 +432,8 @@ async def watch(reactor, perspective, options, out: Output) -> None:
 
 
 COMMANDS = {"clients": showClients, "log": showLog, "state": showState,
-            "watch": watch, "read": readJournal, "append": appendEntry}
+            "watch": watch, "read": readJournal, "status": showStatus,
+            "append": appendEntry}
 
 
 async def run(reactor, options, login) -> None:

@@ -7,14 +7,17 @@ import json
 from hashlib import sha256
 from itertools import repeat
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .errors import EntryError, StoreError
+from .errors import EntryError, StoreError, Trimmed
 from .interfaces import IJournalStore
 
 RECENT_WRITES = 100_000
+
+TIME_STEP = 1.0
+"""Seconds between entries of the sparse record of (commit time, first index)."""
 
 _log = Logger()
 
@@ -115,12 +118,20 @@ class Following:
 
 @implementer(IJournalStore)
 class MemoryStore:
-    """Everything in this process's memory: for tests and throwaway servers."""
+    """
+    Everything in this process's memory: for tests and throwaway servers.  Identical
+    entries share one blob, counted by references, so retention frees a blob with its
+    last index.
+    """
 
     def __init__(self, reactor):
         self._reactor = reactor
         self._blobs: dict[bytes, bytes] = {}
-        self._hashes: list[bytes] = []
+        self._references: dict[bytes, int] = {}
+        self._hashes: list[bytes] = []      # from index self._first on
+        self._first = 1
+        self._bytes = 0                     # of the blobs
+        self._times: list = []              # (commit time, first index), sparse
         self._recent = RecentWrites()
         self._followers = Followers()
         self._commitObservers: list = []
@@ -137,8 +148,14 @@ class MemoryStore:
         """Identical entries share one blob as they are appended."""
         return succeed(0)
 
+    def _head(self) -> int:
+        return self._first - 1 + len(self._hashes)
+
     def append(self, entries: list, writeIds: list | None = None):
         indices = []
+        now = self._reactor.seconds()
+        if not self._times or now - self._times[-1][0] >= TIME_STEP:
+            self._times.append((now, self._head() + 1))
         for data, writeId in zip(entries, writeIds or repeat(None)):
             digest = entryHash(data)
             if writeId is not None:
@@ -146,9 +163,11 @@ class MemoryStore:
                 if index is not None:
                     indices.append(index)
                     continue
-            self._blobs.setdefault(digest, data)
+            if self._blobs.setdefault(digest, data) is data:
+                self._bytes += len(data)
+            self._references[digest] = self._references.get(digest, 0) + 1
             self._hashes.append(digest)
-            index = len(self._hashes)
+            index = self._head()
             if writeId is not None:
                 self._recent.add(writeId, digest, index)
             if not self._unannounced:
@@ -162,16 +181,61 @@ class MemoryStore:
         if batch:
             for observer in self._commitObservers:
                 observer(0.0, len(batch))
-            self._followers.deliver(len(self._hashes) - len(batch) + 1, batch)
+            self._followers.deliver(self._head() - len(batch) + 1, batch)
 
     def head(self):
-        return succeed(len(self._hashes))
+        return succeed(self._head())
+
+    def first(self):
+        return succeed(self._first)
 
     def read(self, start: int, limit: int):
         start = max(start, 1)
-        hashes = self._hashes[start - 1: start - 1 + limit]
+        if start < self._first:
+            return fail(Trimmed(self._first, self._head()))
+        at = start - self._first
+        hashes = self._hashes[at:at + limit]
         return succeed([(start + i, self._blobs.get(h) or EntryError("entry missing"))
                         for i, h in enumerate(hashes)])
+
+    def trim(self, retention, now: float):
+        """Deletes exactly down to the lowest index every limit still needs."""
+        before = self._first
+        cut = self._cut(retention, now)
+        for digest in self._hashes[:cut - before]:
+            left = self._references[digest] - 1
+            if left:
+                self._references[digest] = left
+            else:
+                del self._references[digest]
+                self._bytes -= len(self._blobs.pop(digest))
+        del self._hashes[:cut - before]
+        self._first = cut
+        self._times = [t for t in self._times if t[1] >= cut]
+        return succeed((before, self._first))
+
+    def _cut(self, retention, now: float) -> int:
+        """The lowest index to keep: the lowest any limit needs."""
+        head = self._head()
+        if not retention or head < self._first:
+            return self._first
+        cut = head + 1
+        if retention.entries is not None:
+            cut = min(cut, head - retention.entries + 1)
+        if retention.seconds is not None:
+            older = [index for time, index in self._times if time <= now - retention.seconds]
+            cut = min(cut, older[-1] if older else self._first)
+        if retention.bytes is not None:
+            freed, left, references = 0, self._bytes, {}
+            for at, digest in enumerate(self._hashes):
+                if self._references[digest] - references.get(digest, 0) == 1:
+                    size = len(self._blobs[digest])
+                    if left - size < retention.bytes:
+                        cut = min(cut, self._first + at)
+                        break
+                    left -= size
+                references[digest] = references.get(digest, 0) + 1
+        return max(cut, self._first)
 
     def follow(self, callback):
         return self._followers.add(callback)

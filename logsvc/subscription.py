@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .errors import EntryError
+from .errors import EntryError, Trimmed
 from .interfaces import IEventObserver
 
 LINE_EVENTS = ("ready", "log", "set", "close")
@@ -51,6 +51,8 @@ class Subscription:
       - C{{"type": "entry", "index": i, "entry": {...}}} (or C{"error"} instead of
         C{"entry"} for an entry that cannot be read back)
       - C{{"type": "dropped", "dropped": n}} where C{n} line events were lost
+      - C{{"type": "trimmed", "first": F, "head": H}} before the entries from C{F} on,
+        when retention deleted the ones this subscription was to replay next
 
     With C{fromIndex}, the journal is replayed from that index (in pages) before any
     live message.  C{clients} is a glob on the client name; journal entries pass it
@@ -232,6 +234,12 @@ class Subscription:
 
     def _readFailed(self, failure) -> None:
         self._reading = False
+        if failure.check(Trimmed) and not self.ended:
+            trimmed = failure.value
+            self._nextIndex = max(self._nextIndex, trimmed.first)
+            self._send({"type": "trimmed", "first": trimmed.first, "head": trimmed.head})
+            self._pump()
+            return
         self._end(f"cannot read the journal: {failure.getErrorMessage()}")
 
     # Delivery, in order, as long as the consumer takes it.

@@ -16,6 +16,7 @@ from .options import positiveInteger
 from .pb import LONGEST_LINE
 from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
+from .retention import Retention, RetentionService, parseDuration, parseSize
 from .service import LogService, exitWithError
 from .store import storeFromString
 from .sysloglistener import ProducerGroup, SyslogClients, syslogListener
@@ -78,6 +79,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
          "Open connections per listener; more are refused with a message in the "
          "listener's protocol.", positiveInteger("--max-connections")],
+        ["retain-entries", None, None, "Retention: keep at least the last N entries.",
+         positiveInteger("--retain-entries")],
+        ["retain-age", None, None, "Retention: keep entries younger than this (90s, 30m, "
+         "12h, 7d).", parseDuration],
+        ["retain-bytes", None, None, "Retention: keep about this much entry data (500M, "
+         "20G; powers of 1024).", parseSize],
     ]
     optFlags = [
         ["no-journal-lines", None, "Do not append line-service events to the journal."],
@@ -127,6 +134,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["sync"] not in ("always", "os"):
             raise usage.UsageError("--sync must be 'always' or 'os'")
         self["journal-lines"] = not self.pop("no-journal-lines")
+        self["retention"] = Retention(self.pop("retain-entries"), self.pop("retain-age"),
+                                      self.pop("retain-bytes"))
         if not self.get("credCheckers"):
             for name in ("pb", "http"):
                 if self[name] is not None and not isLoopback(serverFromString(_reactor(), self[name])):
@@ -172,6 +181,8 @@ def makeService(config, reactor=None) -> LogService:
         producer = _addSyslog(service, config, reactor, producer)
     if config["journal-lines"]:
         registry.addObserver(JournalLines(store, producer=producer))
+    if config["retention"]:
+        RetentionService(store, config["retention"], reactor).setServiceParent(service)
     portal = makePortal(service, config.get("credCheckers") or [])
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),

@@ -14,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import Data
 
 from . import __version__
-from .errors import NoSuchClient
+from .errors import NoSuchClient, Trimmed
 from .journal import entryLines
 from .metrics import ServiceMetrics
 from .stream import StreamResource
@@ -123,6 +123,7 @@ class StatusResource(AsyncResource):
                 "uptime": service.clock.seconds() - service.startTime,
                 "clients": service.registry.counts(),
                 "lines": service.registry.totalLines,
+                "first": await service.store.first(),
                 "head": await service.store.head()}
 
 
@@ -167,7 +168,8 @@ class ClientResource(AsyncResource):
 class JournalResource(AsyncResource):
     """
     C{/journal?from=N&limit=K}: up to K entries from N (K capped at L{JOURNAL_PAGE_MAX}).
-    Entries are spliced in as stored, never decoded and re-encoded.
+    Entries are spliced in as stored, never decoded and re-encoded.  Below the first
+    index kept: 410 Gone, naming C{first} and C{head}.
     """
 
     def __init__(self, store):
@@ -177,7 +179,10 @@ class JournalResource(AsyncResource):
     async def respond(self, request) -> bytes:
         start = _positiveArg(request, "from", 1)
         limit = min(_positiveArg(request, "limit", JOURNAL_PAGE), JOURNAL_PAGE_MAX)
-        rows = await self.store.read(start, limit)
+        try:
+            rows = await self.store.read(start, limit)
+        except Trimmed as e:
+            raise HTTPError(410, str(e), trimmed={"first": e.first, "head": e.head})
         head = await self.store.head()
         after = rows[-1][0] + 1 if rows else start
         return b'{"head":%d,"next":%d,"entries":[%s]}' % (head, after,
@@ -206,9 +211,11 @@ class HealthResource(AsyncResource):
                     for name, state in listeners.items() if state != "up"]
         if store != "ok":
             problems.append(f"store: {store}")
+        journal = {"first": await service.store.first(), "head": await service.store.head()}
         if problems:
-            raise HTTPError(503, "; ".join(problems), listeners=listeners, store=store)
-        return {"status": "ok", "listeners": listeners, "store": store}
+            raise HTTPError(503, "; ".join(problems), listeners=listeners, store=store,
+                            **journal)
+        return {"status": "ok", "listeners": listeners, "store": store, **journal}
 
 
 class MetricsResource(AsyncResource):

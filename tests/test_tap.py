@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from logsvc.lineservice import LineFactory
 from logsvc.pb import LONGEST_LINE
+from logsvc.retention import Retention
 from logsvc.tap import endpointDescription, isLoopback
 from tests.services import buildService, parse
 from twisted.internet.endpoints import serverFromString
@@ -29,6 +30,7 @@ DEFAULTS = {
     "max-offline": 10000,
     "max-connections": 10000,
     "journal-lines": True,
+    "retention": Retention(),
 }
 
 
@@ -51,8 +53,10 @@ class OptionsTests(TestCase):
                         "--http", "none", "--store", "memory:", "--sync", "os",
                         "--buffer-size", "16", "--max-line", "1000", "--max-entry", "2000",
                         "--max-offline", "5", "--max-connections", "7",
-                        "--no-journal-lines", "--syslog", "udp:5514")
+                        "--no-journal-lines", "--syslog", "udp:5514", "--retain-entries",
+                        "1000000", "--retain-age", "7d", "--retain-bytes", "20G")
         self.assertEqual(dict(options), {
+            "retention": Retention(1_000_000, 7 * 86400, 20 << 30),
             "port": "tcp:2300", "journal": None, "pb": "unix:/tmp/pb.sock", "http": None,
             "syslog": "udp:5514", "store": "memory:", "sync": "os", "buffer-size": 16, "max-line": 1000,
             "max-entry": 2000, "max-offline": 5, "max-connections": 7,

@@ -133,7 +133,7 @@ class StatusTests(WebTestCase):
         self.clock.advance(7.5)
         self.assertEqual(self.getJSON("/status"), {
             "version": __version__, "uptime": 7.5, "clients": {"online": 1, "offline": 1},
-            "lines": 2, "head": 2})
+            "lines": 2, "first": 1, "head": 2})
 
 
 class ClientsTests(WebTestCase):
@@ -216,7 +216,8 @@ class BrokenStore(MemoryStore):
 class HealthTests(WebTestCase):
     def test_healthy(self):
         self.assertEqual(self.getJSON("/health"), {
-            "status": "ok", "listeners": {"port": "up", "http": "up"}, "store": "ok"})
+            "status": "ok", "listeners": {"port": "up", "http": "up"}, "store": "ok",
+            "first": 1, "head": 0})
 
     def test_listenerDown(self):
         self.client = StubTreq(rootResource(makeService(listen=False)))
