@@ -476,8 +476,12 @@ class JournalProtocol(Protocol):
         self._quotedIds.append(quotedId)
 
     def _reply(self, data: bytes) -> None:
-        """A reply that is not an ack: after the acks of the writes before it."""
+        """
+        A reply that is not an ack: after the acks of the writes before it, those held
+        for the read's next entries too (the ack still precedes its entry).
+        """
         self._flushWrites()
+        self._acks.release()
         self.transport.write(data)
 
     def _flushWrites(self) -> None:

@@ -93,6 +93,17 @@ class AckBeforeEntryTests(JournalTestCase):
         connection.protocol.resumeProducing()
         self.assertEqual(entries(connection.received()), [1, 2])
 
+    def test_refusalAfterAWriteComesAfterItsAck(self):
+        """A reply to a later message never overtakes a held ack."""
+        connection = self.connect()
+        connection.send({"from": 1})
+        connection.send({"id": "a", "entry": {"n": 1}})
+        connection.send({"from": 1}, {"nonsense": True})
+        self.clock.advance(0)
+        self.assertEqual(connection.received(), [
+            {"current": True}, {"id": "a", "index": 1}, {"error": "already reading"},
+            {"error": "invalid message"}, {"index": 1, "entry": {"n": 1}}])
+
     def test_connectionLostWithHeldAcks(self):
         connection = self.connect()
         connection.send({"from": 1})
