@@ -191,11 +191,29 @@ def httpGet(port: int, path: str, headers: dict | None = None) -> tuple[int, byt
         return e.code, e.read()
 
 
+def clientInfo(server, name: str) -> dict | None:
+    """The record of client C{name} on C{server}'s HTTP port, or C{None} if it has none."""
+    try:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{server.ports['http']}/clients/{name}", timeout=5) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
 def getJSON(port: int, path: str, headers: dict | None = None):
     """The JSON body of a GET that must answer 200."""
     status, body = httpGet(port, path, headers)
     assert status == 200, (status, body)
     return json.loads(body)
+
+
+def health(port: int) -> tuple[int, dict]:
+    """C{(status, body)} of C{/health}."""
+    status, body = httpGet(port, "/health")
+    return status, json.loads(body)
 
 
 def query(server, *args, env=None, connect=None) -> subprocess.CompletedProcess:

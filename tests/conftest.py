@@ -1,8 +1,11 @@
+import shutil
+import subprocess
 import sys
 
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.pages import chromium
 from tests.server import Servers
 
 
@@ -11,6 +14,36 @@ def twistd(tmp_path):
     """Starts real twistd servers; fails the test if one broke (see tests/server.py)."""
     with Servers(tmp_path) as start:
         yield start
+
+
+@pytest.fixture
+def pageServer(twistd):
+    """A twistd with the line service and the status page, on the memory store."""
+    return twistd(store="memory:", listeners=("port", "http"))
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium for this test; tests using it need C{tests.pages.needsChromium}."""
+    driver = chromium(tmp_path / "chromium-profile")
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def tinyDisk(tmp_path):
+    """A 32 MiB tmpfs mounted for this test only."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot create a small filesystem to fill")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs",
+                              str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
+                    + " ".join(mounted.stderr.split()))
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 @pytest.fixture(autouse=True)

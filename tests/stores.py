@@ -1,9 +1,21 @@
-"""Test helpers for journal stores: appending, a file to put one in, and stores held back."""
+"""
+Test helpers for journal stores: an entry, appending, a file to put one in, and stores
+held back or made to fail.
+"""
 
+import sqlite3
 import tempfile
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial import unittest
+
+from logsvc.errors import EntryError
+from logsvc.store import MemoryStore, canonical
+
+
+def entry(n: int, size: int = 20) -> bytes:
+    """An entry padded with C{size} bytes: entries of one size for n in 0..9."""
+    return canonical({"n": n, "pad": "x" * size})
 
 
 def appendOne(store, data: bytes, writeId: str | None = None):
@@ -57,3 +69,62 @@ class HeldReads:
         while self.pending:
             result, d = self.pending.pop(0)
             result.chainDeferred(d)
+
+
+class ControlledStore(MemoryStore):
+    """A memory store whose reads can be held back, fail, or report unreadable entries."""
+
+    def __init__(self, reactor):
+        super().__init__(reactor)
+        self.holdReads = False
+        self.held: list = []
+        self.reads: list = []
+        self.unreadable: set = set()
+        self.appendError: Exception | None = None
+        self.readError: Exception | None = None
+
+    def append(self, entries, writeIds=None):
+        if self.appendError is not None:
+            return fail(self.appendError)
+        return super().append(entries, writeIds)
+
+    def read(self, start, limit):
+        self.reads.append((start, limit))
+        if self.readError is not None:
+            return fail(self.readError)
+        if not self.holdReads:
+            return succeed(self._rows(start, limit))
+        d = Deferred()
+        self.held.append((d, start, limit, self._rows(start, limit)))
+        return d
+
+    def _rows(self, start, limit) -> list:
+        return [(i, EntryError("disk says no") if i in self.unreadable else data)
+                for i, data in super().read(start, limit).result]
+
+    def release(self, snapshot: bool = False) -> None:
+        """Answer held reads with what is committed now, or as it was when asked."""
+        held, self.held = self.held, []
+        for d, start, limit, rows in held:
+            d.callback(rows if snapshot else self._rows(start, limit))
+
+
+class FaultyConnection:
+    """Wraps the writer's connection; writes (INSERTs: the store commits a batch as one
+    statement) raise C{error} while it is set, after really running when C{landed} is
+    true (an fsync error after the write)."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+        self.error: Exception | None = None
+        self.landed = False
+
+    def execute(self, sql: str, *args):
+        if sql.lstrip().startswith("INSERT") and self.error is not None:
+            if self.landed:
+                self.connection.execute(sql, *args)
+            raise self.error
+        return self.connection.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.connection, name)

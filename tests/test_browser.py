@@ -1,52 +1,22 @@
 """The status page in a real headless Chromium, against a real twistd."""
 
-import shutil
 import socket
 
-import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1400,900")
-
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("chromium") and shutil.which("chromedriver")),
-    reason="needs Debian's chromium and chromium-driver (tools/test.sh installs them)")
+from tests.pages import card, needsChromium
 
 
-@pytest.fixture
-def server(twistd):
-    return twistd(store="memory:", listeners=("port", "http"))
+pytestmark = needsChromium
 
 
-@pytest.fixture
-def browser(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    yield driver
-    driver.quit()
-
-
-def card(name: str) -> tuple:
-    return By.CSS_SELECTOR, f'.client[data-client="{name}"]'
-
-
-def test_pageShowsClientsAndLiveLines(server, browser, tmp_path):
-    client = socket.create_connection(("127.0.0.1", server.ports["port"]))
+def test_pageShowsClientsAndLiveLines(pageServer, browser, tmp_path):
+    client = socket.create_connection(("127.0.0.1", pageServer.ports["port"]))
     client.sendall(b"IAM checkout\nSET region eu-west\nLOG started\n")
     try:
-        browser.get(f"http://127.0.0.1:{server.ports['http']}/")
+        browser.get(f"http://127.0.0.1:{pageServer.ports['http']}/")
         shown = WebDriverWait(browser, 10).until(expected_conditions.visibility_of_element_located(
             card("checkout")))
         WebDriverWait(browser, 10).until(
@@ -74,16 +44,16 @@ def test_pageShowsClientsAndLiveLines(server, browser, tmp_path):
         client.close()
 
 
-def test_filterMatchesNameStateAndLineText(server, browser):
+def test_filterMatchesNameStateAndLineText(pageServer, browser):
     """The filter shows the clients that match by name, key=value or a line's text."""
     clients = []
     for hello in (b"IAM checkout\nSET region eu-west\nLOG order 1234 paid\n",
                   b"IAM billing\nSET region us-east\nLOG invoice 77 sent\nLOG retry later\n",
                   b"IAM search\nLOG query ok\n"):
-        clients.append(socket.create_connection(("127.0.0.1", server.ports["port"])))
+        clients.append(socket.create_connection(("127.0.0.1", pageServer.ports["port"])))
         clients[-1].sendall(hello)
     try:
-        browser.get(f"http://127.0.0.1:{server.ports['http']}/")
+        browser.get(f"http://127.0.0.1:{pageServer.ports['http']}/")
         WebDriverWait(browser, 10).until(
             lambda _: browser.find_element(By.ID, "live").get_attribute("data-state") == "live")
         WebDriverWait(browser, 10).until(lambda _: len(

@@ -14,7 +14,9 @@ from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .test_browser import browser, card, pytestmark, server  # noqa: F401  (fixtures)
+from tests.pages import card, needsChromium
+
+pytestmark = needsChromium
 
 PANE = """
 const list = document.querySelector(`.client[data-client="${arguments[0]}"] .lines`);
@@ -43,11 +45,11 @@ def waitFor(browser, condition, timeout: float = 10):
     return WebDriverWait(browser, timeout).until(lambda _: condition())
 
 
-def test_paneFollowsNewestLineUnlessScrolledUp(server, browser, tmp_path):  # noqa: F811
-    client = socket.create_connection(("127.0.0.1", server.ports["port"]))
+def test_paneFollowsNewestLineUnlessScrolledUp(pageServer, browser, tmp_path):
+    client = socket.create_connection(("127.0.0.1", pageServer.ports["port"]))
     try:
         client.sendall(b"IAM ticker\n" + ticks(0, 100))
-        browser.get(f"http://127.0.0.1:{server.ports['http']}/")
+        browser.get(f"http://127.0.0.1:{pageServer.ports['http']}/")
         waitFor(browser, lambda: browser.find_elements(*card("ticker"))
                 and pane(browser, "ticker")["last"] == "tick 99")
         shown = waitFor(browser, lambda: (p := pane(browser, "ticker"))["atBottom"] and p)
@@ -118,15 +120,15 @@ class Ticker(threading.Thread):
             time.sleep(0.003)
 
 
-def test_firstRenderIsOneConsistentSnapshot(server, browser):  # noqa: F811
-    tickers = [Ticker(server.ports["port"], name) for name in ("alpha", "beta")]
+def test_firstRenderIsOneConsistentSnapshot(pageServer, browser):
+    tickers = [Ticker(pageServer.ports["port"], name) for name in ("alpha", "beta")]
     for ticker in tickers:
         ticker.start()
     try:
         time.sleep(0.3)
         browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
                                 {"source": RECORD_RENDERS})
-        browser.get(f"http://127.0.0.1:{server.ports['http']}/")
+        browser.get(f"http://127.0.0.1:{pageServer.ports['http']}/")
         waitFor(browser, lambda: browser.execute_script(
             "return document.body.dataset.state") == "ready")
         time.sleep(0.5)     # live lines keep coming on top of the snapshot

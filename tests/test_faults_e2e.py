@@ -8,36 +8,16 @@ fault is SQLite's own C{SQLITE_FULL} from C{ENOSPC}, the same as on a full produ
 disk, and it works as root, where a read-only file would not stop a write.
 """
 
-import json
 import os
 import re
-import shutil
-import subprocess
 import threading
 import time
 
-import pytest
 
-from tests.clients import Client, getJSON, head, httpGet, readAll
+from tests.clients import Client, getJSON, head, health, readAll
 from tests.polling import waitFor
 
 PAD = "x" * 500
-
-
-@pytest.fixture
-def tinyDisk(tmp_path):
-    """A 32 MiB tmpfs mounted for this test only."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command: cannot create a small filesystem to fill")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs",
-                              str(disk)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
-                    + " ".join(mounted.stderr.split()))
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def fill(disk) -> str:
@@ -50,11 +30,6 @@ def fill(disk) -> str:
         except OSError as e:
             assert e.errno == 28, e  # ENOSPC
     return ballast
-
-
-def health(port: int) -> tuple[int, dict]:
-    status, body = httpGet(port, "/health")
-    return status, json.loads(body)
 
 
 def waitForHealth(port: int, status: int, timeout: float = 30) -> dict:

@@ -3,19 +3,19 @@ logsvc.handler: the message encoding, and the handler and the twisted.logger obs
 against a real ``twistd -n logatron`` that is stopped and restarted under them.
 """
 
-import json
 import logging
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logsvc.handler import LogsvcHandler, decode, encode, observer
+from tests.clients import clientInfo
+from tests.polling import waitFor
 from tests.server import Server, freePort
 
 LISTENERS = ("port", "http")
@@ -23,30 +23,9 @@ LISTENERS = ("port", "http")
 ROUND_TRIP = settings(max_examples=500, deadline=None)
 
 
-def clientInfo(server: Server, name: str) -> dict | None:
-    try:
-        with urllib.request.urlopen(
-                f"http://127.0.0.1:{server.ports['http']}/clients/{name}", timeout=5) as r:
-            return json.load(r)
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return None
-        raise
-
-
 def messages(server: Server, name: str) -> list:
     info = clientInfo(server, name)
     return [] if info is None else [decode(m) for _, m in info["log"]]
-
-
-def waitFor(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def handlerFor(server: Server, name: str, **options) -> LogsvcHandler:
@@ -125,7 +104,8 @@ def test_recordsArriveInOrderFormattedWithState(twistd):
         log.exception("lookup failed")
     handler.setState("phase", "done")
     handler.close()
-    got = waitFor(lambda: len(messages(server, "py-app")) == 51 and messages(server, "py-app"))
+    got = waitFor(lambda: len(messages(server, "py-app")) == 51 and messages(server, "py-app"),
+                  "51 records from py-app")
     assert got[:50] == [f"INFO app.orders: order {n}" for n in range(50)]
     traceback = got[50]
     assert traceback.startswith("ERROR app.orders: lookup failed\nTraceback (most recent")
@@ -135,7 +115,8 @@ def test_recordsArriveInOrderFormattedWithState(twistd):
     # setState shows while connected, too
     again = handlerFor(server, "py-app")
     again.setState("mode", "live")
-    waitFor(lambda: clientInfo(server, "py-app")["state"] == {"mode": "live"})
+    waitFor(lambda: clientInfo(server, "py-app")["state"] == {"mode": "live"},
+            "py-app's state from the second handler")
     again.close()
 
 
@@ -153,7 +134,7 @@ def test_serverStoppedAndRestartedUnderTheHandler(twistd):
     try:
         for n in range(10):
             log.warning("before %d", n)
-        waitFor(lambda: len(messages(server, "restarted")) == 10)
+        waitFor(lambda: len(messages(server, "restarted")) == 10, "10 records before the stop")
         assert server.stop() == 0
 
         slowest, started = 0.0, time.monotonic()
@@ -170,9 +151,10 @@ def test_serverStoppedAndRestartedUnderTheHandler(twistd):
         expected = (["[logsvc.handler] 700 earlier records dropped: the queue was full "
                      "while the server could not be reached"]
                     + [f"WARNING svc: during {n}" for n in range(700, 1000)])
-        waitFor(lambda: messages(server, "restarted") == expected)
+        waitFor(lambda: messages(server, "restarted") == expected, "the records after the restart")
         log.warning("after")
-        waitFor(lambda: messages(server, "restarted") == expected + ["WARNING svc: after"])
+        waitFor(lambda: messages(server, "restarted") == expected + ["WARNING svc: after"],
+                "the record logged after the restart")
     finally:
         handler.close()
 
@@ -181,7 +163,7 @@ def test_nameInUseIsRetriedUntilFree(twistd):
     server = twistd(listeners=LISTENERS)
     holder = socket.create_connection(("127.0.0.1", server.ports["port"]))
     holder.sendall(b"IAM shared\nLOG from the holder\n")
-    waitFor(lambda: messages(server, "shared") == ["from the holder"])
+    waitFor(lambda: messages(server, "shared") == ["from the holder"], "the holder's line")
     handler = handlerFor(server, "shared")
     log = loggerWith(handler, "second")
     log.info("queued while refused")
@@ -189,7 +171,8 @@ def test_nameInUseIsRetriedUntilFree(twistd):
     assert messages(server, "shared") == ["from the holder"]
     holder.close()
     waitFor(lambda: messages(server, "shared")
-            == ["from the holder", "INFO second: queued while refused"])
+            == ["from the holder", "INFO second: queued while refused"],
+            "the record queued while the name was in use")
     handler.close()
 
 

@@ -6,8 +6,8 @@ new page), 200 again once a write succeeds.
 
 import os
 
-from tests.test_faults_e2e import health, tinyDisk, waitFor  # noqa: F401  (a fixture)
-from tests.test_journal_e2e import Client
+from tests.clients import Client, health
+from tests.polling import waitFor
 
 ENTRY = {"pad": "y" * 3000}
 POLLS = 20
@@ -21,7 +21,7 @@ def write(client: Client, writeId: str) -> dict:
     return reply
 
 
-def test_healthStaysUnavailableWhileWritesFail(twistd, tinyDisk):  # noqa: F811
+def test_healthStaysUnavailableWhileWritesFail(twistd, tinyDisk):
     spare = tinyDisk / "spare"
     # Freed later, so that writes can succeed again: enough for the deduplicating
     # indexer to catch up too, which takes space once writes pause.

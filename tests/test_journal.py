@@ -3,58 +3,20 @@
 import json
 
 from hypothesis import given, settings, strategies as st
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from logsvc.errors import EntryError, StoreError
+from logsvc.errors import StoreError
 from logsvc.interfaces import IEventObserver
 from logsvc.journal import (PAGE_ENTRIES, JournalFactory, JournalLines, JournalRead,
                             eventEntry, logEntries)
 from logsvc.registry import ClientRegistry
-from logsvc.store import MemoryStore, canonical
-from tests.stores import appendOne
-
-
-class ControlledStore(MemoryStore):
-    """A memory store whose reads can be held back, fail, or report unreadable entries."""
-
-    def __init__(self, reactor):
-        super().__init__(reactor)
-        self.holdReads = False
-        self.held: list = []
-        self.reads: list = []
-        self.unreadable: set = set()
-        self.appendError: Exception | None = None
-        self.readError: Exception | None = None
-
-    def append(self, entries, writeIds=None):
-        if self.appendError is not None:
-            return fail(self.appendError)
-        return super().append(entries, writeIds)
-
-    def read(self, start, limit):
-        self.reads.append((start, limit))
-        if self.readError is not None:
-            return fail(self.readError)
-        if not self.holdReads:
-            return succeed(self._rows(start, limit))
-        d = Deferred()
-        self.held.append((d, start, limit, self._rows(start, limit)))
-        return d
-
-    def _rows(self, start, limit) -> list:
-        return [(i, EntryError("disk says no") if i in self.unreadable else data)
-                for i, data in super().read(start, limit).result]
-
-    def release(self, snapshot: bool = False) -> None:
-        """Answer held reads with what is committed now, or as it was when asked."""
-        held, self.held = self.held, []
-        for d, start, limit, rows in held:
-            d.callback(rows if snapshot else self._rows(start, limit))
+from logsvc.store import canonical
+from tests.journalclients import FillingTransport, JournalTestCase, entries
+from tests.stores import ControlledStore, appendOne
 
 
 class TCPTransport(StringTransport):
@@ -69,68 +31,6 @@ class TCPTransport(StringTransport):
 
     def setTcpKeepAlive(self, enabled):
         self.options["keepalive"] = enabled
-
-
-class FillingTransport(StringTransport):
-    """Pauses its streaming producer once more than C{limit} bytes wait, as TCP's does."""
-
-    def __init__(self, limit: int):
-        super().__init__()
-        self.limit = limit
-
-    def write(self, data):
-        super().write(data)
-        if len(self.value()) > self.limit and self.producerState == "producing":
-            self.producer.pauseProducing()
-
-    def drain(self) -> None:
-        self.clear()
-        self.producer.resumeProducing()
-
-
-class Connection:
-    """One in-memory journal connection and what it received."""
-
-    def __init__(self, factory, transport=None):
-        self.transport = transport or StringTransport()
-        self.protocol = factory.buildProtocol(None)
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, *messages) -> None:
-        self.protocol.dataReceived(b"".join(
-            (m if isinstance(m, bytes) else json.dumps(m).encode()) + b"\n" for m in messages))
-
-    def received(self) -> list:
-        """Messages received since the last call."""
-        data = self.transport.value()
-        self.transport.clear()
-        assert data == b"" or data.endswith(b"\n"), data
-        return [json.loads(line) for line in data.splitlines()]
-
-    @property
-    def closed(self) -> bool:
-        return self.transport.disconnecting
-
-
-def entries(messages: list) -> list:
-    return [m["index"] for m in messages if "entry" in m]
-
-
-class JournalTestCase(TestCase):
-    maxEntry = 1000
-
-    def setUp(self):
-        self.clock = Clock()
-        self.store = ControlledStore(self.clock)
-        self.factory = JournalFactory(self.store, self.maxEntry)
-
-    def connect(self, transport=None) -> Connection:
-        return Connection(self.factory, transport)
-
-    def fill(self, count: int, start: int = 1) -> None:
-        for n in range(start, start + count):
-            appendOne(self.store, canonical({"n": n}))
-        self.clock.advance(0)
 
 
 class InterfaceTests(JournalTestCase):

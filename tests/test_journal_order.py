@@ -7,7 +7,7 @@ that closes a connection.  Driven in memory; test_journal_order_e2e does it over
 from twisted.internet.defer import Deferred
 
 from logsvc.errors import StoreError
-from tests.test_journal import Connection, FillingTransport, JournalTestCase, entries
+from tests.journalclients import Connection, FillingTransport, JournalTestCase, entries
 
 
 class AckBeforeEntryTests(JournalTestCase):

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from tests.server import Server
-from tests.test_journal_e2e import Client
+from tests.clients import Client
 
 # What tcp-log-server's test client (duplex-json-stream) puts on the wire.
 FIRST = b'{"entry":{"a":1},"id":"first"}\n'

@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from .server import startupError
-from .test_journal_e2e import Client
+from .clients import Client
 
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 NODE_DIR = os.path.join(os.path.dirname(__file__), "node")

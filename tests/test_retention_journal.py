@@ -16,10 +16,8 @@ from logsvc.journal import JournalFactory
 from logsvc.retention import Retention
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, canonical
-from tests.stores import appendOne
-
-from .test_journal import Connection, FillingTransport, entries
-from .test_store import temporaryPath
+from tests.journalclients import Connection, FillingTransport, entries
+from tests.stores import appendOne, temporaryPath
 
 
 def notice(first: int, head: int) -> dict:

@@ -18,14 +18,7 @@ from logsvc.errors import Trimmed
 from logsvc.retention import Retention
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, canonical
-from tests.stores import appendOne
-
-from .test_store import temporaryPath
-
-
-def entry(n: int) -> bytes:
-    """Entries of one size for n in 0..9."""
-    return canonical({"n": n, "pad": "x" * 20})
+from tests.stores import appendOne, entry, temporaryPath
 
 
 SIZE = len(entry(0))

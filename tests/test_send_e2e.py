@@ -7,7 +7,8 @@ import sys
 import time
 
 from tests.server import freePort
-from tests.test_handler import clientInfo, waitFor
+from tests.clients import clientInfo
+from tests.polling import waitFor
 
 LISTENERS = ("port", "http")
 SEND = os.path.join(os.path.dirname(sys.executable), "logsvc-send")
@@ -52,7 +53,7 @@ def test_nameInUse(twistd):
     server = twistd(listeners=LISTENERS)
     holder = socket.create_connection(("127.0.0.1", server.ports["port"]))
     holder.sendall(b"IAM taken\n")
-    waitFor(lambda: (clientInfo(server, "taken") or {}).get("online"))
+    waitFor(lambda: (clientInfo(server, "taken") or {}).get("online"), "the holder of the name")
     result = send("taken", server.ports["port"], subprocess.DEVNULL)
     assert result.returncode == 1
     assert result.stderr == b"logsvc-send: server refused: name in use: taken\n"
@@ -65,7 +66,7 @@ def test_serverStopsMidStream(twistd):
                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     writer.stdin.write(b"first\n")
     writer.stdin.flush()
-    waitFor(lambda: clientInfo(server, "cut-off"))
+    waitFor(lambda: clientInfo(server, "cut-off"), "the cut-off client")
     assert server.stop() == 0
     time.sleep(0.2)
     try:

@@ -20,11 +20,7 @@ from logsvc.interfaces import IJournalStore
 from logsvc import sqlitestore
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, RecentWrites, canonical, storeFromString
-from tests.stores import appendOne, temporaryPath
-
-
-def entry(n: int) -> bytes:
-    return canonical({"n": n, "message": "hello"})
+from tests.stores import appendOne, entry, temporaryPath
 
 
 class StoreBehaviour:

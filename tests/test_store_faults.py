@@ -11,34 +11,8 @@ from twisted.trial import unittest
 
 from logsvc.errors import StoreError
 from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import canonical
 
-from tests.stores import appendOne, temporaryPath
-
-
-def entry(n: int, size: int = 10) -> bytes:
-    return canonical({"n": n, "pad": "x" * size})
-
-
-class FaultyConnection:
-    """Wraps the writer's connection; writes (INSERTs: the store commits a batch as one
-    statement) raise C{error} while it is set, after really running when C{landed} is
-    true (an fsync error after the write)."""
-
-    def __init__(self, connection: sqlite3.Connection):
-        self.connection = connection
-        self.error: Exception | None = None
-        self.landed = False
-
-    def execute(self, sql: str, *args):
-        if sql.lstrip().startswith("INSERT") and self.error is not None:
-            if self.landed:
-                self.connection.execute(sql, *args)
-            raise self.error
-        return self.connection.execute(sql, *args)
-
-    def __getattr__(self, name: str):
-        return getattr(self.connection, name)
+from tests.stores import FaultyConnection, appendOne, entry, temporaryPath
 
 
 class StoreFaultTests(unittest.TestCase):

@@ -10,10 +10,7 @@ from twisted.trial import unittest
 
 from logsvc.errors import StoreError
 from logsvc.sqlitestore import SQLiteStore
-
-from .test_store import temporaryPath
-from .test_store_faults import FaultyConnection, entry
-from tests.stores import appendOne
+from tests.stores import FaultyConnection, appendOne, entry, temporaryPath
 
 
 class CheckWhileWritesFailTests(unittest.TestCase):

@@ -17,7 +17,8 @@ import urllib.request
 import pytest
 
 from tests.server import Server, freePort, startupError
-from tests.test_handler import clientInfo, waitFor
+from tests.clients import clientInfo
+from tests.polling import waitFor
 
 LOGGER = shutil.which("logger") or "/usr/bin/logger"
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
@@ -34,7 +35,7 @@ def syslogServer(twistd, transport: str) -> tuple:
     """A server with C{--syslog TRANSPORT:0}, and the port its log says it bound."""
     server = twistd("--syslog", f"{transport}:0:interface=127.0.0.1",
                     listeners=("port", "pb", "http"))
-    waitFor(lambda: _healthy(server))
+    waitFor(lambda: _healthy(server), "the syslog listener to be up")
     return server, int(_SYSLOG_STARTING.search(server.output()).group(1))
 
 
@@ -82,7 +83,7 @@ def test_loggerBothFormats(twistd, transport):
         if extra and transport == "udp":
             continue
         name = f"{HOST}.{tag}"
-        entries = waitFor(lambda: logEntries(server, name))
+        entries = waitFor(lambda: logEntries(server, name), f"entries from {name}")
         facility, severity = priority.split(".")
         assert [(e["message"], e["facility"], e["severity"]) for e in entries] == [
             (text, facility, severity)]
@@ -103,7 +104,7 @@ def test_malformedAndOversizeOverTCP(twistd):
     with socket.create_connection(("127.0.0.1", port)) as sender:
         sender.sendall(b"no priority here\n" + b"<13>big: " + b"x" * 70000 + b"\n"
                        + b"<14>1 - h after - - - still served\n")
-    entries = waitFor(lambda: logEntries(server, "h.after"))
+    entries = waitFor(lambda: logEntries(server, "h.after"), "entries from h.after")
     assert entries[0]["message"] == "still served"
     assert logEntries(server, "127.0.0.1")[0] == {
         "client": "127.0.0.1", "event": "log", "malformed": True,
@@ -142,7 +143,8 @@ def test_rsyslogForwardsWithOmfwd(twistd, tmp_path, options):
     rsyslog = subprocess.Popen([RSYSLOGD, "-n", "-f", str(config), "-i", str(work / "pid")],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        waitFor(lambda: _accepts(listen) or rsyslog.poll() is not None)
+        waitFor(lambda: _accepts(listen) or rsyslog.poll() is not None,
+                "rsyslogd to listen")
         assert rsyslog.poll() is None, rsyslog.stdout.read()
         logger(listen, "--tcp", "--rfc3164", "-t", "nginx", "-p", "daemon.notice",
                "GET / 200")
@@ -151,7 +153,8 @@ def test_rsyslogForwardsWithOmfwd(twistd, tmp_path, options):
         for name, text, facility, severity in (
                 (f"{HOST}.nginx", "GET / 200", "daemon", "notice"),
                 (f"{HOST}.sshd", "Accepted publickey", "authpriv", "crit")):
-            entries = waitFor(lambda: logEntries(server, name), timeout=60)
+            entries = waitFor(lambda: logEntries(server, name), f"entries from {name}",
+                              timeout=60)
             assert [(e["message"], e["facility"], e["severity"]) for e in entries] == [
                 (text, facility, severity)]
         assert status(server)["syslog"]["malformed"] == 0
