@@ -111,12 +111,15 @@ def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
     # The line service is not held up by journal lines it cannot store: the line is
     # counted and kept in the client's record, and the failed journal append is logged.
     lines = Client(server.ports["port"])
-    lines.send(b"IAM during-fault", b"LOG still here")
+    # A line long enough that its journal entry needs new pages: a small commit may
+    # still fit in a page SQLite has free on the full disk.
+    message = "still here " + "x" * 60_000
+    lines.send(b"IAM during-fault", b"LOG " + message.encode())
     lines.socket.shutdown(1)
     assert lines.closedByServer()
     assert getJSON(http, "/status")["lines"] == 1
     record = getJSON(http, "/clients/during-fault")
-    assert ([m for _, m in record["log"]], record["online"]) == (["still here"], False)
+    assert ([m for _, m in record["log"]], record["online"]) == ([message], False)
     waitFor(lambda: re.search(r"journal lines: \d+ appends failed so far; last: .*"
                               r"database or disk is full", server.output()),
             "the failed journal lines in the log")
