@@ -248,11 +248,18 @@ class MemoryStore:
 
 
 def storeFromString(reactor, description: str, **options) -> IJournalStore:
-    """C{memory:} or C{sqlite:PATH}; raise L{StoreError} for anything else."""
+    """
+    C{memory:}, C{sqlite:PATH} or C{postgresql://...} (C{postgres://} too); raise
+    L{StoreError} for anything else.
+    """
+    from .pgstore import PostgreSQLStore, isPostgreSQL
+    if isPostgreSQL(description):
+        return PostgreSQLStore(reactor, description)
     kind, _, rest = description.partition(":")
     if kind == "memory" and not rest:
         return MemoryStore(reactor)
     if kind == "sqlite" and rest:
         from .sqlitestore import SQLiteStore
         return SQLiteStore(reactor, rest, **options)
-    raise StoreError(f"unknown store {description!r}: use sqlite:PATH or memory:")
+    raise StoreError(f"unknown store {description!r}: use sqlite:PATH, memory: or "
+                     "postgresql://USER:PASSWORD@HOST:PORT/DB")
