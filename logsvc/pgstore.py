@@ -12,12 +12,10 @@ locks and updates in its own transaction, so they are dense and in commit order 
 nodes (a sequence would leave gaps on rollback).
 """
 
-import os
 import threading
 import time
 import uuid
 from hashlib import sha256
-from queue import SimpleQueue
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -55,8 +53,7 @@ SCHEMA_LOCK = 0x6C6F6773
 
 CHANNEL = "logsvc_commit"
 """
-Each commit notifies this channel with C{"FIRST LAST TOKEN"}: its indices, and which
-node's commit it was (so that node hands out the entries it already holds).
+Each commit notifies this channel with C{"FIRST LAST"}, its indices.
 """
 
 # One statement stores a commit: its chunk rows, its identified writes, the new head
@@ -195,10 +192,6 @@ class PostgreSQLStore:
         self._write = None          # the writer thread's connection, None while down
         self._writeBackoff = _Backoff()
         self._writeError: StoreError | None = None
-        self._token = uuid.uuid4().hex[:12]
-        self._commits = 0
-        self._held: dict = {}       # "first last token" -> entries, this node's commits
-        self._heldLock = threading.Lock()
         self._identifiedSincePrune = 0
         self._lastTime = 0.0
         self._ackedHead = 0         # on the reactor: highest index this node acked
@@ -403,22 +396,19 @@ class PostgreSQLStore:
     def _commit(self, batch: list, probes: list) -> None:
         import psycopg
         started = time.perf_counter()
-        key, indices, first, accepted = None, [], 0, []
+        indices, first, accepted = [], 0, []
         try:
             if self._rewound is not None:
                 raise self._rewound
             self._ensureWriter()
             if batch:
-                indices, key, first, accepted = self._store(batch)
+                indices, first, accepted = self._store(batch)
             else:
                 (primary,), = self._write.execute("SELECT NOT pg_is_in_recovery()")
                 self._write.rollback()
                 if not primary:
                     raise StoreError(f"store {self._where()} is read-only (a standby)")
         except (psycopg.Error, StoreError) as e:
-            if key is not None:
-                with self._heldLock:
-                    self._held.pop(key, None)
             if isinstance(e, psycopg.Error):
                 e = StoreError(f"cannot write to store {self._where()}: {_describe(e)}")
                 self._writeError = e
@@ -445,7 +435,7 @@ class PostgreSQLStore:
         """
         One transaction: lock the counter, find which identified writes are retries
         (in the shared window), and store the rest with one statement.  Returns the
-        indices per write, the key of the held entries and the new entries' first index.
+        indices per write, the new entries' first index and the new entries.
         """
         write = self._write
         served = self._served[0]
@@ -478,17 +468,13 @@ class PostgreSQLStore:
                 nextIndex += 1
             indices.append(given)
         last = nextIndex - 1
-        key = None
         if accepted:
             firsts, counts, hashes, data = _chunks(head + 1, accepted, digests)
-            self._commits += 1
-            key = f"{head + 1} {last} {self._token}.{self._commits}"
-            with self._heldLock:
-                self._held[key] = accepted
             write.execute(STORE, {
                 "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
                 "ids": [k[0] for k in new], "idDigests": [k[1] for k in new],
-                "indices": list(new.values()), "payload": key, "head": last})
+                "indices": list(new.values()), "payload": f"{head + 1} {last}",
+                "head": last})
             now = time.time()
             if now - self._lastTime >= TIME_STEP:
                 write.execute("INSERT INTO logsvc_times VALUES (%s, %s)"
@@ -496,7 +482,7 @@ class PostgreSQLStore:
                 self._lastTime = now
         write.commit()
         self._identifiedSincePrune += len(new)
-        return indices, key, head + 1, accepted
+        return indices, head + 1, accepted
 
     def _pruneWrites(self) -> None:
         """Forget identified writes older than the last L{RECENT_WRITES}."""
@@ -542,7 +528,7 @@ class PostgreSQLStore:
     def _listenLoop(self, delivered: int) -> None:
         """
         Hear every commit; hand the entries after C{delivered} to the reactor in
-        order, from this node's held entries or read from the database.  Polls when
+        order, read from the database.  Polls when
         nothing comes, so a lost notification (or a rewind) is noticed too.
         """
         import psycopg
@@ -561,9 +547,10 @@ class PostgreSQLStore:
                 connection.execute(f"LISTEN {CHANNEL}")
                 delivered = self._catchUp(connection, delivered)
                 while not self._listening.is_set():
-                    for notify in connection.notifies(timeout=POLL, stop_after=1):
-                        delivered = self._notified(connection, notify.payload, delivered)
-                        break
+                    # The generator holds the connection: finish it before querying.
+                    heard = list(connection.notifies(timeout=POLL, stop_after=1))
+                    if heard:
+                        delivered = self._notified(connection, heard[0].payload, delivered)
                     else:
                         delivered = self._catchUp(connection, delivered)
             except (psycopg.Error, StoreError) as e:
@@ -575,16 +562,14 @@ class PostgreSQLStore:
                 connection.close()
 
     def _notified(self, connection, payload: str, delivered: int) -> int:
-        first, last, _ = payload.split(" ", 2)
-        first, last = int(first), int(last)
-        with self._heldLock:
-            held = self._held.pop(payload, None)
-        if last <= delivered:
+        """
+        This node's own commits reach followers from the writer as they are acked,
+        when nothing came in between; so what they already have is skipped.
+        """
+        delivered = max(delivered, self._announcedHead)
+        if int(payload.split(" ")[1]) <= delivered:
             return delivered
-        if first > delivered + 1 or held is None:
-            return self._catchUp(connection, delivered)
-        self._reactor.callFromThread(self._deliver, first, held)
-        return last
+        return self._catchUp(connection, delivered)
 
     def _catchUp(self, connection, delivered: int) -> int:
         """

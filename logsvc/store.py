@@ -4,6 +4,7 @@ window of recent identified writes that makes retries safe, and the in-memory st
 """
 
 import json
+import uuid
 from hashlib import sha256
 from itertools import repeat
 
@@ -136,6 +137,7 @@ class MemoryStore:
         self._followers = Followers()
         self._commitObservers: list = []
         self._unannounced: list = []
+        self.journalId = str(uuid.uuid4())
 
     def open(self):
         return succeed(None)

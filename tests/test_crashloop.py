@@ -8,6 +8,7 @@ exactly once, whether it was committed before the kill (the retry gets its origi
 index back) or not (the retry stores it).
 """
 
+import os
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ from tests.test_journal_e2e import Client, head, readAll
 CYCLES = 50
 WRITERS = 4
 TIME_LIMIT = 170  # seconds for all the cycles; the test aims at well under this
+STORE = os.environ.get("JOURNAL_E2E_STORE")
 
 
 class RetryingWriter:
@@ -64,7 +66,7 @@ class RetryingWriter:
 
 @pytest.mark.slow
 def test_fiftyKillNineCycles(tmp_path):
-    server = Server(tmp_path, listeners=("port", "journal"))
+    server = Server(tmp_path, store=STORE, listeners=("port", "journal"))
     writers = [RetryingWriter(number) for number in range(WRITERS)]
     started = time.monotonic()
     for cycle in range(CYCLES):
