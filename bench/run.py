@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, journal, lines, load  # noqa: E402  (needs the repository on the path)
+from bench import floor, journal, lines, load, postgresql  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -34,6 +34,11 @@ def floorScenario(args) -> None:
     for mode in args.mode or floor.MODES:
         attempt("floor", f"floor-{mode}", floor.run, mode, args.writers, args.in_flight,
                 args.duration, args.size, args.timeout)
+
+
+def postgresqlScenario(args) -> None:
+    postgresql.run(args.writers, args.in_flight, args.duration, args.rate, args.count,
+                   args.clients, args.lines, args.timeout)
 
 
 def setup(args, target: str) -> journal.Setup:
@@ -184,6 +189,17 @@ def parser() -> argparse.ArgumentParser:
                      help="bytes of each entry's JSON, about (default %(default)s)")
     sub.add_argument("--readers-per-process", type=int, default=25)
 
+    sub = scenario("postgresql", postgresqlScenario, "on a throwaway PostgreSQL cluster: "
+                   "durable writes beside SQLite's, write on node A to reader on node B "
+                   "latency, journaled line ingest on 1 and 2 nodes", targets=False)
+    sub.add_argument("--writers", type=int, default=8)
+    sub.add_argument("--in-flight", type=int, default=100)
+    sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
+    sub.add_argument("--rate", type=float, default=1000.0, help="latency: writes per second")
+    sub.add_argument("--count", type=int, default=5000, help="latency: writes in all")
+    sub.add_argument("--clients", type=int, default=8, help="line clients")
+    sub.add_argument("--lines", type=int, default=100_000, help="lines per client")
+
     sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
     sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
@@ -197,7 +213,7 @@ def main(argv=None) -> int:
         args.target = ["logsvc"]
     if args.scenario == "floor":
         args.run(args)
-    elif args.scenario in ("lines", "clients", "followers"):
+    elif args.scenario in ("lines", "clients", "followers", "postgresql"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:
