@@ -15,7 +15,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -143,11 +142,3 @@ def skipUnlessAvailable(case=None) -> None:
         raise SkipTest(reason)
     pytest.skip(reason)
 
-
-def waitFor(predicate, timeout: float = 30.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(step)
-    return result
