@@ -10,7 +10,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .server import Server
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -22,10 +21,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def server(tmp_path):
-    running = Server(tmp_path, store="memory:", listeners=("port", "http")).start()
-    yield running
-    running.stop()
+def server(twistd):
+    return twistd(store="memory:", listeners=("port", "http"))
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from tests.server import Server
 from tests.test_journal_e2e import Client, head, readAll
 
 CYCLES = 50
@@ -65,8 +64,8 @@ class RetryingWriter:
 
 
 @pytest.mark.slow
-def test_fiftyKillNineCycles(tmp_path):
-    server = Server(tmp_path, store=STORE, listeners=("port", "journal"))
+def test_fiftyKillNineCycles(twistd):
+    server = twistd(store=STORE, listeners=("port", "journal"), start=False)
     writers = [RetryingWriter(number) for number in range(WRITERS)]
     started = time.monotonic()
     for cycle in range(CYCLES):

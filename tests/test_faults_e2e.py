@@ -19,7 +19,6 @@ import urllib.request
 
 import pytest
 
-from tests.server import Server
 from tests.test_journal_e2e import Client, head, readAll
 
 PAD = "x" * 500
@@ -128,58 +127,51 @@ def refusedSoFar(writers: list) -> int:
     return sum(len(w.refused) for w in writers)
 
 
-def test_diskFullRefusesWritesThenRecovers(tmp_path, tinyDisk):
-    server = Server(tmp_path, store=f"sqlite:{tinyDisk / 'journal.db'}",
-                    listeners=("port", "journal", "http")).start()
-    try:
-        journal, http = server.ports["journal"], server.ports["http"]
-        assert health(http)[0] == 200
-        writers = [Writer(journal, number) for number in range(4)]
-        for writer in writers:
-            writer.start()
-        waitFor(lambda: acknowledgedSoFar(writers) >= 200, "writes before the fault")
+def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
+    server = twistd(store=f"sqlite:{tinyDisk / 'journal.db'}",
+                    listeners=("port", "journal", "http"))
+    journal, http = server.ports["journal"], server.ports["http"]
+    assert health(http)[0] == 200
+    writers = [Writer(journal, number) for number in range(4)]
+    for writer in writers:
+        writer.start()
+    waitFor(lambda: acknowledgedSoFar(writers) >= 200, "writes before the fault")
 
-        ballast = fill(tinyDisk)
-        waitFor(lambda: refusedSoFar(writers) >= 40, "writes refused on a full disk")
-        body = waitForHealth(http, 503)
-        assert "database or disk is full" in body["store"], body
-        assert body["error"].startswith("store: "), body
-        assert server.process.poll() is None
+    ballast = fill(tinyDisk)
+    waitFor(lambda: refusedSoFar(writers) >= 40, "writes refused on a full disk")
+    body = waitForHealth(http, 503)
+    assert "database or disk is full" in body["store"], body
+    assert body["error"].startswith("store: "), body
+    assert server.process.poll() is None
 
-        # The line service is not held up by journal lines it cannot store.
-        lines = Client(server.ports["port"])
-        lines.send(b"IAM during-fault", b"LOG still here")
-        lines.socket.shutdown(1)
-        assert lines.closedByServer()
+    # The line service is not held up by journal lines it cannot store.
+    lines = Client(server.ports["port"])
+    lines.send(b"IAM during-fault", b"LOG still here")
+    lines.socket.shutdown(1)
+    assert lines.closedByServer()
 
-        ackedDuringFault = acknowledgedSoFar(writers)
-        os.unlink(ballast)
-        body = waitForHealth(http, 200)
-        assert body["store"] == "ok"
-        waitFor(lambda: acknowledgedSoFar(writers) >= ackedDuringFault + 200,
-                "writes after space was freed")
-        for writer in writers:
-            writer.stopping.set()
-        for writer in writers:
-            writer.join(30)
-            assert writer.failure is None, writer.failure
+    ackedDuringFault = acknowledgedSoFar(writers)
+    os.unlink(ballast)
+    body = waitForHealth(http, 200)
+    assert body["store"] == "ok"
+    waitFor(lambda: acknowledgedSoFar(writers) >= ackedDuringFault + 200,
+            "writes after space was freed")
+    for writer in writers:
+        writer.stopping.set()
+    for writer in writers:
+        writer.join(30)
+        assert writer.failure is None, writer.failure
 
-        # Refused writes are safe to retry with the same id, as the spec promises.
-        retrier = Client(journal)
-        retried = {retrier.write(i, entry): entry
-                   for writer in writers for i, entry, _ in writer.refused}
-        retrier.close()
-        assert server.stop() == 0
-    finally:
-        if server.process.poll() is None:
-            server.kill()
+    # Refused writes are safe to retry with the same id, as the spec promises.
+    retrier = Client(journal)
+    retried = {retrier.write(i, entry): entry
+               for writer in writers for i, entry, _ in writer.refused}
+    retrier.close()
+    assert server.stop() == 0
 
     server.start()
-    try:
-        total = head(server.ports["journal"])
-        found = readAll(server.ports["journal"], total)
-    finally:
-        server.stop()
+    total = head(server.ports["journal"])
+    found = readAll(server.ports["journal"], total)
     acknowledged = dict(retried)
     for writer in writers:
         assert not acknowledged.keys() & writer.acknowledged.keys(), "an index given twice"

@@ -18,8 +18,6 @@ import time
 
 import pytest
 
-from tests.server import Server
-
 NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
 STORE = os.environ.get("JOURNAL_E2E_STORE")
 
@@ -87,10 +85,8 @@ def head(port: int) -> int:
 
 
 @pytest.fixture
-def server(tmp_path):
-    server = Server(tmp_path, store=STORE, listeners=("port", "journal")).start()
-    yield server
-    server.stop()
+def server(twistd):
+    return twistd(store=STORE, listeners=("port", "journal"))
 
 
 def test_writeIsConfirmedWithIndexOne(server):
@@ -206,16 +202,12 @@ def test_invalidJSONMidReadClosesIt(server):
     assert client.closedByServer()
 
 
-def test_messageTooLongCloses(tmp_path):
-    server = Server(tmp_path, "--max-entry", "100", store=STORE,
-                    listeners=("port", "journal")).start()
-    try:
-        client = Client(server.ports["journal"])
-        client.send({"id": "a", "entry": {"x": "y" * 200}})
-        assert client.receive() == {"error": "message too long"}
-        assert client.closedByServer()
-    finally:
-        server.stop()
+def test_messageTooLongCloses(twistd):
+    server = twistd("--max-entry", "100", store=STORE, listeners=("port", "journal"))
+    client = Client(server.ports["journal"])
+    client.send({"id": "a", "entry": {"x": "y" * 200}})
+    assert client.receive() == {"error": "message too long"}
+    assert client.closedByServer()
 
 
 def test_pullReadsPageThroughWithHead(server):
@@ -239,24 +231,19 @@ def test_pullReadsPageThroughWithHead(server):
                                      {"index": 9, "entry": {"n": 9}}, {"head": 9}]
 
 
-def test_retryGetsTheSameIndexAcrossRestarts(tmp_path):
-    server = Server(tmp_path, store=STORE, listeners=("port", "journal")).start()
-    try:
-        client = Client(server.ports["journal"])
-        assert client.write("retry-me", {"x": 1}) == 1
-        assert client.write("other", {"x": 1}) == 2
-        assert client.write("retry-me", {"x": 1}) == 1
-    finally:
-        assert server.stop() == 0
+def test_retryGetsTheSameIndexAcrossRestarts(twistd):
+    server = twistd(store=STORE, listeners=("port", "journal"))
+    client = Client(server.ports["journal"])
+    assert client.write("retry-me", {"x": 1}) == 1
+    assert client.write("other", {"x": 1}) == 2
+    assert client.write("retry-me", {"x": 1}) == 1
+    assert server.stop() == 0
     if STORE == "memory:":
         return
     server.start()
-    try:
-        client = Client(server.ports["journal"])
-        assert client.write("retry-me", {"x": 1}) == 1
-        assert client.write("retry-me", {"x": 2}) == 3
-    finally:
-        server.stop()
+    client = Client(server.ports["journal"])
+    assert client.write("retry-me", {"x": 1}) == 1
+    assert client.write("retry-me", {"x": 2}) == 3
 
 
 def writeMany(port: int, writer: int, count: int, window: int = 100, pad: str = "") -> dict:
@@ -339,8 +326,8 @@ def streamWrites(port: int, writer: int, acknowledged: dict, stop: threading.Eve
 
 
 @pytest.mark.skipif(STORE == "memory:", reason="a memory store does not survive a kill")
-def test_killNineLosesNoAcknowledgedEntry(tmp_path):
-    server = Server(tmp_path, store=STORE, listeners=("port", "journal"))
+def test_killNineLosesNoAcknowledgedEntry(twistd):
+    server = twistd(store=STORE, listeners=("port", "journal"), start=False)
     acknowledged: dict = {}
     kills = 0
     deadline = time.monotonic() + 100
@@ -360,12 +347,9 @@ def test_killNineLosesNoAcknowledgedEntry(tmp_path):
             thread.join(10)
     assert kills == 10
     server.start()
-    try:
-        total = head(server.ports["journal"])
-        assert total >= max(acknowledged)
-        found = readAll(server.ports["journal"], total)
-    finally:
-        server.stop()
+    total = head(server.ports["journal"])
+    assert total >= max(acknowledged)
+    found = readAll(server.ports["journal"], total)
     assert [m["index"] for m in found] == list(range(1, total + 1))
     stored = {m["index"]: m["entry"] for m in found}
     assert all(stored[index] == entry for index, entry in acknowledged.items())
@@ -460,49 +444,37 @@ def test_slowReaderKeepsServerMemoryBounded(server):
     assert all(acknowledged[m["index"]] == m["entry"] for m in found[100_000:])
 
 
-def test_lineEventsAreJournaled(tmp_path):
-    server = Server(tmp_path, store=STORE, listeners=("port", "journal")).start()
-    try:
-        lines = sendLogLines(server.ports["port"], "web-1", 3)
-        lines.sendall(b"SET mode on\n")
-        waitUntilRead(server.ports["port"])
-        found = readAll(server.ports["journal"], 5)
-        entries = [m["entry"] for m in found]
-        assert [e["event"] for e in entries] == ["ready", "log", "log", "log", "set"]
-        assert all(e["client"] == "web-1" and isinstance(e["time"], float) for e in entries)
-        assert [e["message"] for e in entries[1:4]] == ["0", "1", "2"]
-        assert (entries[4]["key"], entries[4]["value"]) == ("mode", "on")
-        lines.close()
-        found = readAll(server.ports["journal"], 6)
-        assert found[5]["entry"]["event"] == "close"
-    finally:
-        server.stop()
+def test_lineEventsAreJournaled(server):
+    lines = sendLogLines(server.ports["port"], "web-1", 3)
+    lines.sendall(b"SET mode on\n")
+    waitUntilRead(server.ports["port"])
+    found = readAll(server.ports["journal"], 5)
+    entries = [m["entry"] for m in found]
+    assert [e["event"] for e in entries] == ["ready", "log", "log", "log", "set"]
+    assert all(e["client"] == "web-1" and isinstance(e["time"], float) for e in entries)
+    assert [e["message"] for e in entries[1:4]] == ["0", "1", "2"]
+    assert (entries[4]["key"], entries[4]["value"]) == ("mode", "on")
+    lines.close()
+    found = readAll(server.ports["journal"], 6)
+    assert found[5]["entry"]["event"] == "close"
 
 
-def test_noJournalLines(tmp_path):
-    server = Server(tmp_path, "--no-journal-lines", store=STORE,
-                    listeners=("port", "journal")).start()
-    try:
-        lines = sendLogLines(server.ports["port"], "web-1", 100)
-        waitUntilRead(server.ports["port"])
-        lines.close()
-        time.sleep(0.2)
-        assert Client(server.ports["journal"]).write("only", {"entry": 1}) == 1
-    finally:
-        server.stop()
+def test_noJournalLines(twistd):
+    server = twistd("--no-journal-lines", store=STORE, listeners=("port", "journal"))
+    lines = sendLogLines(server.ports["port"], "web-1", 100)
+    waitUntilRead(server.ports["port"])
+    lines.close()
+    time.sleep(0.2)
+    assert Client(server.ports["journal"]).write("only", {"entry": 1}) == 1
 
 
 @pytest.mark.skipif(STORE == "memory:", reason="a memory store does not survive a restart")
-def test_logLinesSentJustBeforeSigtermAreKept(tmp_path):
-    server = Server(tmp_path, store=STORE, listeners=("port", "journal")).start()
+def test_logLinesSentJustBeforeSigtermAreKept(server):
     lines = sendLogLines(server.ports["port"], "burst", 20_000)
     waitUntilRead(server.ports["port"])
     assert server.stop(signal.SIGTERM) == 0
     lines.close()
     server.start()
-    try:
-        found = readAll(server.ports["journal"], 20_001)
-    finally:
-        server.stop()
+    found = readAll(server.ports["journal"], 20_001)
     messages = [m["entry"].get("message") for m in found if m["entry"]["event"] == "log"]
     assert messages == [str(n) for n in range(20_000)]

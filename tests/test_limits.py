@@ -36,8 +36,7 @@ from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
-from logsvc.tap import Options, makeService
-from tests.server import Server
+from tests.services import buildService
 
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
@@ -194,10 +193,8 @@ class ServiceWiringTests(TestCase):
             self.assertEqual(listener.factory.refusal, REFUSALS[listener.name])
 
     def test_tapWiresLimitAndJournalClock(self):
-        options = Options()
-        options.parseOptions(["--store", "memory:", "--pb", "none", "--http", "none",
-                              "--max-connections", "5"])
-        service = makeService(options, reactor=self.clock)
+        service = buildService(self, "--store", "memory:", "--pb", "none", "--http", "none",
+                               "--max-connections", "5", reactor=self.clock)
         journal = service.getServiceNamed("journal").factory
         self.assertEqual((journal.maxConnections, journal.wrappedFactory.clock), (5, self.clock))
         self.assertEqual(service.getServiceNamed("port").factory.maxConnections, 5)
@@ -364,7 +361,7 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def _waitUntilIdle(server: Server) -> None:
+def _waitUntilIdle(server) -> None:
     """Wait until the start-up probes' connections are gone (only our scrape is open)."""
     deadline = time.monotonic() + 10
     while True:
@@ -388,36 +385,34 @@ def _everything(port: int) -> bytes:
         return received
 
 
-def test_refusalsAgainstRealTwistd(tmp_path):
-    server = Server(tmp_path, "--max-connections", "1", store="memory:").start()
-    try:
-        _waitUntilIdle(server)
-        logStart = len(server.output())
-        held = [socket.create_connection(("127.0.0.1", server.ports[name]), timeout=10)
-                for name in ("port", "journal", "pb", "http")]
-        held[0].sendall(b"IAM holder\n")
-        assert held[2].recv(4096), "the first PB connection is served (Banana greeting)"
-        for _ in range(3):
-            assert _everything(server.ports["port"]) == b"ERR too many connections\n"
-        assert _everything(server.ports["journal"]) == b'{"error":"too many connections"}\n'
-        assert _everything(server.ports["pb"]) == b""
-        query = subprocess.run([QUERY, "--connect", f"tcp:127.0.0.1:{server.ports['pb']}",
-                                "clients"], capture_output=True, text=True, timeout=60)
-        assert (query.returncode, query.stderr) == (
-            1, "logsvc-query: connection to the server lost\n")
-        assert _get(server.ports["http"], "/status") == (503, b"too many connections\n")
+def test_refusalsAgainstRealTwistd(twistd):
+    server = twistd("--max-connections", "1", store="memory:")
+    _waitUntilIdle(server)
+    logStart = len(server.output())
+    held = [socket.create_connection(("127.0.0.1", server.ports[name]), timeout=10)
+            for name in ("port", "journal", "pb", "http")]
+    held[0].sendall(b"IAM holder\n")
+    assert held[2].recv(4096), "the first PB connection is served (Banana greeting)"
+    for _ in range(3):
+        assert _everything(server.ports["port"]) == b"ERR too many connections\n"
+    assert _everything(server.ports["journal"]) == b'{"error":"too many connections"}\n'
+    assert _everything(server.ports["pb"]) == b""
+    query = subprocess.run([QUERY, "--connect", f"tcp:127.0.0.1:{server.ports['pb']}",
+                            "clients"], capture_output=True, text=True, timeout=60)
+    assert (query.returncode, query.stderr) == (
+        1, "logsvc-query: connection to the server lost\n")
+    assert _get(server.ports["http"], "/status") == (503, b"too many connections\n")
 
-        held[0].close()
-        deadline = time.monotonic() + 10
-        while "--port: accepting connections again after refusing 3" not in server.output():
-            with socket.create_connection(("127.0.0.1", server.ports["port"])) as again:
-                again.sendall(b"IAM again\n")
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.05)
-        for connection in held[1:]:
-            connection.close()
-    finally:
-        assert server.stop() == 0, server.output()
+    held[0].close()
+    deadline = time.monotonic() + 10
+    while "--port: accepting connections again after refusing 3" not in server.output():
+        with socket.create_connection(("127.0.0.1", server.ports["port"])) as again:
+            again.sendall(b"IAM again\n")
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    for connection in held[1:]:
+        connection.close()
+    assert server.stop() == 0
     log = server.output()[logStart:]
     for name in ("port", "journal", "pb", "http"):
         assert log.count(f"--{name}: 1 connections open (--max-connections); "

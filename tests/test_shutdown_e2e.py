@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 
-from tests.server import Server
 from tests.test_journal_e2e import head, readAll, streamWrites
 
 SHUTDOWN_SECONDS = 10
@@ -50,8 +49,8 @@ def streamLines(port: int, name: str, sent: list, stop: threading.Event) -> None
         return
 
 
-def test_sigtermWhileBusyKeepsEverythingReceived(tmp_path):
-    server = Server(tmp_path, listeners=("port", "journal")).start()
+def test_sigtermWhileBusyKeepsEverythingReceived(twistd):
+    server = twistd(listeners=("port", "journal"))
     linePort, journalPort = server.ports["port"], server.ports["journal"]
     stop = threading.Event()
     acknowledged: dict = {}
@@ -93,11 +92,8 @@ def test_sigtermWhileBusyKeepsEverythingReceived(tmp_path):
     assert took < SHUTDOWN_SECONDS
 
     server.start()
-    try:
-        total = head(server.ports["journal"])
-        found = readAll(server.ports["journal"], total)
-    finally:
-        server.stop()
+    total = head(server.ports["journal"])
+    found = readAll(server.ports["journal"], total)
     assert [m["index"] for m in found] == list(range(1, total + 1))
     stored = {m["index"]: m["entry"] for m in found}
     assert all(stored.get(index) == entry for index, entry in acknowledged.items())

@@ -11,14 +11,11 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .server import Server
 
 
 @pytest.fixture
-def server(tmp_path):
-    running = Server(tmp_path, store="memory:").start()
-    yield running
-    running.stop()
+def server(twistd):
+    return twistd(store="memory:")
 
 
 def lineClient(server, name: str) -> socket.socket:
@@ -101,10 +98,8 @@ def test_closedSubscriberIsForgotten(server):
 
 
 @pytest.fixture
-def authServer(tmp_path):
-    running = Server(tmp_path, "--auth", "memory:alice:secret", store="memory:").start()
-    yield running
-    running.stop()
+def authServer(twistd):
+    return twistd("--auth", "memory:alice:secret", store="memory:")
 
 
 def basic(user: str, password: str) -> dict:

@@ -10,7 +10,8 @@ from twisted.trial.unittest import TestCase
 from logsvc.lineservice import LineFactory
 from logsvc.pb import LONGEST_LINE
 from logsvc.retention import Retention
-from logsvc.tap import Options, endpointDescription, isLoopback, makeService
+from logsvc.tap import endpointDescription, isLoopback
+from tests.services import buildService, parse
 from twisted.internet.endpoints import serverFromString
 from twisted.internet import reactor
 
@@ -29,12 +30,6 @@ DEFAULTS = {
     "journal-lines": True,
     "retention": Retention(),
 }
-
-
-def parse(*args: str) -> Options:
-    options = Options()
-    options.parseOptions(list(args))
-    return options
 
 
 def parseError(testCase: TestCase, *args: str) -> str:
@@ -109,9 +104,8 @@ class OptionsTests(TestCase):
 
 class MakeServiceTests(TestCase):
     def test_listenersAreNamedEndpointServices(self):
-        options = parse("--store", "memory:", "--journal", "none", "--pb", "none",
-                        "--http", "none", "--port", "2399")
-        service = makeService(options, reactor=Clock())
+        service = buildService(self, "--store", "memory:", "--journal", "none", "--pb", "none",
+                               "--http", "none", "--port", "2399", reactor=Clock())
         [listener] = service.listeners()
         self.assertIsInstance(listener, StreamServerEndpointService)
         self.assertEqual(listener.name, "port")

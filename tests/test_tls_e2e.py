@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.server import Server
+from tests.server import Servers
 
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
@@ -61,13 +61,10 @@ def tls(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls")
     certPath, keyPath = selfSignedCertificate(directory / "server")
     endpoint = f"ssl:{{port}}:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}"
-    server = Server(directory, store="memory:",
-                    endpoints={name: endpoint for name in ("port", "journal", "pb", "http")})
-    server.start()
-    try:
+    with Servers(directory) as twistd:
+        server = twistd(store="memory:", endpoints={
+            name: endpoint for name in ("port", "journal", "pb", "http")})
         yield server, certPath, os.path.dirname(certPath)
-    finally:
-        assert server.stop() == 0, server.output()
 
 
 def connectTLS(port: int, certPath: str) -> ssl.SSLSocket:
