@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, journal, lines, load, postgresql  # noqa: E402  (needs the repository on the path)
+from bench import floor, journal, lines, load, postgresql, retention  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -39,6 +39,11 @@ def floorScenario(args) -> None:
 def postgresqlScenario(args) -> None:
     postgresql.run(args.writers, args.in_flight, args.duration, args.rate, args.count,
                    args.clients, args.lines, args.timeout)
+
+
+def retentionScenario(args) -> None:
+    retention.run(args.retain_entries, args.rounds, args.segment, args.writers,
+                  args.in_flight, args.size, tuple(args.server_arg), args.timeout)
 
 
 def setup(args, target: str) -> journal.Setup:
@@ -200,6 +205,19 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--clients", type=int, default=8, help="line clients")
     sub.add_argument("--lines", type=int, default=100_000, help="lines per client")
 
+    sub = scenario("retention", retentionScenario, "soak: a server with --retain-entries "
+                   "N and one without, written to in alternating segments; file size, "
+                   "WAL and RSS over time, and writes/s side by side", targets=False)
+    sub.add_argument("--retain-entries", type=int, default=1_000_000)
+    sub.add_argument("--rounds", type=int, default=24,
+                     help="segments each server is written to (default %(default)s)")
+    sub.add_argument("--segment", type=float, default=5.0,
+                     help="seconds of each segment (default %(default)s)")
+    sub.add_argument("--writers", type=int, default=8)
+    sub.add_argument("--in-flight", type=int, default=100)
+    sub.add_argument("--size", type=int, default=100,
+                     help="bytes of each entry's JSON, about (default %(default)s)")
+
     sub = scenario("suite", suiteScenario, "every scenario at the goals' parameters")
     sub.add_argument("--lines", type=int, default=1_000_000, help="lines per client")
     sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
@@ -213,7 +231,7 @@ def main(argv=None) -> int:
         args.target = ["logsvc"]
     if args.scenario == "floor":
         args.run(args)
-    elif args.scenario in ("lines", "clients", "followers", "postgresql"):
+    elif args.scenario in ("lines", "clients", "followers", "postgresql", "retention"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:

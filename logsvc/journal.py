@@ -6,10 +6,10 @@ are durable.  Reads replay from the store in pages, send C{{"current":true}} onc
 up with the head as of the read, then follow the log live; push reads (C{{"from": N}})
 never end, pull reads (C{{"from": N, "read": K}}) end after K entries with
 C{{"head": H}}.  A read that reaches entries retention has deleted is told so with
-C{{"trimmed": {"first": F, "head": H}}} and goes on from C{first}.  Each connection is a streaming producer on its own transport: while the
-socket's send buffer is full it stops paging, drops live entries (they are read again
-from the store on resume) and stops reading requests, so a peer that does not read costs
-a bounded amount of memory.
+C{{"trimmed": {"first": F, "head": H}}} and goes on from C{first}.  Each connection is
+a streaming producer on its own transport: while the socket's send buffer is full it
+stops paging, drops live entries (they are read again from the store on resume) and
+stops reading requests, so a peer that does not read costs a bounded amount of memory.
 """
 
 import json

@@ -130,7 +130,7 @@ class JournalError(pb.Error):
 
 
 class TrimmedError(pb.Error):
-    """A read started below C{first}: its args are the message, C{first} and C{head}."""
+    """A read started below C{first}; the message names C{first} and C{head}."""
 
 
 def _checkPositive(name: str, value) -> None:
@@ -376,6 +376,6 @@ def _page(pairs: list) -> list:
 
 def _journalError(failure):
     if failure.check(Trimmed):
-        raise TrimmedError(failure.getErrorMessage(), failure.value.first, failure.value.head)
+        raise TrimmedError(failure.getErrorMessage())
     failure.trap(StoreError)
     raise JournalError(failure.getErrorMessage())

@@ -85,11 +85,11 @@ class RetentionService(Service):
         super().startService()
         self._loop.start(self.interval, now=True)
 
-    def stopService(self):
+    def stopService(self) -> None:
+        """A trim in progress is not waited for: closing the store ends it."""
         super().stopService()
         if self._loop.running:
             self._loop.stop()
-        return self._running
 
     def check(self):
         """One check now; returns the Deferred of the trim (None if one is running)."""

@@ -47,15 +47,20 @@ CREATE TABLE IF NOT EXISTS times (idx INTEGER PRIMARY KEY, time REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS times_time ON times (time);
 CREATE TABLE IF NOT EXISTS retries (
     first INTEGER PRIMARY KEY, count INTEGER NOT NULL, digests BLOB NOT NULL, ids TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS referenced (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sweep (
+    first INTEGER PRIMARY KEY, count INTEGER NOT NULL, digests BLOB NOT NULL);
 """
 
 SCHEMA_VERSION = 2
 """
 1: chunks and hashes.  2 (retention): C{hashes.last}, the highest index of a copy;
-C{blobs}, entries whose first copy was deleted while later copies are kept; C{times},
-the sparse record of commit times; C{retries}, the write ids of deleted chunks; and
-meta C{first}.  A version-1 file is upgraded at open without rewriting it: its copies'
-C{last} is taken as the index deduplicated at the upgrade (meta C{copies_before}).
+C{referenced}, the first copies that have later copies; C{blobs}, entries whose first
+copy was deleted while later copies are kept; C{sweep}, the hashes of deleted entries
+still to be removed from C{hashes}; C{times}, the sparse record of commit times;
+C{retries}, the write ids of deleted chunks; and meta C{first}.  A version-1 file is
+upgraded at open without rewriting it: its copies' C{last} is taken as the index
+deduplicated at the upgrade (meta C{copies_before}).
 """
 
 # One statement inserts a commit's rows, so the writer thread releases the GIL once
@@ -115,24 +120,29 @@ UPDATE {table} SET last = c.last FROM (
 WHERE {table}.hash = c.hash
 """
 
-# The entries of a trim step that are the first copy of their hash: ?1 their digests,
-# ?2 a JSON array of their indices; answers each one's position and C{last}.
-ORIGINALS = """
-SELECT j.key, CASE WHEN h.last IS NULL AND h.idx <= ?3 THEN ?3 ELSE h.last END
-FROM json_each(?2) j
-JOIN hashes h ON h.hash = substr(?1, j.key * 32 + 1, 32) AND h.idx = j.value
+# The first copies an indexing step found copies of: ?1 the copies' digests, ?2 a JSON
+# list of [original, position of a copy in ?1].
+INSERT_REFERENCED = """
+INSERT OR IGNORE INTO referenced (idx, hash)
+SELECT json_extract(value, '$[0]'), substr(?1, json_extract(value, '$[1]') * 32 + 1, 32)
+FROM json_each(?2)
 """
-DELETE_HASHES = """
-DELETE FROM hashes WHERE hash IN (SELECT substr(?1, value * 32 + 1, 32) FROM json_each(?2))
+
+# Hashes of entries with indices ?2 (a JSON list) and digests ?1: a sweeping step
+# deletes them, and an indexing step first deletes those still there (?3 = first).
+SWEEP_HASHES = """
+DELETE FROM hashes WHERE (hash, idx) IN (
+    SELECT substr(?1, key * 32 + 1, 32), value FROM json_each(?2))
+"""
+STALE_HASHES = """
+DELETE FROM hashes WHERE hash IN (SELECT substr(?1, key * 32 + 1, 32) FROM json_each(?2))
+AND idx > 0 AND idx < ?3
 """
 
 DIGEST = 32
 
 TRIM_STEP = 5_000
 """Entries one retention step deletes in one transaction, between commits."""
-
-VACUUM_STEP = 2_000
-"""Free pages one step gives back to the filesystem (incremental auto-vacuum)."""
 
 CHECKPOINT_PAGES = 4000
 """Pages the WAL holds before a commit copies them into the database (a checkpoint)."""
@@ -181,12 +191,13 @@ class SQLiteStore:
         self._announcedHead = 0     # last index handed to followers, on the reactor
         self._first = 1             # lowest index kept, as the writer thread knows it
         self._announcedFirst = 1    # the same, on the reactor
-        self._trims: list = []      # [retention, now, Deferred, first before, target]
+        self._trims: list = []      # _Trim jobs for the writer thread, oldest first
         self._lastTime = 0.0        # when a commit time was last recorded
         self._untimed = None        # (first index, time) of a commit to record
         self._bytes: int | None = None  # stored entry data, once a trim needed it
         self._copiesBefore = 0      # copies up to here were made before hashes.last
-        self._vacuum = False        # incremental auto-vacuum is on
+        self._unswept = False       # hashes of deleted entries wait in sweep
+        self._sweepTurn = False     # the sweeper goes next, if it has work
         self._write = self._read = None
         self.journalId: str | None = None
         self._lockFile: int | None = None
@@ -223,9 +234,6 @@ class SQLiteStore:
         except BlockingIOError:
             raise StoreError(f"cannot open store sqlite:{self.path}: "
                              "in use by another process") from None
-        new = not self._write.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if new:     # before WAL mode, which writes the file's header
-            self._write.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = self._write.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"cannot open store sqlite:{self.path}: "
@@ -251,6 +259,7 @@ class SQLiteStore:
         self._head = self._announcedHead = self._lastIndex()
         self._indexed = self._meta("indexed", 0)
         self._copiesBefore = self._meta("copies_before", 0)
+        self._unswept = bool(self._write.execute("SELECT 1 FROM sweep LIMIT 1").fetchone())
         self._loadRecentWrites()
         self._read = sqlite3.connect(self.path, isolation_level=None,
                                      check_same_thread=False)
@@ -259,9 +268,10 @@ class SQLiteStore:
 
     def _createOrUpgrade(self) -> None:
         """
-        A new file has incremental auto-vacuum, which SQLite allows only before the
-        first table; an existing file keeps its mode (changing it takes a VACUUM,
-        which rewrites the whole file), and reuses freed pages without shrinking.
+        The tables of L{SCHEMA_VERSION}, and a version-1 file upgraded in place.
+        Pages retention frees go to SQLite's free list and take later writes, so the
+        file stops growing without shrinking: auto-vacuum, which would give them back,
+        keeps pointer-map pages up to date in every commit, which slowed commits.
         """
         write = self._write
         legacy = write.execute("SELECT count(*) FROM sqlite_master WHERE name = 'hashes'"
@@ -283,10 +293,6 @@ class SQLiteStore:
             self.log.info("{store}: schema upgraded from version 1 to {version}",
                           store=self, version=SCHEMA_VERSION)
         write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        self._vacuum = write.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
-        if not self._vacuum:
-            self.log.info("{store}: pages retention frees are reused, but the file does "
-                          "not shrink (made before incremental auto-vacuum)", store=self)
 
     def _meta(self, key: str, default: int) -> int:
         row = self._write.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -368,11 +374,12 @@ class SQLiteStore:
             with self._wakeup:
                 while not (self._queue or self._probes or self._closing or self._trims):
                     lag = self._lag()
+                    idleWork = lag or self._unswept
                     if lag > INDEX_MAX_LAG or (
-                            lag and not self._wakeup.wait(INDEX_WHEN_IDLE)
+                            idleWork and not self._wakeup.wait(INDEX_WHEN_IDLE)
                             and not self._queue):
                         break
-                    if not lag:
+                    if not idleWork:
                         self._wakeup.wait()
                 if self._closing:
                     batch, self._queue = self._queue, []
@@ -570,20 +577,10 @@ class SQLiteStore:
             if job.target is None:
                 job.before = self._first
                 job.target = self._trimTarget(job.retention, job.now)
-                job.freeBefore = self._freePages()
             if self._first < job.target:
                 self._trimStep(job.target)
                 return
-            if job.vacuum is None:
-                # Pages that stayed free since before this trim are given back; those
-                # it freed are kept for the writes until the next one.
-                job.vacuum = job.freeBefore if self._vacuum else 0
-                self._pruneRetries()
-            if job.vacuum > 0:
-                pages = min(job.vacuum, VACUUM_STEP)
-                self._write.execute(f"PRAGMA incremental_vacuum({pages})").fetchall()
-                job.vacuum -= pages
-                return
+            self._pruneRetries()
         except sqlite3.Error as e:
             self._rollback()
             outcome = job.done.errback, StoreError(
@@ -593,9 +590,6 @@ class SQLiteStore:
         with self._wakeup:
             self._trims.pop(0)
         self._reactor.callFromThread(*outcome)
-
-    def _freePages(self) -> int:
-        return self._write.execute("PRAGMA freelist_count").fetchone()[0]
 
     def _trimTarget(self, retention, now: float) -> int:
         """The first index of the chunk holding the lowest index any limit needs."""
@@ -640,10 +634,11 @@ class SQLiteStore:
     def _trimStep(self, target: int) -> None:
         """
         Delete the oldest chunks below C{target}, about L{TRIM_STEP} entries, in one
-        transaction.  An entry that is the first copy of its hash moves to C{blobs}
-        when a kept entry still refers to it, else its hash is forgotten (a later
-        identical entry is then stored anew); a blob is dropped once its last copy
-        is deleted.  Write ids go to C{retries}, so the retry window outlives them.
+        transaction, touching only rows in index order: a first copy that a kept entry
+        still refers to moves to C{blobs}, and a blob goes with its last copy; the
+        hashes of deleted entries are queued in C{sweep} for idle time, since removing
+        them from C{hashes} costs a random page each; write ids go to C{retries}, so the
+        retry window outlives them.
         """
         write = self._write
         rows, count = [], 0
@@ -660,28 +655,33 @@ class SQLiteStore:
             cursor.close()
         low = rows[0][0] if rows else self._first
         end = rows[-1][0] + rows[-1][1] if rows else target
-        digests = b"".join(row[2] for row in rows)
         write.execute("BEGIN IMMEDIATE")
-        found = write.execute(ORIGINALS, (digests, json.dumps(list(range(low, end))),
-                                          self._copiesBefore)).fetchall()
-        kept = [(at, last) for at, last in found if last is not None and last >= end]
-        gone = [at for at, last in found if last is None or last < end]
+        kept = [(index, digest, last) for index, digest, last in write.execute(
+            "SELECT r.idx, r.hash, h.last FROM referenced r"
+            " JOIN hashes h ON h.hash = r.hash AND h.idx = r.idx"
+            " WHERE r.idx >= ? AND r.idx < ?", (low, end)) if (last or 0) >= end]
+        if self._copiesBefore >= end:
+            kept += self._legacyOriginals(rows, low, end)
         moved = 0
         if kept:
             records = [record for row in rows for record in row[3].split(b"\n")]
-            for at, last in kept:
-                digest = digests[at * DIGEST:(at + 1) * DIGEST]
+            latest = {}     # an original both paths found keeps the higher last copy
+            for index, digest, last in kept:
+                latest[digest] = max(latest.get(digest, (0, 0)), (last, index))
+            for digest, (last, index) in latest.items():
                 write.execute("INSERT OR REPLACE INTO blobs (hash, last, data)"
-                              " VALUES (?, ?, ?)", (digest, last, records[at]))
+                              " VALUES (?, ?, ?)", (digest, last, records[index - low]))
                 write.execute("UPDATE hashes SET idx = 0 WHERE hash = ?", (digest,))
-                moved += len(records[at])
-        if gone:
-            write.execute(DELETE_HASHES, (digests, json.dumps(gone)))
+                moved += len(records[index - low])
+        write.execute("DELETE FROM referenced WHERE idx >= ? AND idx < ?", (low, end))
         moved -= write.execute("SELECT total(length(data)) FROM blobs WHERE last < ?",
                                (end,)).fetchone()[0]
         write.execute("DELETE FROM hashes WHERE idx = 0 AND hash IN"
                       " (SELECT hash FROM blobs WHERE last < ?)", (end,))
         write.execute("DELETE FROM blobs WHERE last < ?", (end,))
+        swept = write.execute("INSERT INTO sweep SELECT first, count, digests FROM chunks"
+                              " WHERE first >= ? AND first < ? AND first <= ?",
+                              (low, end, self._indexed)).rowcount
         write.execute("INSERT OR REPLACE INTO retries SELECT first, json_array_length(ids),"
                       " digests, ids FROM chunks WHERE first >= ? AND first < ?"
                       " AND ids IS NOT NULL", (low, end))
@@ -692,9 +692,46 @@ class SQLiteStore:
         write.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (indexed,))
         write.execute("COMMIT")
         self._first, self._indexed = end, indexed
+        self._unswept = self._unswept or swept > 0
         if self._bytes is not None:
             self._bytes += int(moved) - sum(len(row[3]) for row in rows)
         self._reactor.callFromThread(self._trimmed, end)
+
+    def _legacyOriginals(self, rows: list, low: int, end: int) -> list:
+        """
+        First copies among entries deduplicated before schema version 2, which has no
+        C{referenced} rows for them: looked up by hash, and taken to have copies up to
+        C{copies_before}.
+        """
+        digests = b"".join(row[2] for row in rows)
+        found = self._write.execute(
+            "SELECT j.key FROM json_each(?2) j JOIN hashes h"
+            " ON h.hash = substr(?1, j.key * 32 + 1, 32) AND h.idx = j.value",
+            (digests, json.dumps(list(range(low, end))))).fetchall()
+        return [(low + at, digests[at * DIGEST:(at + 1) * DIGEST], self._copiesBefore)
+                for (at,) in found]
+
+    def _sweepStep(self) -> None:
+        """Remove the hashes of deleted entries, about L{INDEX_STEP} at a time."""
+        write = self._write
+        digests, indices, last = [], [], None
+        cursor = write.execute("SELECT first, count, digests FROM sweep ORDER BY first")
+        try:
+            for first, count, blob in cursor:
+                digests.append(blob)
+                indices += range(first, first + count)
+                last = first
+                if len(indices) >= INDEX_STEP:
+                    break
+        finally:
+            cursor.close()
+        if last is None:
+            self._unswept = False
+            return
+        write.execute("BEGIN IMMEDIATE")
+        write.execute(SWEEP_HASHES, (b"".join(digests), json.dumps(indices)))
+        write.execute("DELETE FROM sweep WHERE first <= ?", (last,))
+        write.execute("COMMIT")
 
     def _trimmed(self, first: int) -> None:
         """On the reactor: reads below C{first} are refused from now on."""
@@ -731,9 +768,17 @@ class SQLiteStore:
         return self._head - self._indexed if self._indexing else 0
 
     def _index(self) -> None:
-        """One step of the indexer, in the writer thread between commits."""
+        """
+        One step of the indexer or of the sweeper, in the writer thread; they take
+        turns, since each entry costs each a random page and neither may starve.
+        """
         try:
-            self._indexStep()
+            if self._unswept and (self._sweepTurn or not self._lag()):
+                self._sweepTurn = False
+                self._sweepStep()
+            else:
+                self._sweepTurn = True
+                self._indexStep()
         except sqlite3.Error as e:
             self._rollback()
             self._indexing = False
@@ -761,6 +806,8 @@ class SQLiteStore:
             if len(indices) >= INDEX_STEP:
                 break
         step = (b"".join(hashes), json.dumps(indices))
+        if self._unswept:
+            write.execute(STALE_HASHES, (*step, self._first))
         write.execute(INDEX_HASHES, step)
         copies = dict(json.loads(write.execute(FIND_COPIES, step).fetchone()[0]))
         if copies:
@@ -771,6 +818,9 @@ class SQLiteStore:
             write.execute(UPDATE_LAST.format(table="hashes"), found)
             if 0 in copies.values():
                 write.execute(UPDATE_LAST.format(table="blobs"), found)
+            positions = {copies[index]: at for at, index in enumerate(order)}
+            positions.pop(0, None)
+            write.execute(INSERT_REFERENCED, (found[0], json.dumps(list(positions.items()))))
         write.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (last,))
         write.execute("COMMIT")
         self._indexed = last
@@ -946,8 +996,6 @@ class _Trim:
         self.done = done
         self.before: int | None = None
         self.target: int | None = None
-        self.freeBefore = 0
-        self.vacuum: int | None = None
 
 
 def _chunkRows(first: int, entries: list, identified: list) -> str:

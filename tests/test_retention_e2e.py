@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from websockets.sync.client import connect
 
-from .server import TWISTD, Server
+from .server import startupError
 from .test_journal_e2e import Client
 
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
@@ -32,12 +32,7 @@ NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
     ("--retain-bytes", "-5M", "--retain-bytes must be a positive size"),
 ])
 def test_badRetentionValueIsOneLineAndExitOne(tmp_path, option, value, message):
-    result = subprocess.run([TWISTD, "-n", "--pidfile=", "logatron", "--store", "memory:",
-                             option, value], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert message in result.stderr
+    assert message in startupError("--store", "memory:", option, value, cwd=tmp_path)
 
 
 def getJSON(server, path: str, code: int = 200):
@@ -59,25 +54,21 @@ def until(check, timeout: float = 20.0):
     return result
 
 
-def fillAndRestart(tmp_path, count: int, *retention) -> Server:
-    """Write C{count} entries, then restart with C{retention}: it applies at start-up."""
-    server = Server(tmp_path).start()
+@pytest.fixture
+def trimmed(twistd):
+    """
+    A SQLite journal of 20 entries kept to the last 5 (first 16, head 20): written, then
+    restarted with --retain-entries 5, which applies at start-up.
+    """
+    server = twistd()
     client = Client(server.ports["journal"])
-    for n in range(1, count + 1):
+    for n in range(1, 21):
         assert client.write(f"w{n}", {"n": n}) == n
     client.close()
     assert server.stop() == 0
-    server = Server(tmp_path, *retention)
-    return server.start()
-
-
-@pytest.fixture
-def trimmed(tmp_path):
-    """A SQLite journal of 20 entries kept to the last 5: first 16, head 20."""
-    server = fillAndRestart(tmp_path, 20, "--retain-entries", "5")
+    server = twistd("--retain-entries", "5")
     until(lambda: getJSON(server, "/status")["first"] == 16)
-    yield server
-    server.stop()
+    return server
 
 
 NOTICE = {"trimmed": {"first": 16, "head": 20}}
@@ -152,16 +143,13 @@ def test_npmTcpLogClientReadsATrimmedJournal(trimmed, version):
     assert outcome["notices"] == ([NOTICE] if version == 6 else [])
 
 
-def test_periodicCheckOnMemoryStore(tmp_path):
+def test_periodicCheckOnMemoryStore(twistd):
     """Retention is checked again while running, not only at start-up."""
-    server = Server(tmp_path, "--retain-entries", "3", store="memory:").start()
-    try:
-        client = Client(server.ports["journal"])
-        for n in range(1, 11):
-            client.write(f"w{n}", {"n": n})
-        until(lambda: getJSON(server, "/status")["first"] == 8, timeout=30)
-        client.send({"from": 1})
-        assert client.receive() == {"trimmed": {"first": 8, "head": 10}}
-        client.close()
-    finally:
-        server.stop()
+    server = twistd("--retain-entries", "3", store="memory:")
+    client = Client(server.ports["journal"])
+    for n in range(1, 11):
+        client.write(f"w{n}", {"n": n})
+    until(lambda: getJSON(server, "/status")["first"] == 8, timeout=30)
+    client.send({"from": 1})
+    assert client.receive() == {"trimmed": {"first": 8, "head": 10}}
+    client.close()

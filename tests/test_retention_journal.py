@@ -2,24 +2,37 @@
 Journal readers and retention: a read below C{first}, in both dialects, is told
 C{{"trimmed": {"first": F, "head": H}}} before any later entry and goes on from
 C{first}; so is a reader that retention overtakes while it pages, or while it is
-stalled on a full socket.
+stalled on a full socket; on the memory store and on SQLite.
 """
 
 import time
 
-from twisted.internet.task import Clock
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
 from logsvc.journal import JournalFactory
 from logsvc.retention import Retention
+from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, canonical
 from tests.stores import appendOne
 
 from .test_journal import Connection, FillingTransport, entries
+from .test_store import temporaryPath
 
 
 def notice(first: int, head: int) -> dict:
     return {"trimmed": {"first": first, "head": head}}
+
+
+def assertToldOfTheGap(case, messages: list, first: int, head: int) -> None:
+    """Entries are consecutive from 1 except across one notice, just before C{first}."""
+    at = messages.index(notice(first, head))
+    before = entries(messages[:at])
+    after = entries(messages[at:])
+    case.assertEqual(before, list(range(1, len(before) + 1)))
+    case.assertEqual(after, list(range(first, first + len(after))))
 
 
 class TrimmedReadTests(TestCase):
@@ -71,16 +84,6 @@ class TrimmedReadTests(TestCase):
         self.assertEqual(connection.received(), [{"index": 7, "entry": {"n": 7}},
                                                  {"head": 10}])
 
-    def assertToldOfTheGap(self, messages: list, first: int, head: int) -> None:
-        """Entries are consecutive except across exactly one notice, just before
-        C{first}."""
-        at = messages.index(notice(first, head))
-        before = entries(messages[:at])
-        after = entries(messages[at:])
-        self.assertEqual(before, list(range(1, len(before) + 1)))
-        self.assertEqual(after[0], first)
-        self.assertEqual(after, list(range(first, first + len(after))))
-
     def test_readerOvertakenWhilePaging(self):
         self.fill(3000)
         transport = FillingTransport(limit=1000)
@@ -92,7 +95,7 @@ class TrimmedReadTests(TestCase):
         while transport.producerState == "paused":
             transport.drain()
             messages += connection.received()
-        self.assertToldOfTheGap(messages, 2001, 3000)
+        assertToldOfTheGap(self, messages, 2001, 3000)
         self.assertEqual(entries(messages)[-1], 3000)
         self.assertEqual(messages[-1], {"current": True})
 
@@ -137,3 +140,56 @@ class TrimmedReadTests(TestCase):
         self.assertEqual(connection.received(),
                          [notice(8, 10), {"index": 8, "entry": {"n": 8}},
                           {"index": 9, "entry": {"n": 9}}, {"head": 10}])
+
+
+class SQLiteTrimmedReadTests(TestCase):
+    """The same against the SQLite store, whose reads run in its reader thread."""
+
+    @inlineCallbacks
+    def setUp(self):
+        self.store = SQLiteStore(reactor, temporaryPath(self))
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+        self.factory = JournalFactory(self.store, 1000)
+
+    @inlineCallbacks
+    def until(self, connection, check) -> list:
+        messages = []
+        while not check(messages):
+            yield deferLater(reactor, 0.01, lambda: None)
+            messages += connection.received()
+        return messages
+
+    @inlineCallbacks
+    def test_readFromOneInBothDialects(self):
+        yield self.store.append([canonical({"n": n}) for n in range(1, 601)])
+        yield self.store.trim(Retention(entries=100), time.time())
+        first = yield self.store.first()
+        push = Connection(self.factory)
+        push.send({"from": 1})
+        messages = yield self.until(push, lambda m: {"current": True} in m)
+        self.assertEqual(messages[0], notice(first, 600))
+        self.assertEqual(entries(messages), list(range(first, 601)))
+        pull = Connection(self.factory)
+        pull.send({"from": 1, "read": 2})
+        messages = yield self.until(pull, lambda m: any("head" in x for x in m))
+        self.assertEqual(messages, [notice(first, 600), {"index": first, "entry": {"n": first}},
+                                    {"index": first + 1, "entry": {"n": first + 1}},
+                                    {"head": 600}])
+
+    @inlineCallbacks
+    def test_readerOvertakenWhilePaging(self):
+        yield self.store.append([canonical({"n": n}) for n in range(1, 3001)])
+        transport = FillingTransport(limit=1000)
+        connection = Connection(self.factory, transport)
+        connection.send({"from": 1})
+        messages = yield self.until(connection, lambda m: transport.producerState == "paused")
+        yield self.store.trim(Retention(entries=1000), time.time())
+        first = yield self.store.first()
+        while {"current": True} not in messages:
+            if transport.producerState == "paused":
+                transport.drain()
+            yield deferLater(reactor, 0.01, lambda: None)
+            messages += connection.received()
+        assertToldOfTheGap(self, messages, first, 3000)
+        self.assertEqual(entries(messages)[-1], 3000)
