@@ -7,14 +7,13 @@ writes).
 """
 
 import json
-import subprocess
 import threading
 import urllib.request
 
 import pytest
 
 from tests.postgres import Cluster, sharedCluster, skipUnlessAvailable
-from tests.server import TWISTD, Server, freePort
+from tests.server import freePort, startupError
 from tests.test_faults_e2e import Writer, acknowledgedSoFar, refusedSoFar, waitFor, waitForHealth
 from tests.test_journal_e2e import Client, concurrentWrites, nodeClient, readUntil
 
@@ -30,59 +29,43 @@ def status(port: int) -> dict:
         return json.load(r)
 
 
-def startupError(tmp_path, store: str) -> str:
-    result = subprocess.run([TWISTD, "-n", "--pidfile=", "logatron", "--store", store,
-                             "--port", f"tcp:{freePort()}:interface=127.0.0.1",
-                             "--journal", "none", "--pb", "none", "--http", "none"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+def refused(store: str) -> str:
+    return startupError("--store", store, "--port", "tcp:0:interface=127.0.0.1",
+                        "--journal", "none", "--pb", "none", "--http", "none")
 
 
-def test_startupErrorsAreOneLine(tmp_path, database):
+def test_startupErrorsAreOneLine(database):
     cluster = sharedCluster()
-    line = startupError(tmp_path, f"postgresql://logsvc@127.0.0.1:{cluster.port}:x/db")
+    line = refused(f"postgresql://logsvc@127.0.0.1:{cluster.port}:x/db")
     assert line.startswith("logatron: cannot open store postgresql"), line
-    line = startupError(tmp_path, cluster.uri(database.rsplit("/", 1)[1],
-                                              password="wrong"))
+    line = refused(cluster.uri(database.rsplit("/", 1)[1], password="wrong"))
     assert "password authentication failed" in line, line
     assert "wrong" not in line
-    line = startupError(tmp_path, f"postgres://logsvc:pw@127.0.0.1:{freePort()}/db")
+    line = refused(f"postgres://logsvc:pw@127.0.0.1:{freePort()}/db")
     assert line.startswith("logatron: cannot open store postgresql://logsvc@127.0.0.1:"), line
     assert "refused" in line, line
 
 
-def test_journalIdInStatusStaysWithTheDatabase(tmp_path, database):
-    server = Server(tmp_path, store=database, listeners=("port", "journal", "http")).start()
-    try:
-        first = status(server.ports["http"])["journal_id"]
-    finally:
-        server.stop()
+def test_journalIdInStatusStaysWithTheDatabase(twistd, database):
+    server = twistd(store=database, listeners=("port", "journal", "http"))
+    first = status(server.ports["http"])["journal_id"]
+    server.stop()
     server.start()
-    try:
-        assert status(server.ports["http"])["journal_id"] == first
-    finally:
-        server.stop()
-    other = Server(tmp_path, store=sharedCluster().database(),
-                   listeners=("port", "journal", "http")).start()
-    try:
-        assert status(other.ports["http"])["journal_id"] != first
-    finally:
-        other.stop()
+    assert status(server.ports["http"])["journal_id"] == first
+    server.stop()
+    other = twistd(store=sharedCluster().database(), listeners=("port", "journal", "http"))
+    assert status(other.ports["http"])["journal_id"] != first
 
 
-def test_serverStoppedMidWriteThenStarted(tmp_path):
+def test_serverStoppedMidWriteThenStarted(twistd):
     """Writes are refused while PostgreSQL is down, /health says 503, the line service
     keeps serving; once it is back the node recovers by itself and every acknowledged
     entry is there, at dense indices."""
     skipUnlessAvailable()
     cluster = Cluster().start()
     try:
-        server = Server(tmp_path, "--no-journal-lines", store=cluster.database(),
-                        listeners=("port", "journal", "http")).start()
+        server = twistd("--no-journal-lines", store=cluster.database(),
+                        listeners=("port", "journal", "http"))
         journal, http = server.ports["journal"], server.ports["http"]
         writers = [Writer(journal, number) for number in range(4)]
         for writer in writers:
@@ -125,53 +108,44 @@ def test_serverStoppedMidWriteThenStarted(tmp_path):
     assert len(written) == len(set(written))
 
 
-def test_rewoundJournalIsRefused(tmp_path, database):
-    server = Server(tmp_path, store=database, listeners=("port", "journal", "http")).start()
-    try:
-        client = Client(server.ports["journal"])
-        for n in range(10):
-            client.write(f"w{n}", {"n": n})
-        client.send({"from": 1})
-        readUntil(client, 10)
-        name = database.rsplit("/", 1)[1]
-        sharedCluster().sql("DELETE FROM logsvc_chunks WHERE first > 5;"
-                            " UPDATE logsvc_counter SET head = 5", name)
-        body = waitForHealth(server.ports["http"], 503)
-        assert "went backwards" in body["store"], body
-        writer = Client(server.ports["journal"])
-        writer.send({"id": "after", "entry": {"n": 11}})
-        reply = writer.receive()
-        assert "went backwards" in reply["error"], reply
-        assert server.process.poll() is None
-    finally:
-        server.stop()
+def test_rewoundJournalIsRefused(twistd, database):
+    server = twistd(store=database, listeners=("port", "journal", "http"))
+    client = Client(server.ports["journal"])
+    for n in range(10):
+        client.write(f"w{n}", {"n": n})
+    client.send({"from": 1})
+    readUntil(client, 10)
+    name = database.rsplit("/", 1)[1]
+    sharedCluster().sql("DELETE FROM logsvc_chunks WHERE first > 5;"
+                        " UPDATE logsvc_counter SET head = 5", name)
+    body = waitForHealth(server.ports["http"], 503)
+    assert "went backwards" in body["store"], body
+    writer = Client(server.ports["journal"])
+    writer.send({"id": "after", "entry": {"n": 11}})
+    reply = writer.receive()
+    assert "went backwards" in reply["error"], reply
+    assert server.running()
 
 
-def test_entryChangedAtAServedIndexIsRefused(tmp_path, database):
-    server = Server(tmp_path, store=database, listeners=("port", "journal", "http")).start()
-    try:
-        client = Client(server.ports["journal"])
-        client.write("a", {"n": 1})
-        name = database.rsplit("/", 1)[1]
-        sharedCluster().sql("UPDATE logsvc_chunks SET data = '{\"n\":2}',"
-                            " digests = sha256('{\"n\":2}')", name)
-        body = waitForHealth(server.ports["http"], 503)
-        assert "differs from the one served" in body["store"], body
-    finally:
-        server.stop()
+def test_entryChangedAtAServedIndexIsRefused(twistd, database):
+    server = twistd(store=database, listeners=("port", "journal", "http"))
+    Client(server.ports["journal"]).write("a", {"n": 1})
+    name = database.rsplit("/", 1)[1]
+    sharedCluster().sql("UPDATE logsvc_chunks SET data = '{\"n\":2}',"
+                        " digests = sha256('{\"n\":2}')", name)
+    body = waitForHealth(server.ports["http"], 503)
+    assert "differs from the one served" in body["store"], body
 
 
 @pytest.fixture
-def nodes(tmp_path, database):
+def nodes(twistd, tmp_path, database):
     started = []
     for number in range(2):
         directory = tmp_path / f"node{number}"
         directory.mkdir()
-        started.append(Server(directory, "--no-journal-lines", store=database,
-                              listeners=("port", "journal")).start())
-    yield started
-    for node in started:
-        node.stop()
+        started.append(twistd("--no-journal-lines", directory=directory, store=database,
+                              listeners=("port", "journal")))
+    return started
 
 
 def test_twoNodesShareOneJournal(nodes):

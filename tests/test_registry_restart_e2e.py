@@ -12,7 +12,6 @@ import urllib.request
 import pytest
 
 from tests.postgres import sharedCluster, skipUnlessAvailable
-from tests.server import Server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -48,27 +47,23 @@ def lineClient(port: int, *lines: bytes) -> socket.socket:
 
 
 @pytest.mark.parametrize("stop", ["clean", "kill -9"])
-def test_clientsAsBeforeTheRestart(tmp_path, store, stop):
-    server = Server(tmp_path, store=store, listeners=("port", "journal", "http")).start()
-    http = server.ports["http"]
-    try:
-        gone = lineClient(server.ports["port"], b"IAM web-1", b"LOG one", b"LOG two",
-                          b"SET status ready", b"nonsense")
-        gone.close()
-        staying = lineClient(server.ports["port"], b"IAM web-2", b"LOG still here",
-                             b"SET mode busy")
-        before = settle(http, {"web-1": 2, "web-2": 1}, lambda found: (
-            not found["web-1"]["online"] and found["web-2"]["state"] == {"mode": "busy"}))
-        if stop == "clean":
-            assert server.stop() == 0
-        else:
-            time.sleep(2.5)     # a tick has passed: the records are written
-            server.kill()
-        staying.close()
-        server.start()
-        after = clients(http)
-    finally:
-        server.stop()
+def test_clientsAsBeforeTheRestart(twistd, store, stop):
+    server = twistd(store=store, listeners=("port", "journal", "http"))
+    gone = lineClient(server.ports["port"], b"IAM web-1", b"LOG one", b"LOG two",
+                      b"SET status ready", b"nonsense")
+    gone.close()
+    staying = lineClient(server.ports["port"], b"IAM web-2", b"LOG still here",
+                         b"SET mode busy")
+    before = settle(server.ports["http"], {"web-1": 2, "web-2": 1}, lambda found: (
+        not found["web-1"]["online"] and found["web-2"]["state"] == {"mode": "busy"}))
+    if stop == "clean":
+        assert server.stop() == 0
+    else:
+        time.sleep(2.5)     # a tick has passed: the records are written
+        server.kill()
+    staying.close()
+    server.start()
+    after = clients(server.ports["http"])
     assert set(after) == {"web-1", "web-2"}
     for name in after:
         assert after[name] == {**before[name], "online": False}, name
@@ -77,17 +72,14 @@ def test_clientsAsBeforeTheRestart(tmp_path, store, stop):
     assert after["web-2"]["state"] == {"mode": "busy"}
 
 
-def test_reconnectedClientKeepsItsRing(tmp_path, store):
-    server = Server(tmp_path, store=store, listeners=("port", "journal", "http")).start()
-    try:
-        lineClient(server.ports["port"], b"IAM web-1", b"LOG before").close()
-        settle(server.ports["http"], {"web-1": 1}, lambda found: not found["web-1"]["online"])
-        assert server.stop() == 0
-        server.start()
-        again = lineClient(server.ports["port"], b"IAM web-1", b"LOG after")
-        found = settle(server.ports["http"], {"web-1": 2})
-        again.close()
-    finally:
-        server.stop()
+def test_reconnectedClientKeepsItsRing(twistd, store):
+    server = twistd(store=store, listeners=("port", "journal", "http"))
+    lineClient(server.ports["port"], b"IAM web-1", b"LOG before").close()
+    settle(server.ports["http"], {"web-1": 1}, lambda found: not found["web-1"]["online"])
+    assert server.stop() == 0
+    server.start()
+    again = lineClient(server.ports["port"], b"IAM web-1", b"LOG after")
+    found = settle(server.ports["http"], {"web-1": 2})
+    again.close()
     assert [m for _, m in found["web-1"]["log"]] == ["before", "after"]
     assert found["web-1"]["online"] is True
