@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, ingest, journal, lines, load, retention, watch  # noqa: E402  (needs the repository on the path)
+from bench import floor, ingest, journal, lines, load, postgresql, retention, watch  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -46,6 +46,11 @@ def handlerScenario(args) -> None:
 
 def syslogScenario(args) -> None:
     ingest.runSyslog(args.senders, args.messages, tuple(args.server_arg), args.timeout)
+
+
+def postgresqlScenario(args) -> None:
+    postgresql.run(args.writers, args.in_flight, args.duration, args.rate, args.count,
+                   args.clients, args.lines, args.timeout)
 
 
 def retentionScenario(args) -> None:
@@ -217,6 +222,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--senders", type=int, default=4)
     sub.add_argument("--messages", type=int, default=100_000, help="messages per sender")
 
+    sub = scenario("postgresql", postgresqlScenario, "on a throwaway PostgreSQL cluster: "
+                   "durable writes beside SQLite's, write on node A to reader on node B "
+                   "latency, journaled line ingest on 1 and 2 nodes", targets=False)
+    sub.add_argument("--writers", type=int, default=8)
+    sub.add_argument("--in-flight", type=int, default=100)
+    sub.add_argument("--duration", type=float, default=5.0, help="seconds of each writes run")
+    sub.add_argument("--rate", type=float, default=1000.0, help="latency: writes per second")
+    sub.add_argument("--count", type=int, default=5000, help="latency: writes in all")
+    sub.add_argument("--clients", type=int, default=8, help="line clients")
+    sub.add_argument("--lines", type=int, default=100_000, help="lines per client")
+
     sub = scenario("retention", retentionScenario, "soak: a server with --retain-entries "
                    "N and one without, written to in alternating segments; file size, "
                    "WAL and RSS over time, and writes/s side by side", targets=False)
@@ -244,7 +260,7 @@ def main(argv=None) -> int:
     if args.scenario == "floor":
         args.run(args)
     elif args.scenario in ("lines", "clients", "followers", "watch", "handler", "syslog",
-                           "retention"):
+                           "postgresql", "retention"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:

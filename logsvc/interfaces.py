@@ -78,6 +78,9 @@ class IJournalStore(Interface):
     never blocks the reactor.
     """
 
+    journalId = Attribute("The journal's id (a UUID string, set once open): it changes "
+                          "only when the journal is replaced by another.")
+
     def open():
         """
         Open (creating if needed) the storage. Returns a Deferred that fires with None

@@ -69,6 +69,9 @@ class ClientRegistry:
         self.totalLines = 0
         self.totalSets = 0
         self._evicted = {"bytes": 0, "ignored": 0, "truncated": 0}
+        self._changed: set = set()      # names to save (see takeChanges)
+        self._gone: set = set()         # evicted names to forget
+        self._saved: dict = {}          # name -> counters as last saved
 
     @property
     def observed(self) -> bool:
@@ -84,6 +87,7 @@ class ClientRegistry:
         record.disconnectedAt = None
         record.state = {}
         self._online[name] = record
+        self._changed.add(name)
         self._emit("ready", name, record.connectedAt, _NO_FIELDS)
         return record
 
@@ -94,8 +98,11 @@ class ClientRegistry:
         record.online = False
         record.disconnectedAt = self._clock.seconds()
         self._offline[record.name] = record
+        self._changed.add(record.name)
         while len(self._offline) > self.maxOffline:
             evicted, gone = self._offline.popitem(last=False)
+            self._changed.discard(evicted)
+            self._gone.add(evicted)
             for counter in self._evicted:
                 self._evicted[counter] += getattr(gone, counter)
             self.log_.info("evicted offline client {name}", name=evicted)
@@ -126,6 +133,7 @@ class ClientRegistry:
     def set(self, record: ClientRecord, time: float, key: str, value: str) -> None:
         record.state[key] = value
         self.totalSets += 1
+        self._changed.add(record.name)
         self._emit("set", record.name, time, {"key": key, "value": value})
 
     def lookup(self, name: str) -> ClientRecord:
@@ -155,6 +163,48 @@ class ClientRegistry:
             totals["truncated"] += record.truncated
         return totals
 
+    # Persistence (logsvc.persistence): what changed since the last save, in batches.
+
+    def restore(self, name: str, saved: dict) -> None:
+        """An offline record as saved before a restart (at start-up, before clients)."""
+        record = ClientRecord(name, self.bufferSize)
+        record.connectedAt = saved["connectedAt"]
+        record.disconnectedAt = saved["disconnectedAt"]
+        record.ring.extend((t, m) for t, m in saved["log"])
+        record.state = saved["state"]
+        for counter, value in saved["counters"].items():
+            setattr(record, counter, value)
+        self._offline[name] = record
+        self._saved[name] = _signature(record)
+
+    def takeChanges(self) -> tuple[list, list]:
+        """
+        C{([(name, saved form)], [evicted names])} since the last call: records that
+        connected, disconnected or were set, and online ones whose counters moved
+        (lines and bytes are counted without a call here, so they are compared).
+        """
+        changed = self._changed
+        for name, record in self._online.items():
+            if self._saved.get(name) != _signature(record):
+                changed.add(name)
+        self._changed = set()
+        gone, self._gone = list(self._gone), set()
+        rows = []
+        for name in changed:
+            record = self._online.get(name) or self._offline.get(name)
+            if record is not None:
+                self._saved[name] = _signature(record)
+                rows.append((name, {**record.summary(), "online": False,
+                                    "disconnectedAt": record.disconnectedAt}))
+        for name in gone:
+            self._saved.pop(name, None)
+        return rows, gone
+
+    def unsaved(self, names: list, gone: list) -> None:
+        """A save failed: take these again at the next L{takeChanges}."""
+        self._changed.update(names)
+        self._gone.update(gone)
+
     def addObserver(self, observer: IEventObserver) -> None:
         self._observers = self._observers + (observer,)
 
@@ -164,3 +214,7 @@ class ClientRegistry:
     def _emit(self, kind: str, name: str, time: float, fields: dict) -> None:
         for observer in self._observers:
             observer.event(kind, name, time, fields)
+
+
+def _signature(record: ClientRecord) -> tuple:
+    return (record.online, record.lines, record.bytes, record.ignored, record.truncated)

@@ -7,6 +7,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
 
+from .errors import StoreError
 from .limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 
 
@@ -32,6 +33,7 @@ class LogService(MultiService):
         self.maxConnections = maxConnections
         self.startTime = clock.seconds() if startTime is None else startTime
         self.endpoints: dict[str, str] = {}
+        self.persistence = None     # a RegistryPersistence, for stores that persist
 
     def addListener(self, name: str, description: str, endpoint, factory) -> None:
         """Listen with C{factory}, capped at C{maxConnections} open connections."""
@@ -74,6 +76,11 @@ class LogService(MultiService):
         self.store.open().addErrback(failures.append)
         if failures:
             exitWithError(_oneLine(failures[0]))
+        if self.persistence is not None:
+            try:
+                self.persistence.open()
+            except StoreError as e:
+                exitWithError(_oneLine(e))
 
     def stopService(self) -> Deferred:
         """
@@ -87,6 +94,8 @@ class LogService(MultiService):
         stopped = super().stopService()
         stopped.addBoth(lambda _: DeferredList(
             [listener.factory.closeAll(self.clock) for listener in self.listeners()]))
+        if self.persistence is not None:
+            stopped.addBoth(lambda _: self.persistence.close())
         stopped.addBoth(lambda _: self.store.close())
         return stopped
 

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from bisect import bisect_left, bisect_right
 from hashlib import sha256
 from itertools import accumulate, repeat
@@ -199,6 +200,7 @@ class SQLiteStore:
         self._unswept = False       # hashes of deleted entries wait in sweep
         self._sweepTurn = False     # the sweeper goes next, if it has work
         self._write = self._read = None
+        self.journalId: str | None = None
         self._lockFile: int | None = None
         self._reads: SimpleQueue = SimpleQueue()
 
@@ -242,6 +244,10 @@ class SQLiteStore:
                        "journal_size_limit=67108864"):
             self._write.execute(f"PRAGMA {pragma}")
         self._createOrUpgrade()
+        self._write.execute("INSERT OR IGNORE INTO meta VALUES ('journal_id', ?)",
+                            (str(uuid.uuid4()),))
+        self.journalId = self._write.execute(
+            "SELECT value FROM meta WHERE key = 'journal_id'").fetchone()[0]
         # Proves at start-up that the file is writable, not merely readable.
         self._write.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)",
                             (time.time(),))

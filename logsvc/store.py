@@ -4,6 +4,7 @@ window of recent identified writes that makes retries safe, and the in-memory st
 """
 
 import json
+import uuid
 from hashlib import sha256
 from itertools import repeat
 
@@ -136,6 +137,7 @@ class MemoryStore:
         self._followers = Followers()
         self._commitObservers: list = []
         self._unannounced: list = []
+        self.journalId = str(uuid.uuid4())
 
     def open(self):
         return succeed(None)
@@ -226,7 +228,7 @@ class MemoryStore:
             older = [index for time, index in self._times if time <= now - retention.seconds]
             cut = min(cut, older[-1] if older else self._first)
         if retention.bytes is not None:
-            freed, left, references = 0, self._bytes, {}
+            left, references = self._bytes, {}
             for at, digest in enumerate(self._hashes):
                 if self._references[digest] - references.get(digest, 0) == 1:
                     size = len(self._blobs[digest])
@@ -248,11 +250,18 @@ class MemoryStore:
 
 
 def storeFromString(reactor, description: str, **options) -> IJournalStore:
-    """C{memory:} or C{sqlite:PATH}; raise L{StoreError} for anything else."""
+    """
+    C{memory:}, C{sqlite:PATH} or C{postgresql://...} (C{postgres://} too); raise
+    L{StoreError} for anything else.
+    """
+    from .pgstore import PostgreSQLStore, isPostgreSQL
+    if isPostgreSQL(description):
+        return PostgreSQLStore(reactor, description)
     kind, _, rest = description.partition(":")
     if kind == "memory" and not rest:
         return MemoryStore(reactor)
     if kind == "sqlite" and rest:
         from .sqlitestore import SQLiteStore
         return SQLiteStore(reactor, rest, **options)
-    raise StoreError(f"unknown store {description!r}: use sqlite:PATH or memory:")
+    raise StoreError(f"unknown store {description!r}: use sqlite:PATH, memory: or "
+                     "postgresql://USER:PASSWORD@HOST:PORT/DB")

@@ -13,6 +13,7 @@ from .journal import JournalFactory, JournalLines
 from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
 from .lineservice import LineFactory
 from .options import positiveInteger
+from .persistence import RegistryPersistence, backendFor
 from .pb import LONGEST_LINE
 from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
@@ -169,6 +170,9 @@ def makeService(config, reactor=None) -> LogService:
     except StoreError as e:
         exitWithError(str(e))
     service = LogService(registry, store, reactor, maxConnections=config["max-connections"])
+    backend = backendFor(config["store"])
+    if backend is not None:
+        service.persistence = RegistryPersistence(registry, backend, reactor)
     lineFactory = LineFactory(registry, reactor, config["max-line"])
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         lineFactory)

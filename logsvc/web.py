@@ -124,7 +124,8 @@ class StatusResource(AsyncResource):
                 "clients": service.registry.counts(),
                 "lines": service.registry.totalLines,
                 "first": await service.store.first(),
-                "head": await service.store.head()}
+                "head": await service.store.head(),
+                "journal_id": service.store.journalId}
 
 
 class ClientsResource(AsyncResource):

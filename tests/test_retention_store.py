@@ -9,11 +9,11 @@ import sqlite3
 import time
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from logsvc import sqlitestore, store as memorystore
+from logsvc import pgstore, sqlitestore, store as memorystore
 from logsvc.errors import Trimmed
 from logsvc.retention import Retention
 from logsvc.sqlitestore import SQLiteStore
@@ -31,6 +31,7 @@ class RetentionBehaviour:
     def setUp(self):
         self.patch(memorystore, "TIME_STEP", 0.0)
         self.patch(sqlitestore, "TIME_STEP", 0.0)
+        self.patch(pgstore, "TIME_STEP", 0.0)
         self.store = self.makeStore()
         yield self.store.open()
         self.addCleanup(lambda: self.store.close())
@@ -291,3 +292,47 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
         yield self.store.trim(Retention(entries=2), time.time())
         self.assertEqual((yield self.store.read(2, 5)), [(2, entry(2)), (3, entry(1))])
         self.assertEqual(self.rows("SELECT data FROM blobs"), [(entry(1),)])
+
+
+class PostgreSQLRetentionTests(RetentionBehaviour, unittest.TestCase):
+    """The same retention on PostgreSQL, a fresh database per test."""
+
+    def makeStore(self):
+        from tests.postgres import sharedCluster, skipUnlessAvailable
+        skipUnlessAvailable(self)
+        if not hasattr(self, "uri"):
+            self.uri = sharedCluster().database()
+        return pgstore.PostgreSQLStore(reactor, self.uri)
+
+    @inlineCallbacks
+    def reopen(self):
+        yield self.store.close()
+        self.store = self.makeStore()
+        yield self.store.open()
+
+    @inlineCallbacks
+    def test_firstAndHeadAcrossRestarts(self):
+        yield self.fill(range(6), writeId="w")
+        yield self.store.trim(Retention(entries=2), time.time())
+        yield self.reopen()
+        self.assertEqual((yield self.bounds()), (5, 6))
+        yield self.assertFailure(self.store.read(4, 1), Trimmed)
+        self.assertEqual((yield appendOne(self.store, entry(1), "w1")), 2)
+        yield self.store.trim(Retention(seconds=1), time.time() + 60)
+        yield self.reopen()
+        self.assertEqual((yield self.bounds()), (6, 6))
+        self.assertEqual((yield self.fill([7])), [7])
+        self.assertEqual((yield appendOne(self.store, entry(0), "w0")), 1)
+
+    @inlineCallbacks
+    def test_commitsTakeTurnsWithATrim(self):
+        """Appends made while a trim of many steps runs are committed between its
+        steps, and the trim ends where its limit says."""
+        self.patch(pgstore, "TRIM_STEP", 2)
+        yield self.fill(range(20))
+        trimmed = self.store.trim(Retention(entries=2), time.time())
+        appended = [appendOne(self.store, entry(n)) for n in range(5)]
+        indices = yield gatherResults(appended)
+        self.assertEqual(sorted(indices), list(range(21, 26)))
+        self.assertEqual((yield trimmed)[0], 1)
+        self.assertGreaterEqual((yield self.store.first()), 19)

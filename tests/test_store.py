@@ -171,6 +171,44 @@ class StoreBehaviour:
         self.assertEqual((yield gatherResults(appended)), list(range(1, 501)))
 
 
+class PersistentStoreBehaviour(StoreBehaviour):
+    """What every store that outlives its process shows; C{reopen()} closes and opens."""
+
+    @inlineCallbacks
+    def reopen(self):
+        yield self.store.close()
+        self.store = self.makeStore()
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+
+    @inlineCallbacks
+    def test_reopenKeepsEntriesAndRetryWindow(self):
+        yield gatherResults([appendOne(self.store, entry(n), f"w{n}") for n in range(10)])
+        yield self.reopen()
+        self.assertEqual((yield self.store.head()), 10)
+        self.assertEqual((yield appendOne(self.store, entry(3), "w3")), 4)
+        self.assertEqual((yield appendOne(self.store, entry(3), "new")), 11)
+        self.assertEqual((yield self.store.read(10, 5)), [(10, entry(9)), (11, entry(3))])
+
+    @inlineCallbacks
+    def test_anyWriteIdIsKeptAcrossRestarts(self):
+        """A write id that UTF-8 cannot encode (a lone surrogate, which JSON allows)
+        fails nothing: not its own write, nor the others committed with it."""
+        ids = ["\ud800", "caf\u00e9 \U0001f600", '"quoted"\n']
+        self.assertEqual((yield self.store.append([entry(n) for n in range(3)], ids)),
+                         [1, 2, 3])
+        yield self.reopen()
+        self.assertEqual((yield self.store.append([entry(n) for n in range(3)], ids)),
+                         [1, 2, 3])
+
+    @inlineCallbacks
+    def test_closedStoreRefusesWork(self):
+        yield self.store.close()
+        for attempt in (appendOne(self.store, entry(1)), self.store.read(1, 1),
+                        self.store.check()):
+            yield self.assertFailure(attempt, StoreError)
+
+
 class RecentWritesTests(unittest.TestCase):
 
     def test_remembersAtLeastTheLastSize(self):
@@ -199,18 +237,11 @@ class MemoryStoreTests(StoreBehaviour, unittest.TestCase):
         return MemoryStore(reactor)
 
 
-class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
+class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
     def makeStore(self, sync: str = "always"):
         if not hasattr(self, "path"):
             self.path = temporaryPath(self)
         return SQLiteStore(reactor, self.path, sync=sync)
-
-    @inlineCallbacks
-    def reopen(self):
-        yield self.store.close()
-        self.store = self.makeStore()
-        yield self.store.open()
-        self.addCleanup(self.store.close)
 
     def rows(self, query: str) -> list:
         with sqlite3.connect(self.path) as connection:
@@ -322,14 +353,6 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
         retried = yield self.store.append([entries[n] for n in (0, 3, 9)], ["w0", "w3", "w9"])
         self.assertEqual(retried, [1, 4, 10])
 
-    @inlineCallbacks
-    def test_reopenKeepsEntriesAndRetryWindow(self):
-        yield gatherResults([appendOne(self.store, entry(n), f"w{n}") for n in range(10)])
-        yield self.reopen()
-        self.assertEqual((yield self.store.head()), 10)
-        self.assertEqual((yield appendOne(self.store, entry(3), "w3")), 4)
-        self.assertEqual((yield appendOne(self.store, entry(3), "new")), 11)
-        self.assertEqual((yield self.store.read(10, 5)), [(10, entry(9)), (11, entry(3))])
 
     @inlineCallbacks
     def test_preallocatedWALRecoversAfterACrash(self):
@@ -355,23 +378,6 @@ class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
                          [(n + 1, entry(n)) for n in range(20)])
         self.assertEqual((yield appendOne(recovered, entry(5), "w5")), 6)
 
-    @inlineCallbacks
-    def test_anyWriteIdIsKeptAcrossRestarts(self):
-        """A write id that UTF-8 cannot encode (a lone surrogate, which JSON allows)
-        fails nothing: not its own write, nor the others committed with it."""
-        ids = ["\ud800", "caf\u00e9 \U0001f600", '"quoted"\n']
-        self.assertEqual((yield self.store.append([entry(n) for n in range(3)], ids)),
-                         [1, 2, 3])
-        yield self.reopen()
-        self.assertEqual((yield self.store.append([entry(n) for n in range(3)], ids)),
-                         [1, 2, 3])
-
-    @inlineCallbacks
-    def test_closedStoreRefusesWork(self):
-        yield self.store.close()
-        for attempt in (appendOne(self.store, entry(1)), self.store.read(1, 1),
-                        self.store.check()):
-            yield self.assertFailure(attempt, StoreError)
 
     @inlineCallbacks
     def test_syncOs(self):
@@ -466,3 +472,15 @@ class SQLiteOpenTests(unittest.TestCase):
         self.assertLess(os.path.getsize(path + "-wal"), 1 << 20)
         self.assertEqual((yield appendOne(store, entry(1))), 1)
         self.assertEqual((yield store.read(1, 5)), [(1, entry(1))])
+
+
+class PostgreSQLStoreTests(PersistentStoreBehaviour, unittest.TestCase):
+    """The same behaviour on PostgreSQL, a fresh database per test."""
+
+    def makeStore(self):
+        from logsvc.pgstore import PostgreSQLStore
+        from tests.postgres import sharedCluster, skipUnlessAvailable
+        skipUnlessAvailable(self)
+        if not hasattr(self, "uri"):
+            self.uri = sharedCluster().database()
+        return PostgreSQLStore(reactor, self.uri)

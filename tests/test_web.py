@@ -133,7 +133,7 @@ class StatusTests(WebTestCase):
         self.clock.advance(7.5)
         self.assertEqual(self.getJSON("/status"), {
             "version": __version__, "uptime": 7.5, "clients": {"online": 1, "offline": 1},
-            "lines": 2, "first": 1, "head": 2})
+            "lines": 2, "first": 1, "head": 2, "journal_id": self.service.store.journalId})
 
 
 class ClientsTests(WebTestCase):

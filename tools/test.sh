@@ -11,6 +11,8 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v logger >/dev/null || missing+=(bsdutils)
 command -v rsyslogd >/dev/null || missing+=(rsyslog)
+# initdb and pg_ctl for the tests' throwaway PostgreSQL clusters (not on PATH on Debian)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -1,0 +1,98 @@
+"""
+logsvc on PostgreSQL, side by side with SQLite in one run: durable writes, the latency
+from a write on node A to a live reader on node B, and line ingest with journaling on
+one node and on two nodes sharing the database.  The server is a throwaway cluster
+(tests/postgres.py) on this machine, with fsync and synchronous commit on.
+"""
+
+import functools
+import time
+
+from bench import journal
+from bench.common import BenchError, Generators, Logsvc, percentiles, report
+from bench.lines import sendLines
+from tests.postgres import Cluster, available
+
+
+def run(writers: int, inFlight: int, duration: float, rate: float, count: int,
+        clients: int, lines: int, timeout: float) -> None:
+    if not available():
+        raise BenchError("PostgreSQL (initdb, pg_ctl) is not installed")
+    cluster = Cluster().start()
+    try:
+        sqlite = journal.runWrites(journal.Setup(timeout=timeout), writers, inFlight, duration)
+        postgresql = journal.runWrites(journal.Setup(store=cluster.database(),
+                                                     timeout=timeout),
+                                       writers, inFlight, duration)
+        report("writes-compared", "logsvc", {"writers": writers, "in_flight": inFlight},
+               {"sqlite_writes_per_s": sqlite["writes_per_s"],
+                "postgresql_writes_per_s": postgresql["writes_per_s"],
+                "ratio": round(postgresql["writes_per_s"]
+                               / sqlite["writes_per_s"], 3)})
+        crossNodeLatency(cluster.database(), rate, count, timeout)
+        for nodes in (1, 2):
+            lineIngest(cluster.database(), nodes, clients, lines, timeout)
+    finally:
+        cluster.destroy()
+
+
+def _crossRole(ports: tuple, rate: float, count: int, roles: list, ready, go) -> list:
+    """The reader follows node B; the writer writes to node A."""
+    (role,) = roles
+    if role == "reader":
+        return [journal._liveReader(ports[1], count, True, ready, go)]
+    return [journal._paceWriter(ports[0], rate, count, 100, ready, go)]
+
+
+def crossNodeLatency(uri: str, rate: float, count: int, timeout: float) -> dict:
+    nodes = [Logsvc("--no-journal-lines", store=uri, listeners=("port", "journal")).start()
+             for _ in range(2)]
+    try:
+        work = functools.partial(_crossRole, tuple(n.journalPort for n in nodes), rate, count)
+        with Generators(work, ["reader", "writer"], 1) as generators:
+            generators.ready(timeout=30)
+            generators.go()
+            results, _ = generators.results(timeout)
+        roles = dict(results)
+        return report("latency-across-nodes", "logsvc",
+                      {"rate": rate, "count": count, "store": "postgresql"},
+                      {"delivered": len(roles["reader"]), **percentiles(roles["reader"], 50, 99, 100),
+                       **{f"ack_{k}": v for k, v in percentiles(roles["writer"], 50, 99).items()}})
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def lineIngest(uri: str, nodes: int, clients: int, lines: int, timeout: float) -> dict:
+    """C{clients} line clients spread over C{nodes} nodes, every event journaled."""
+    servers = [Logsvc("--journal-lines", store=uri, listeners=("port", "journal", "http")
+                      ).start() for _ in range(nodes)]
+    try:
+        groups = []
+        for at, server in enumerate(servers):
+            share = list(range(at, clients, nodes))
+            groups.append(Generators(functools.partial(sendLines, server.ports["port"],
+                                                       lines, 100), share, 4))
+        for group in groups:
+            group.__enter__()
+        try:
+            for group in groups:
+                group.ready(timeout=30)
+            started = time.monotonic()
+            for group in groups:
+                group.go()
+            for group in groups:
+                group.results(timeout)
+            journal.waitForIndex(servers[0].journalPort, clients * (lines + 2), timeout)
+            seconds = time.monotonic() - started
+        finally:
+            for group in groups:
+                group.__exit__(None, None, None)
+        return report("lines-journaled", "logsvc",
+                      {"nodes": nodes, "clients": clients, "lines": lines, "size": 100,
+                       "store": "postgresql"},
+                      {"seconds": round(seconds, 3),
+                       "lines_per_s": round(clients * lines / seconds)})
+    finally:
+        for server in servers:
+            server.stop()

@@ -1,0 +1,812 @@
+"""
+The journal on PostgreSQL (C{--store postgresql://USER:PASSWORD@HOST:PORT/DB}), shared
+by every logsvc node pointed at the same database.
+
+The same shape as the SQLite store, with psycopg 3 in threads of its own (the reactor
+never waits on the server): one writer thread commits whatever queued up while the
+previous commit was on its way (group commit), in one statement per commit; reads run
+in a thread pool of their own; one listening connection hears of every commit, this
+node's or another's (each commit sends a notification), and hands the new entries to
+the followers in index order.  Indices come from one counter row that every commit
+locks and updates in its own transaction, so they are dense and in commit order across
+nodes (a sequence would leave gaps on rollback).
+"""
+
+import threading
+import time
+import uuid
+from hashlib import sha256
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from .errors import EntryError, StoreError, Trimmed
+from .interfaces import IJournalStore
+from .sqlitestore import CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, TRIM_STEP
+from .store import RECENT_WRITES, TIME_STEP, Followers
+
+SCHEMA_VERSION = 1
+"""1: meta, counter, chunks, writes (the retry window) and times."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS logsvc_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS logsvc_counter (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    head bigint NOT NULL, first bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS logsvc_chunks (
+    first bigint PRIMARY KEY, count integer NOT NULL,
+    digests bytea NOT NULL, data bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS logsvc_writes (
+    id bytea NOT NULL, digest bytea NOT NULL, idx bigint NOT NULL,
+    PRIMARY KEY (id, digest));
+CREATE INDEX IF NOT EXISTS logsvc_writes_idx ON logsvc_writes (idx);
+CREATE TABLE IF NOT EXISTS logsvc_times (idx bigint PRIMARY KEY, time float8 NOT NULL);
+CREATE INDEX IF NOT EXISTS logsvc_times_time ON logsvc_times (time);
+INSERT INTO logsvc_counter (head, first) VALUES (0, 1) ON CONFLICT DO NOTHING;
+"""
+
+SCHEMA_LOCK = 0x6C6F6773
+"""Advisory lock held while a node creates or upgrades the schema."""
+
+CHANNEL = "logsvc_commit"
+"""
+Each commit notifies this channel with C{"FIRST LAST"}, its indices.
+"""
+
+# One statement stores a commit: its chunk rows, its identified writes, the new head
+# and the notification, all in the transaction that locked the counter.  Arrays go in
+# binary (%b): as text, hex-encoding and parsing them took most of a commit's time.
+STORE = f"""
+WITH chunks AS (
+    INSERT INTO logsvc_chunks (first, count, digests, data)
+    SELECT * FROM unnest(%(firsts)b::bigint[], %(counts)b::int[],
+                         %(digests)b::bytea[], %(data)b::bytea[])),
+writes AS (
+    INSERT INTO logsvc_writes (id, digest, idx)
+    SELECT * FROM unnest(%(ids)b::bytea[], %(idDigests)b::bytea[], %(indices)b::bigint[])),
+notified AS (SELECT pg_notify('{CHANNEL}', %(payload)s))
+UPDATE logsvc_counter SET head = %(head)s FROM notified
+"""
+
+LOOKUP_WRITES = """
+SELECT w.id, w.digest, w.idx FROM logsvc_writes w
+JOIN unnest(%b::bytea[], %b::bytea[]) AS k (id, digest)
+  ON w.id = k.id AND w.digest = k.digest
+"""
+
+# One statement, so one snapshot: the counter, and the chunks holding [start, last].
+READ = """
+SELECT k.first, k.head, c.first, c.count, c.digests, c.data FROM logsvc_counter k
+LEFT JOIN LATERAL (
+    SELECT * FROM logsvc_chunks WHERE first <= %(last)s AND first >= coalesce(
+        (SELECT max(first) FROM logsvc_chunks WHERE first <= %(start)s), 0)
+    ORDER BY first) c ON true
+"""
+
+DIGEST_AT = """
+SELECT substring(digests FROM ((%(index)s - first) * 32 + 1)::int FOR 32) FROM logsvc_chunks
+WHERE first <= %(index)s AND first + count > %(index)s ORDER BY first DESC LIMIT 1
+"""
+
+PAGE = 2000
+"""Most entries the listening thread reads at once when catching up."""
+
+READ_POOL = 4
+"""Threads (each with its connection) serving reads."""
+
+POLL = 1.0
+"""Seconds between the listening thread's checks when no notification comes."""
+
+BACKOFF = (0.1, 2.0)
+"""First and longest wait between attempts to reach a server that is down."""
+
+CLOSE_WAIT = 2.0
+"""Seconds L{PostgreSQLStore.close} waits for followers to be given what was acked."""
+
+CONNECT_TIMEOUT = 10
+"""Seconds to reach the server, when the URI does not say."""
+
+
+def isPostgreSQL(description: str) -> bool:
+    return description.startswith(("postgresql://", "postgres://"))
+
+
+def _connect(uri: str, **options):
+    import psycopg
+    try:
+        return psycopg.connect(uri, connect_timeout=CONNECT_TIMEOUT, **options)
+    except psycopg.Error as e:
+        raise StoreError(_describe(e)) from None
+
+
+def _describe(error: Exception) -> str:
+    """libpq's messages span lines; one line, without the password-bearing URI."""
+    return " ".join(str(error).split()) or error.__class__.__name__
+
+
+def _chunks(first: int, entries: list, digests: list) -> tuple:
+    """Chunk rows for consecutive entries from C{first}: at most L{CHUNK_ENTRIES}
+    entries or L{CHUNK_BYTES} bytes each (a larger entry alone)."""
+    firsts, counts, hashes, data = [], [], [], []
+    start = 0
+    while start < len(entries):
+        end, size = start, 0
+        while end < len(entries) and end - start < CHUNK_ENTRIES and (
+                end == start or size + len(entries[end]) + 1 <= CHUNK_BYTES):
+            size += len(entries[end]) + 1
+            end += 1
+        firsts.append(first + start)
+        counts.append(end - start)
+        hashes.append(b"".join(digests[start:end]))
+        data.append(b"\n".join(entries[start:end]))
+        start = end
+    return firsts, counts, hashes, data
+
+
+class _Backoff:
+    """Waits that grow from L{BACKOFF}[0] to L{BACKOFF}[1] while attempts fail."""
+
+    def __init__(self):
+        self.wait = 0.0
+        self.until = 0.0
+
+    def failed(self) -> None:
+        self.wait = min(BACKOFF[1], max(BACKOFF[0], self.wait * 2))
+        self.until = time.monotonic() + self.wait
+
+    def succeeded(self) -> None:
+        self.wait = self.until = 0.0
+
+
+@implementer(IJournalStore)
+class PostgreSQLStore:
+    """
+    Entries live in C{logsvc_chunks}, as on SQLite: one row per run of a commit's
+    entries, their canonical JSON joined by newlines and their SHA-256 digests, each
+    entry checked against its digest when read.  C{logsvc_writes} is the retry window
+    (write id and digest to index, the last L{RECENT_WRITES} at least), shared by every
+    node, so a retry gets its original index whichever node it reaches.  Identical
+    entries are stored once per index here (no deduplication).
+
+    A node never serves a journal that went backwards: if the head falls below an index
+    it served, the entry at that index changes, or the journal id changes (the database
+    was replaced), it refuses writes, reads and health checks until restarted.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, uri: str):
+        self._reactor = reactor
+        self._uri = uri
+        self._followers = Followers()
+        self._commitObservers: list = []
+        self._wakeup = threading.Condition()
+        self._queue: list = []      # (entries, digests, writeIds, Deferred) for the writer
+        self._probes: list = []
+        self._trims: list = []      # (retention, now, Deferred)
+        self._accepting = False
+        self._closing = False
+        self._closed: list = []
+        self._write = None          # the writer thread's connection, None while down
+        self._writeBackoff = _Backoff()
+        self._writeError: StoreError | None = None
+        self._identifiedSincePrune = 0
+        self._lastTime = 0.0
+        self._ackedHead = 0         # on the reactor: highest index this node acked
+        self._announcedHead = 0     # on the reactor: highest index given to followers
+        self._announcedFirst = 1
+        self._served = (0, b"")     # (index, digest) of the highest entry served
+        self._servedLock = threading.Lock()
+        self._rewound: StoreError | None = None
+        self.journalId: str | None = None
+        self._pool = ThreadPool(minthreads=1, maxthreads=READ_POOL, name="logsvc-pg-read")
+        self._local = threading.local()
+        self._readConnections: list = []
+        self._listening = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<PostgreSQLStore {self._where()}>"
+
+    def _where(self) -> str:
+        """The URI without its password, for messages."""
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+            info = conninfo_to_dict(self._uri)
+        except Exception:
+            return "postgresql"
+        return (f"postgresql://{info.get('user', '')}@{info.get('host', '')}:"
+                f"{info.get('port', 5432)}/{info.get('dbname', '')}")
+
+    # Opening and closing
+
+    def open(self):
+        """Connect, create or upgrade the schema, then start the threads."""
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return fail(StoreError("cannot open store postgresql: psycopg is not "
+                                   "installed (pip install 'logsvc[postgresql]')"))
+        try:
+            self._write = self._connectWriter()
+            head, first = self._write.execute(
+                "SELECT head, first FROM logsvc_counter").fetchone()
+            self._served = (head, self._digestAt(self._write, head))
+            self._write.rollback()
+        except StoreError as e:
+            self._closeWriter()
+            return fail(StoreError(f"cannot open store {self._where()}: {e}"))
+        self._ackedHead = self._announcedHead = head
+        self._announcedFirst = first
+        self._accepting = True
+        self._pool.start()
+        threading.Thread(target=self._writeLoop, name="logsvc-pg-writer",
+                         daemon=True).start()
+        threading.Thread(target=self._listenLoop, args=(head,), name="logsvc-pg-listener",
+                         daemon=True).start()
+        return succeed(None)
+
+    def _connectWriter(self):
+        """A connection with the schema in place, and the journal id checked."""
+        import psycopg
+        connection = _connect(self._uri)
+        try:
+            self._createOrUpgrade(connection)
+        except psycopg.Error as e:
+            connection.close()
+            raise StoreError(_describe(e)) from None
+        except StoreError:
+            connection.close()
+            raise
+        return connection
+
+    def _createOrUpgrade(self, connection) -> None:
+        """Under an advisory lock, so nodes starting together create it once."""
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            connection.execute(SCHEMA)
+            connection.execute("INSERT INTO logsvc_meta VALUES ('schema', %s),"
+                               " ('journal_id', %s) ON CONFLICT DO NOTHING",
+                               (str(SCHEMA_VERSION), str(uuid.uuid4())))
+            meta = dict(connection.execute("SELECT key, value FROM logsvc_meta"))
+        version = int(meta["schema"])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"schema version {version} is newer than this "
+                             f"logsvc's {SCHEMA_VERSION}")
+        if self.journalId is None:
+            self.journalId = meta["journal_id"]
+        elif meta["journal_id"] != self.journalId:
+            self._rewind(f"the journal id changed from {self.journalId} to "
+                         f"{meta['journal_id']} (the database was replaced)")
+            raise self._rewound
+
+    def close(self):
+        """Commit everything queued, then stop every thread and connection."""
+        if not self._accepting and not self._closing:
+            return succeed(None)
+        closed = Deferred()
+        with self._wakeup:
+            self._closed.append(closed)
+            self._accepting = False
+            self._closing = True
+            self._wakeup.notify()
+        return closed
+
+    def _finishClosing(self, waited: float = 0.0) -> None:
+        """On the reactor, once the writer is done and followers have what it acked."""
+        if self._announcedHead < self._ackedHead and waited < CLOSE_WAIT:
+            self._reactor.callLater(0.01, self._finishClosing, waited + 0.01)
+            return
+        self._listening.set()
+        self._pool.stop()
+        for connection in self._readConnections:
+            connection.close()
+        self._readConnections = []
+        closed, self._closed = self._closed, []
+        self._closing = False
+        for waiter in closed:
+            waiter.callback(None)
+
+    def _closeWriter(self) -> None:
+        if self._write is not None:
+            try:
+                self._write.close()
+            except Exception:
+                pass
+            self._write = None
+
+    def _refusal(self) -> StoreError | None:
+        if not self._accepting:
+            return StoreError(f"store {self._where()} is closed")
+        return self._rewound
+
+    # Writing
+
+    def append(self, entries: list, writeIds: list | None = None):
+        appended = Deferred()
+        digests = [sha256(data).digest() for data in entries]
+        with self._wakeup:
+            refusal = self._refusal()
+            if refusal is not None:
+                return fail(refusal)
+            self._queue.append((entries, digests, writeIds, appended))
+            if len(self._queue) == 1:
+                self._wakeup.notify()
+        return appended
+
+    def check(self):
+        """Fires once the writer's connection answers as a primary (writable) server."""
+        checked = Deferred()
+        with self._wakeup:
+            refusal = self._refusal()
+            if refusal is not None:
+                return fail(refusal)
+            self._probes.append(checked)
+            self._wakeup.notify()
+        return checked
+
+    def _writeLoop(self) -> None:
+        """Commit whatever is queued; while a trim is pending, a step of it after each
+        commit, so neither waits long for the other."""
+        trimTurn = False
+        while True:
+            trim = False
+            with self._wakeup:
+                while not (self._queue or self._probes or self._closing or self._trims):
+                    self._wakeup.wait()
+                closing = self._closing
+                if (self._trims and not closing
+                        and (trimTurn or not (self._queue or self._probes))):
+                    batch = probes = []
+                    trim = True
+                else:
+                    batch, self._queue = self._queue, []
+                    probes, self._probes = self._probes, []
+            if batch or probes:
+                self._commit(batch, probes)
+                trimTurn = True
+            elif trim:
+                self._trimStep()
+                trimTurn = False
+            elif closing:
+                break
+        for _, _, done in self._trims:
+            self._reactor.callFromThread(done.callback, (self._announcedFirst,
+                                                         self._announcedFirst))
+        self._trims = []
+        self._closeWriter()
+        self._reactor.callFromThread(self._finishClosing)
+
+    def _ensureWriter(self) -> None:
+        """Reconnect after a failure, no sooner than the backoff allows."""
+        if self._write is not None:
+            return
+        if time.monotonic() < self._writeBackoff.until:
+            raise self._writeError
+        try:
+            self._write = self._connectWriter()
+        except StoreError as e:
+            self._writeError = StoreError(f"cannot write to store {self._where()}: {e}")
+            self._writeBackoff.failed()
+            raise self._writeError from None
+        self._writeBackoff.succeeded()
+        self.log.info("{store}: connected again", store=self)
+
+    def _commit(self, batch: list, probes: list) -> None:
+        import psycopg
+        started = time.perf_counter()
+        indices, first, accepted = [], 0, []
+        try:
+            if self._rewound is not None:
+                raise self._rewound
+            self._ensureWriter()
+            if batch:
+                indices, first, accepted = self._store(batch)
+            else:
+                (primary,), = self._write.execute("SELECT NOT pg_is_in_recovery()")
+                self._write.rollback()
+                if not primary:
+                    raise StoreError(f"store {self._where()} is read-only (a standby)")
+        except (psycopg.Error, StoreError) as e:
+            if isinstance(e, psycopg.Error):
+                e = StoreError(f"cannot write to store {self._where()}: {_describe(e)}")
+                self._writeError = e
+                if self._write is not None and self._write.broken:
+                    self._closeWriter()
+                    self._writeBackoff.failed()
+                else:
+                    self._rollback()
+            self._reactor.callFromThread(self._failed, batch, probes, e)
+            return
+        seconds = time.perf_counter() - started
+        self._reactor.callFromThread(self._committed, batch, indices, first, accepted,
+                                     probes, seconds)
+        if batch and self._identifiedSincePrune >= RECENT_WRITES // 10:
+            self._pruneWrites()
+
+    def _rollback(self) -> None:
+        try:
+            self._write.rollback()
+        except Exception:
+            self._closeWriter()
+
+    def _store(self, batch: list) -> tuple:
+        """
+        One transaction: lock the counter, find which identified writes are retries
+        (in the shared window), and store the rest with one statement.  Returns the
+        indices per write, the new entries' first index and the new entries.
+        """
+        write = self._write
+        served = self._served[0]
+        (head, _), = write.execute("SELECT head, first FROM logsvc_counter FOR UPDATE")
+        if head < served:
+            self._rewind(f"the head is {head}, below index {served} already served")
+            raise self._rewound
+        keys = [(writeId.encode("utf-8", "surrogatepass"), digest)
+                for _, digests, writeIds, _ in batch if writeIds is not None
+                for writeId, digest in zip(writeIds, digests) if writeId is not None]
+        known = {}
+        if keys:
+            known = {(bytes(i), bytes(d)): index for i, d, index in write.execute(
+                LOOKUP_WRITES, ([k[0] for k in keys], [k[1] for k in keys]))}
+        nextIndex = head + 1
+        indices, accepted, digests, new = [], [], [], {}
+        for entries, hashes, writeIds, _ in batch:
+            given = []
+            for data, digest, writeId in zip(entries, hashes, writeIds or [None] * len(entries)):
+                if writeId is not None:
+                    key = (writeId.encode("utf-8", "surrogatepass"), digest)
+                    index = known.get(key) or new.get(key)
+                    if index is not None:
+                        given.append(index)
+                        continue
+                    new[key] = nextIndex
+                accepted.append(data)
+                digests.append(digest)
+                given.append(nextIndex)
+                nextIndex += 1
+            indices.append(given)
+        last = nextIndex - 1
+        if accepted:
+            firsts, counts, hashes, data = _chunks(head + 1, accepted, digests)
+            write.execute(STORE, {
+                "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
+                "ids": [k[0] for k in new], "idDigests": [k[1] for k in new],
+                "indices": list(new.values()), "payload": f"{head + 1} {last}",
+                "head": last})
+            now = time.time()
+            if now - self._lastTime >= TIME_STEP:
+                write.execute("INSERT INTO logsvc_times VALUES (%s, %s)"
+                              " ON CONFLICT DO NOTHING", (head + 1, now))
+                self._lastTime = now
+        write.commit()
+        self._identifiedSincePrune += len(new)
+        return indices, head + 1, accepted
+
+    def _pruneWrites(self) -> None:
+        """Forget identified writes older than the last L{RECENT_WRITES}."""
+        import psycopg
+        self._identifiedSincePrune = 0
+        try:
+            self._write.execute(
+                "DELETE FROM logsvc_writes WHERE idx < (SELECT idx FROM logsvc_writes"
+                " ORDER BY idx DESC OFFSET %s LIMIT 1)", (RECENT_WRITES,))
+            self._write.commit()
+        except psycopg.Error as e:
+            self._rollback()
+            self.log.warn("{store}: old write ids not pruned: {error}", store=self,
+                          error=_describe(e))
+
+    def _committed(self, batch, indices, first, accepted, probes, seconds) -> None:
+        """
+        On the reactor: acks first, then followers, at once when they have every
+        earlier entry; otherwise (another node's commits came in between) the
+        listening thread hands them over after those.
+        """
+        if accepted:
+            self._ackedHead = max(self._ackedHead, first + len(accepted) - 1)
+        for (*_, appended), given in zip(batch, indices):
+            appended.callback(given)
+        if accepted and first == self._announcedHead + 1:
+            self._deliver(first, accepted)
+        for checked in probes:
+            checked.callback(None)
+        if batch:
+            for observer in self._commitObservers:
+                observer(seconds, len(accepted))
+
+    def _failed(self, batch: list, probes: list, error: StoreError) -> None:
+        self.log.error("{error}", error=error)
+        for *_, appended in batch:
+            appended.errback(error)
+        for checked in probes:
+            checked.errback(error)
+
+    # Following every node's commits
+
+    def _listenLoop(self, delivered: int) -> None:
+        """
+        Hear every commit; hand the entries after C{delivered} to the reactor in
+        order, read from the database.  Polls when
+        nothing comes, so a lost notification (or a rewind) is noticed too.
+        """
+        import psycopg
+        backoff = _Backoff()
+        while not self._listening.is_set():
+            try:
+                connection = _connect(self._uri, autocommit=True)
+            except StoreError as e:
+                backoff.failed()
+                self.log.warn("{store}: cannot listen for commits: {error}",
+                              store=self, error=e)
+                self._listening.wait(backoff.wait)
+                continue
+            backoff.succeeded()
+            try:
+                connection.execute(f"LISTEN {CHANNEL}")
+                delivered = self._catchUp(connection, delivered)
+                while not self._listening.is_set():
+                    # The generator holds the connection: finish it before querying.
+                    heard = list(connection.notifies(timeout=POLL, stop_after=1))
+                    if heard:
+                        delivered = self._notified(connection, heard[0].payload, delivered)
+                    else:
+                        delivered = self._catchUp(connection, delivered)
+            except (psycopg.Error, StoreError) as e:
+                if not self._listening.is_set():
+                    self.log.warn("{store}: listening interrupted: {error}", store=self,
+                                  error=_describe(e))
+                    self._listening.wait(BACKOFF[0])
+            finally:
+                connection.close()
+
+    def _notified(self, connection, payload: str, delivered: int) -> int:
+        """
+        This node's own commits reach followers from the writer as they are acked,
+        when nothing came in between; so what they already have is skipped.
+        """
+        delivered = max(delivered, self._announcedHead)
+        if int(payload.split(" ")[1]) <= delivered:
+            return delivered
+        return self._catchUp(connection, delivered)
+
+    def _catchUp(self, connection, delivered: int) -> int:
+        """
+        Read and deliver every committed entry after C{delivered}.  Entries another
+        node's retention deleted before they were delivered are skipped here: a
+        reader that needs them is told by its own read.
+        """
+        while True:
+            served = self._served   # before the snapshot, so it must include it
+            rows = connection.execute(READ, {"start": delivered, "last": delivered + PAGE},
+                                      binary=True).fetchall()
+            first, head = rows[0][0], rows[0][1]
+            self._checkRewind(connection, served, first, head)
+            self._reactor.callFromThread(self._trimmed, first)
+            delivered = max(delivered, first - 1)
+            entries = self._rows(rows, delivered + 1, min(head, delivered + PAGE), first)
+            if not entries:
+                return delivered
+            self._reactor.callFromThread(self._deliver, delivered + 1,
+                                         [data for _, data in entries])
+            delivered = entries[-1][0]
+
+    def _checkRewind(self, connection, served: tuple, first: int, head: int) -> None:
+        index, digest = served
+        if head < index:
+            self._rewind(f"the head is {head}, below index {index} already served")
+        elif index >= first and self._digestAt(connection, index) not in (digest, None):
+            self._rewind(f"the entry at index {index} differs from the one served")
+        (journalId,), = connection.execute(
+            "SELECT value FROM logsvc_meta WHERE key = 'journal_id'")
+        if journalId != self.journalId:
+            self._rewind(f"the journal id changed from {self.journalId} to {journalId}"
+                         " (the database was replaced)")
+        if self._rewound is not None:
+            raise self._rewound
+
+    @staticmethod
+    def _digestAt(connection, index: int) -> bytes | None:
+        """The digest of the entry at C{index}; None when it is not stored (any more)."""
+        row = connection.execute(DIGEST_AT, {"index": index}).fetchone()
+        return bytes(row[0]) if row else None
+
+    def _rewind(self, reason: str) -> None:
+        if self._rewound is None:
+            self._rewound = StoreError(f"store {self._where()} went backwards: {reason};"
+                                       " refusing to serve it (restart once resolved)")
+            self.log.error("{error}", error=self._rewound)
+
+    def _deliver(self, first: int, entries: list) -> None:
+        """On the reactor: entries after what followers have, once each, in order."""
+        skip = self._announcedHead + 1 - first
+        if skip >= len(entries):
+            return
+        if skip > 0:
+            first, entries = first + skip, entries[skip:]
+        self._announcedHead = first + len(entries) - 1
+        self._noteServed(self._announcedHead, sha256(entries[-1]).digest())
+        self._followers.deliver(first, entries)
+
+    def _noteServed(self, index: int, digest: bytes) -> None:
+        with self._servedLock:
+            if index > self._served[0]:
+                self._served = (index, digest)
+
+    # Reading
+
+    def head(self):
+        """
+        The highest index this node acked or handed to followers: every entry up to
+        it is committed, so L{read} returns them; later ones come through L{follow}.
+        """
+        return succeed(max(self._ackedHead, self._announcedHead))
+
+    def first(self):
+        return succeed(self._announcedFirst)
+
+    def read(self, start: int, limit: int):
+        refusal = self._refusal()
+        if refusal is not None:
+            return fail(refusal)
+        start = max(start, 1)
+        head = max(self._ackedHead, self._announcedHead)
+        if start < self._announcedFirst:
+            return fail(Trimmed(self._announcedFirst, head))
+        last = min(head, start + limit - 1)
+        if start > last:
+            return succeed([])
+        return deferToThreadPool(self._reactor, self._pool, self._readRange, start, last)
+
+    def _readConnection(self):
+        connection = getattr(self._local, "connection", None)
+        if connection is None or connection.closed:
+            connection = _connect(self._uri, autocommit=True)
+            self._local.connection = connection
+            self._readConnections.append(connection)
+        return connection
+
+    def _readRange(self, start: int, last: int) -> list:
+        import psycopg
+        try:
+            connection = self._readConnection()
+            rows = connection.execute(READ, {"start": start, "last": last}, binary=True).fetchall()
+        except psycopg.Error as e:
+            connection = getattr(self._local, "connection", None)
+            if connection is not None and connection.broken:
+                connection.close()
+            raise StoreError(f"cannot read store {self._where()}: {_describe(e)}") from None
+        except StoreError as e:
+            raise StoreError(f"cannot read store {self._where()}: {e}") from None
+        first, head = rows[0][0], rows[0][1]
+        if head < last:
+            self._rewind(f"the head is {head}, below index {last} already committed")
+            raise self._rewound
+        if start < first:
+            raise Trimmed(first, head)
+        result = self._rows(rows, start, last, first)
+        if result and result[-1][1].__class__ is bytes:
+            self._noteServed(result[-1][0], sha256(result[-1][1]).digest())
+        return result
+
+    @staticmethod
+    def _rows(rows: list, start: int, last: int, kept: int) -> list:
+        """Entries C{start}..C{last}, each checked against its digest."""
+        found = []
+        for _, _, first, count, digests, data in rows:
+            if first is None:
+                continue
+            low, high = max(first, start), min(first + count - 1, last)
+            records = bytes(data).split(b"\n")
+            digests = bytes(digests)
+            if len(records) != count or len(digests) != count * DIGEST:
+                found += [(index, EntryError("entry corrupt: its chunk is damaged"))
+                          for index in range(low, high + 1)]
+                continue
+            for index in range(low, high + 1):
+                record = records[index - first]
+                at = (index - first) * DIGEST
+                found.append((index, record if sha256(record).digest() == digests[at:at + DIGEST]
+                              else CORRUPT))
+        if last >= start and len(found) != last - start + 1:
+            have = dict(found)
+            found = [(i, have.get(i) or EntryError("entry missing"))
+                     for i in range(start, last + 1)]
+        return found
+
+    # Retention
+
+    def trim(self, retention, now: float):
+        done = Deferred()
+        with self._wakeup:
+            refusal = self._refusal()
+            if refusal is not None:
+                return fail(refusal)
+            self._trims.append((retention, now, done))
+            self._wakeup.notify()
+        return done
+
+    def _trimStep(self) -> None:
+        """
+        Delete up to L{TRIM_STEP} entries of the oldest pending trim, whole chunks, in
+        one transaction that holds the counter (so commits on any node take turns).
+        """
+        import psycopg
+        retention, now, done = self._trims[0]
+        try:
+            self._ensureWriter()
+            write = self._write
+            (head, first), = write.execute(
+                "SELECT head, first FROM logsvc_counter FOR UPDATE")
+            if not hasattr(done, "before"):
+                done.before = first
+            target = self._trimTarget(retention, now, head, first)
+            end = first
+            if target > first:
+                # Whole chunks, about TRIM_STEP entries, at least one.
+                (end,), = write.execute(
+                    "SELECT coalesce(max(first), (SELECT min(first) FROM logsvc_chunks"
+                    " WHERE first > %(first)s), %(target)s) FROM logsvc_chunks"
+                    " WHERE first > %(first)s AND first <= %(limit)s",
+                    {"first": first, "target": target,
+                     "limit": min(target, first + TRIM_STEP)})
+                end = min(end, target)
+                write.execute("DELETE FROM logsvc_chunks WHERE first < %s", (end,))
+                write.execute("DELETE FROM logsvc_times WHERE idx < %s", (end,))
+                write.execute("UPDATE logsvc_counter SET first = %s", (end,))
+            write.commit()
+        except (psycopg.Error, StoreError) as e:
+            if isinstance(e, psycopg.Error):
+                self._rollback()
+            self._trims.pop(0)
+            error = StoreError(f"cannot apply retention to store {self._where()}: "
+                               f"{_describe(e)}")
+            self._reactor.callFromThread(done.errback, error)
+            return
+        self._reactor.callFromThread(self._trimmed, end)
+        if end >= target:
+            self._trims.pop(0)
+            self._reactor.callFromThread(done.callback, (done.before, end))
+
+    def _trimmed(self, first: int) -> None:
+        self._announcedFirst = max(self._announcedFirst, first)
+
+    def _trimTarget(self, retention, now: float, head: int, first: int) -> int:
+        """The first index of the chunk holding the lowest index any limit needs."""
+        write = self._write
+        if not retention or head < first:
+            return first
+        target = head + 1
+        if retention.entries is not None:
+            target = min(target, head - retention.entries + 1)
+        if retention.seconds is not None:
+            row = write.execute("SELECT max(idx) FROM logsvc_times WHERE time <= %s",
+                                (now - retention.seconds,)).fetchone()
+            target = min(target, row[0] or first)
+        if retention.bytes is not None:
+            # The oldest chunk needed: the newer ones hold less than the limit.
+            (needed,), = write.execute(
+                "SELECT min(first) FROM (SELECT first, sum(length(data)) OVER"
+                " (ORDER BY first DESC) - length(data) AS newer FROM logsvc_chunks) k"
+                " WHERE newer < %s", (retention.bytes,))
+            target = min(target, needed if needed is not None else head + 1)
+        if target <= first:
+            return first
+        if target <= head:
+            target = write.execute("SELECT max(first) FROM logsvc_chunks WHERE first <= %s",
+                                   (target,)).fetchone()[0] or first
+        return max(target, first)
+
+    # The rest of the interface
+
+    def deduplicationLag(self):
+        """Nothing to catch up with: this store does not deduplicate."""
+        return succeed(0)
+
+    def follow(self, callback):
+        return self._followers.add(callback)
+
+    def addCommitObserver(self, observer) -> None:
+        self._commitObservers.append(observer)
