@@ -1,5 +1,5 @@
 """
-Journal scenarios (tcp-log-server protocol, SPEC section 3) against logsvc or the npm
+Journal scenarios (the tcp-log-server protocol) against logsvc or the npm
 tcp-log-server: durable writes, catch-up, pull reads of 5, write-to-reader latency.
 
 The generators keep the per-message work small (pre-formatted bytes out, acks counted

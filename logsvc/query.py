@@ -1,5 +1,5 @@
 """
-``logsvc-query``: the ready-made Perspective Broker client of SPEC §4.
+``logsvc-query``: the ready-made Perspective Broker client of logsvc's remote queries.
 
 Every failure the user can cause or meet (server down, login refused, unknown client,
 bad arguments) ends as one line on stderr and a non-zero exit, never a traceback.

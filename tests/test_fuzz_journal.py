@@ -1,7 +1,7 @@
 """
 Property-based fuzzing of the journal listener: whatever bytes arrive, split wherever,
-every reply is one of SPEC §3's shapes, the connection closes exactly when SPEC says,
-the partial message never outgrows --max-entry, acknowledged entries read back byte for
+every reply is one of the journal protocol's shapes, the connection closes exactly when
+the protocol says, the partial message never outgrows --max-entry, acknowledged entries read back byte for
 byte, and other connections are untouched.
 """
 
@@ -27,7 +27,7 @@ ERRORS = FATAL + ("invalid message", "already reading")
 
 
 def canonical(entry) -> bytes:
-    """SPEC §3's canonical JSON, written out independently of logsvc.store."""
+    """The journal's canonical JSON, written out independently of logsvc.store."""
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
@@ -37,7 +37,7 @@ def isIndex(value, least: int = 1) -> bool:
 
 
 def shape(reply) -> str:
-    """Name the SPEC §3 shape of one reply, or fail: there is no other kind."""
+    """Name the journal protocol shape of one reply, or fail: there is no other kind."""
     keys = set(reply) if reply.__class__ is dict else None
     if keys == {"id", "index"} and reply["id"].__class__ is str and isIndex(reply["index"]):
         return "ack"
@@ -53,11 +53,11 @@ def shape(reply) -> str:
         return "head"
     if keys == {"error"} and reply["error"] in ERRORS:
         return reply["error"]
-    raise AssertionError(f"reply outside SPEC §3: {reply!r}")
+    raise AssertionError(f"reply outside the journal protocol: {reply!r}")
 
 
 def replies(transport: StringTransport) -> list:
-    """Every reply line, parsed; each must be complete JSON of a SPEC shape."""
+    """Every reply line, parsed; each must be complete JSON of a protocol shape."""
     data = transport.value()
     assert data == b"" or data.endswith(b"\n"), data[-200:]
     parsed = [json.loads(line) for line in data.splitlines()]
@@ -71,7 +71,7 @@ def _rejectConstant(name):
 
 
 def parse(line: bytes):
-    """What SPEC calls JSON: strict UTF-8, no NaN/Infinity; None when it is not."""
+    """What the protocol calls JSON: strict UTF-8, no NaN/Infinity; None when it is not."""
     try:
         return True, json.loads(line.decode("utf-8"), parse_constant=_rejectConstant)
     except (ValueError, RecursionError):
@@ -89,7 +89,7 @@ def isRead(message) -> bool:
 
 
 class Model:
-    """SPEC §3 for everything but reads: the expected reply to each line, and the log."""
+    """The journal protocol for everything but reads: the expected reply to each line, and the log."""
 
     def __init__(self, maxEntry: int):
         self.maxEntry = maxEntry
@@ -497,7 +497,7 @@ class Peer:
         self.read: dict | None = None
 
     def check(self, test: TestCase, log: list) -> None:
-        """Check the replies that arrived since the last call against SPEC §3."""
+        """Check the replies that arrived since the last call against the journal protocol."""
         raw = self.connection.transport.value().splitlines()
         for line in raw[self.seen:]:
             reply = json.loads(line)

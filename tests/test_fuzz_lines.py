@@ -1,6 +1,6 @@
 """
 Property-based fuzzing of the line service: whatever bytes arrive, split wherever, the
-server keeps exactly what a line-by-line reading of SPEC §2 says, its memory per connection
+server keeps exactly what a line-by-line reading of the line protocol says, its memory per connection
 stays bounded, and other clients are untouched.
 """
 
@@ -37,7 +37,7 @@ lineEnding = st.sampled_from([b"\n", b"\r\n"])
 
 
 def model(lines: list, maxLine: int, bufferSize: int):
-    """SPEC §2 read one line at a time: the ring, the state and the counters."""
+    """The line protocol read one line at a time: the ring, the state and the counters."""
     ring, state, ignored, truncated = [], {}, 0, 0
     for raw in lines:
         if len(raw) > maxLine:

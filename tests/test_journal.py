@@ -1,4 +1,4 @@
-"""The journal listener (SPEC §3), both dialects, and journal lines, driven in memory."""
+"""The journal listener, both dialects, and journal lines, driven in memory."""
 
 import json
 

@@ -1,5 +1,5 @@
 """
-The journal (SPEC §3) over real TCP against a real ``twistd -n logatron`` on the default
+The journal protocol over real TCP against a real ``twistd -n logatron`` on the default
 SQLite store: both dialects, concurrency, crash safety, the npm tcp-log-client, slow
 readers and journal lines across a clean shutdown.
 

@@ -1,4 +1,4 @@
-"""The line service (SPEC §2), driven in memory."""
+"""The line service, driven in memory."""
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
