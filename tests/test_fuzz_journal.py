@@ -1,8 +1,8 @@
 """
 Property-based fuzzing of the journal listener: whatever bytes arrive, split wherever,
 every reply is one of the journal protocol's shapes, the connection closes exactly when
-the protocol says, the partial message never outgrows --max-entry, acknowledged entries read back byte for
-byte, and other connections are untouched.
+the protocol says, the partial message never outgrows --max-entry, acknowledged entries
+read back byte for byte, and other connections are untouched.
 """
 
 import json
@@ -89,7 +89,7 @@ def isRead(message) -> bool:
 
 
 class Model:
-    """The journal protocol for everything but reads: the expected reply to each line, and the log."""
+    """The journal protocol but reads: the expected reply to each line, and the log."""
 
     def __init__(self, maxEntry: int):
         self.maxEntry = maxEntry

@@ -1,7 +1,7 @@
 """
 Property-based fuzzing of the line service: whatever bytes arrive, split wherever, the
-server keeps exactly what a line-by-line reading of the line protocol says, its memory per connection
-stays bounded, and other clients are untouched.
+server keeps exactly what a line-by-line reading of the line protocol says, its memory per
+connection stays bounded, and other clients are untouched.
 """
 
 import re
