@@ -200,6 +200,9 @@ class PostgreSQLStore:
         self._announcedFirst = 1
         self._served = (0, b"")     # (index, digest) of the highest entry served
         self._servedLock = threading.Lock()
+        self._ownLock = threading.Lock()
+        self._ownPending: list = []  # first indices of own commits not yet acked on the reactor
+        self._heldBack: list = []   # (first, entries) the listener found before their acks
         self._rewound: StoreError | None = None
         self.journalId: str | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=READ_POOL, name="logsvc-pg-read")
@@ -481,7 +484,15 @@ class PostgreSQLStore:
                 write.execute("INSERT INTO logsvc_times VALUES (%s, %s)"
                               " ON CONFLICT DO NOTHING", (head + 1, now))
                 self._lastTime = now
-        write.commit()
+            with self._ownLock:
+                self._ownPending.append(head + 1)
+        try:
+            write.commit()
+        except BaseException:
+            if accepted:
+                with self._ownLock:
+                    self._ownPending.remove(head + 1)
+            raise
         self._identifiedSincePrune += len(new)
         return indices, head + 1, accepted
 
@@ -511,6 +522,12 @@ class PostgreSQLStore:
             appended.callback(given)
         if accepted and first == self._announcedHead + 1:
             self._deliver(first, accepted)
+        if accepted:
+            with self._ownLock:
+                self._ownPending.remove(first)
+            held, self._heldBack = self._heldBack, []
+            for heldFirst, entries in held:
+                self._deliverFromListener(heldFirst, entries)
         for checked in probes:
             checked.callback(None)
         if batch:
@@ -589,7 +606,7 @@ class PostgreSQLStore:
             entries = self._rows(rows, delivered + 1, min(head, delivered + PAGE), first)
             if not entries:
                 return delivered
-            self._reactor.callFromThread(self._deliver, delivered + 1,
+            self._reactor.callFromThread(self._deliverFromListener, delivered + 1,
                                          [data for _, data in entries])
             delivered = entries[-1][0]
 
@@ -618,6 +635,20 @@ class PostgreSQLStore:
             self._rewound = StoreError(f"store {self._where()} went backwards: {reason};"
                                        " refusing to serve it (restart once resolved)")
             self.log.error("{error}", error=self._rewound)
+
+    def _deliverFromListener(self, first: int, entries: list) -> None:
+        """
+        On the reactor: entries the listening thread read.  Those from one of this
+        node's own commits whose acks are still on their way wait for them, so that a
+        connection gets its write's ack before the entry.
+        """
+        with self._ownLock:
+            waiting = min(self._ownPending, default=None)
+        if waiting is not None and first + len(entries) > waiting:
+            self._heldBack.append((first, entries))
+            entries = entries[:max(0, waiting - first)]
+        if entries:
+            self._deliver(first, entries)
 
     def _deliver(self, first: int, entries: list) -> None:
         """On the reactor: entries after what followers have, once each, in order."""
