@@ -7,12 +7,11 @@ LineReceiver's per-line callbacks, and hands runs of LOG lines to the registry a
 
 import re
 
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from .errors import NameInUse
+from .producers import PausableFactory
 
 IDENTIFY_TIMEOUT = 30.0
 
@@ -191,8 +190,7 @@ class LineProtocol(Protocol):
                            received)
 
 
-@implementer(IPushProducer)
-class LineFactory(Factory):
+class LineFactory(PausableFactory):
     """
     Points every connection at the shared registry; holds no per-client state.
 
@@ -201,40 +199,14 @@ class LineFactory(Factory):
     slows the clients down instead of the server buffering without bound.
     """
 
-    noisy = False
-    paused = False
-
     def __init__(self, registry, clock, maxLine: int = 65536):
+        super().__init__()
         self.registry = registry
         self.clock = clock
         self.maxLine = maxLine
-        self._connected: set = set()
 
     def buildProtocol(self, addr):
         protocol = LineProtocol(self.registry, self.clock, self.maxLine)
         protocol.factory = self
         return protocol
 
-    def connected(self, protocol: LineProtocol) -> None:
-        self._connected.add(protocol)
-        if self.paused:
-            protocol.transport.pauseProducing()
-
-    def disconnected(self, protocol: LineProtocol) -> None:
-        self._connected.discard(protocol)
-
-    def pauseProducing(self) -> None:
-        if not self.paused:
-            self.paused = True
-            for protocol in self._connected:
-                protocol.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            for protocol in self._connected:
-                protocol.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        for protocol in list(self._connected):
-            protocol.transport.loseConnection()

@@ -15,12 +15,13 @@ from twisted.application.service import Service
 from twisted.internet.defer import fail, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IPushProducer, IStreamServerEndpoint
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .errors import NameInUse
+from .producers import PausableFactory
 from .syslogformat import FACILITIES, SEVERITIES, Framing, parse
 
 QUIET_PERIOD = 300.0
@@ -202,49 +203,21 @@ class SyslogStreamProtocol(Protocol):
             self._clients.receiveMany(framed, self._peer)
 
 
-@implementer(IPushProducer)
-class SyslogStreamFactory(Factory):
+class SyslogStreamFactory(PausableFactory):
     """
     The TCP senders' factory, and their push producer, as the line service's factory
     is: the journal's backlog pauses every connection's reading.
     """
 
-    noisy = False
-    paused = False
-
     def __init__(self, clients: SyslogClients, maxMessage: int):
+        super().__init__()
         self.clients = clients
         self.maxMessage = maxMessage
-        self._connected: set = set()
 
     def buildProtocol(self, addr):
         protocol = SyslogStreamProtocol(self.clients, self.maxMessage)
         protocol.factory = self
         return protocol
-
-    def connected(self, protocol) -> None:
-        self._connected.add(protocol)
-        if self.paused:
-            protocol.transport.pauseProducing()
-
-    def disconnected(self, protocol) -> None:
-        self._connected.discard(protocol)
-
-    def pauseProducing(self) -> None:
-        if not self.paused:
-            self.paused = True
-            for protocol in self._connected:
-                protocol.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            for protocol in self._connected:
-                protocol.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        for protocol in list(self._connected):
-            protocol.transport.loseConnection()
 
 
 @implementer(IPushProducer)
@@ -335,23 +308,3 @@ def syslogListener(reactor, description: str, clients: SyslogClients | None,
         return serverFromString(reactor, description), factory, factory
     protocol = SyslogDatagramProtocol(clients, maxMessage)
     return DatagramEndpoint(reactor, *address, protocol), factory, protocol
-
-
-@implementer(IPushProducer)
-class ProducerGroup:
-    """Several producers paused and resumed as one (the journal pauses all ingest)."""
-
-    def __init__(self, producers: list):
-        self.producers = producers
-
-    def pauseProducing(self) -> None:
-        for producer in self.producers:
-            producer.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        for producer in self.producers:
-            producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        for producer in self.producers:
-            producer.stopProducing()

@@ -20,7 +20,8 @@ from .registry import ClientRegistry
 from .retention import Retention, RetentionService, parseDuration, parseSize
 from .service import LogService, exitWithError
 from .store import storeFromString
-from .sysloglistener import ProducerGroup, SyslogClients, syslogListener
+from .producers import ProducerGroup
+from .sysloglistener import SyslogClients, syslogListener
 from .web import httpResource
 
 

@@ -11,10 +11,11 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 from twisted.internet.interfaces import IPushProducer
 
+from logsvc.producers import ProducerGroup
 from logsvc.registry import ClientRegistry
 from logsvc.syslogformat import Framing, parse
 from logsvc.sysloglistener import (
-    DatagramEndpoint, ProducerGroup, SyslogClients, SyslogDatagramProtocol,
+    DatagramEndpoint, SyslogClients, SyslogDatagramProtocol,
     SyslogStreamFactory, clientName, datagramAddress,
 )
 from logsvc.tap import Options
