@@ -6,12 +6,18 @@ built on it, and ``logsvc-query`` run as a user runs it.
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
+
+import pytest
+
+from tests.polling import waitFor
 
 QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
 
@@ -232,3 +238,76 @@ def oneLineError(result: subprocess.CompletedProcess, text: str, status: int = 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert text in result.stderr
+
+
+NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
+
+
+def nodeClient(version: int, port: int, writes: int, expected: int) -> dict:
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", f"tcp-log-client-{version}")):
+        pytest.fail("npm clients missing: run `npm install` in tests/node (tools/test.sh does)")
+    result = subprocess.run([shutil.which("node") or "node", "journal-client.js", str(version),
+                             str(port), str(writes), str(expected)],
+                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+PAD = "x" * 500
+"""Padding of a L{Writer}'s entries."""
+
+
+def waitForHealth(port: int, status: int, timeout: float = 30) -> dict:
+    """The body of the first C{/health} answer with C{status}."""
+    return waitFor(lambda: (answer := health(port))[0] == status and answer[1],
+                   f"/health to answer {status}", timeout)
+
+
+class Writer(threading.Thread):
+    """
+    Streams writes of C{{"w": number, "n": n, "pad": ...}}, ten in flight, until told to
+    stop; records every acknowledgement and every refusal, and checks each reply's shape.
+    Batches are paced so that the writers do not fill the freed space again themselves
+    before the test has seen the recovery.
+    """
+
+    def __init__(self, port: int, number: int):
+        super().__init__()
+        self.port = port
+        self.number = number
+        self.acknowledged: dict = {}   # index -> entry
+        self.refused: list = []        # (id, entry, error)
+        self.stopping = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        client = Client(self.port)
+        n = 0
+        try:
+            while not self.stopping.is_set():
+                batch = {f"{self.number}.{k}": {"w": self.number, "n": k, "pad": PAD}
+                         for k in range(n, n + 10)}
+                client.send(*[{"id": i, "entry": e} for i, e in batch.items()])
+                for _ in batch:
+                    reply = client.receive()
+                    entry = batch[reply["id"]]
+                    if set(reply) == {"id", "index"}:
+                        self.acknowledged[reply["index"]] = entry
+                    else:
+                        assert set(reply) == {"id", "error"}, reply
+                        assert isinstance(reply["error"], str) and reply["error"], reply
+                        self.refused.append((reply["id"], entry, reply["error"]))
+                n += 10
+                time.sleep(0.02)
+        except BaseException as e:
+            self.failure = e
+        finally:
+            client.close()
+
+
+def acknowledgedSoFar(writers: list) -> int:
+    return sum(len(w.acknowledged) for w in writers)
+
+
+def refusedSoFar(writers: list) -> int:
+    return sum(len(w.refused) for w in writers)

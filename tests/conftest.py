@@ -6,6 +6,7 @@ import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.pages import chromium
+from tests.postgres import sharedCluster, skipUnlessAvailable
 from tests.server import Servers
 
 
@@ -44,6 +45,18 @@ def tinyDisk(tmp_path):
                     + " ".join(mounted.stderr.split()))
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journalStore(request):
+    """
+    The store a journal end-to-end test runs on: None for twistd's SQLite file in the
+    test's directory, or a fresh database of the shared PostgreSQL cluster.
+    """
+    if request.param == "sqlite":
+        return None
+    skipUnlessAvailable()
+    return sharedCluster().database()
 
 
 @pytest.fixture(autouse=True)

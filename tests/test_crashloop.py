@@ -8,7 +8,6 @@ exactly once, whether it was committed before the kill (the retry gets its origi
 index back) or not (the retry stores it).
 """
 
-import os
 import random
 import threading
 import time
@@ -21,7 +20,6 @@ from tests.polling import waitFor
 CYCLES = 50
 WRITERS = 4
 LEAST_PER_CYCLE = 100  # acknowledgements each cycle waits for before its kill
-STORE = os.environ.get("JOURNAL_E2E_STORE")
 
 
 class RetryingWriter:
@@ -73,8 +71,8 @@ def acknowledged(writers: list) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_fiftyKillNineCycles(twistd):
-    server = twistd(store=STORE, listeners=("port", "journal"), start=False)
+def test_fiftyKillNineCycles(twistd, journalStore):
+    server = twistd(store=journalStore, listeners=("port", "journal"), start=False)
     writers = [RetryingWriter(number) for number in range(WRITERS)]
     started = time.monotonic()
     for cycle in range(CYCLES):

@@ -10,14 +10,12 @@ disk, and it works as root, where a read-only file would not stop a write.
 
 import os
 import re
-import threading
-import time
 
 
-from tests.clients import Client, getJSON, head, health, readAll
+from tests.clients import (Client, Writer, acknowledgedSoFar, getJSON, head, health, readAll,
+                           refusedSoFar, waitForHealth)
 from tests.polling import waitFor
 
-PAD = "x" * 500
 
 
 def fill(disk) -> str:
@@ -30,62 +28,6 @@ def fill(disk) -> str:
         except OSError as e:
             assert e.errno == 28, e  # ENOSPC
     return ballast
-
-
-def waitForHealth(port: int, status: int, timeout: float = 30) -> dict:
-    """The body of the first C{/health} answer with C{status}."""
-    return waitFor(lambda: (answer := health(port))[0] == status and answer[1],
-                   f"/health to answer {status}", timeout)
-
-
-class Writer(threading.Thread):
-    """
-    Streams writes of C{{"w": number, "n": n, "pad": ...}}, ten in flight, until told to
-    stop; records every acknowledgement and every refusal, and checks each reply's shape.
-    Batches are paced so that the writers do not fill the freed space again themselves
-    before the test has seen the recovery.
-    """
-
-    def __init__(self, port: int, number: int):
-        super().__init__()
-        self.port = port
-        self.number = number
-        self.acknowledged: dict = {}   # index -> entry
-        self.refused: list = []        # (id, entry, error)
-        self.stopping = threading.Event()
-        self.failure: BaseException | None = None
-
-    def run(self) -> None:
-        client = Client(self.port)
-        n = 0
-        try:
-            while not self.stopping.is_set():
-                batch = {f"{self.number}.{k}": {"w": self.number, "n": k, "pad": PAD}
-                         for k in range(n, n + 10)}
-                client.send(*[{"id": i, "entry": e} for i, e in batch.items()])
-                for _ in batch:
-                    reply = client.receive()
-                    entry = batch[reply["id"]]
-                    if set(reply) == {"id", "index"}:
-                        self.acknowledged[reply["index"]] = entry
-                    else:
-                        assert set(reply) == {"id", "error"}, reply
-                        assert isinstance(reply["error"], str) and reply["error"], reply
-                        self.refused.append((reply["id"], entry, reply["error"]))
-                n += 10
-                time.sleep(0.02)
-        except BaseException as e:
-            self.failure = e
-        finally:
-            client.close()
-
-
-def acknowledgedSoFar(writers: list) -> int:
-    return sum(len(w.acknowledged) for w in writers)
-
-
-def refusedSoFar(writers: list) -> int:
-    return sum(len(w.refused) for w in writers)
 
 
 def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):

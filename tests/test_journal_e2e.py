@@ -1,33 +1,26 @@
 """
 The journal protocol over real TCP against a real ``twistd -n logatron`` on the default
-SQLite store: both dialects, concurrency, crash safety, the npm tcp-log-client, slow
-readers and journal lines across a clean shutdown.
-
-Set JOURNAL_E2E_STORE (for example ``memory:``) to run them against another store.
+SQLite store and on PostgreSQL (the ``journalStore`` fixture): both dialects,
+concurrency, crash safety, the npm tcp-log-client, slow readers and journal lines
+across a clean shutdown.
 """
 
-import json
-import os
 import random
-import shutil
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
-from tests.clients import (Client, concurrentWrites, head, readAll, readUntil, sendLogLines,
-                           streamWrites)
+from tests.clients import (Client, concurrentWrites, head, nodeClient, readAll, readUntil,
+                           sendLogLines, streamWrites)
 from tests.polling import waitFor, waitUntilRead
 
-NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
-STORE = os.environ.get("JOURNAL_E2E_STORE")
 
 
 @pytest.fixture
-def server(twistd):
-    return twistd(store=STORE, listeners=("port", "journal"))
+def server(twistd, journalStore):
+    return twistd(store=journalStore, listeners=("port", "journal"))
 
 
 def test_writeIsConfirmedWithIndexOne(server):
@@ -143,8 +136,8 @@ def test_invalidJSONMidReadClosesIt(server):
     assert client.closedByServer()
 
 
-def test_messageTooLongCloses(twistd):
-    server = twistd("--max-entry", "100", store=STORE, listeners=("port", "journal"))
+def test_messageTooLongCloses(twistd, journalStore):
+    server = twistd("--max-entry", "100", store=journalStore, listeners=("port", "journal"))
     client = Client(server.ports["journal"])
     client.send({"id": "a", "entry": {"x": "y" * 200}})
     assert client.receive() == {"error": "message too long"}
@@ -172,15 +165,13 @@ def test_pullReadsPageThroughWithHead(server):
                                      {"index": 9, "entry": {"n": 9}}, {"head": 9}]
 
 
-def test_retryGetsTheSameIndexAcrossRestarts(twistd):
-    server = twistd(store=STORE, listeners=("port", "journal"))
+def test_retryGetsTheSameIndexAcrossRestarts(twistd, journalStore):
+    server = twistd(store=journalStore, listeners=("port", "journal"))
     client = Client(server.ports["journal"])
     assert client.write("retry-me", {"x": 1}) == 1
     assert client.write("other", {"x": 1}) == 2
     assert client.write("retry-me", {"x": 1}) == 1
     assert server.stop() == 0
-    if STORE == "memory:":
-        return
     server.start()
     client = Client(server.ports["journal"])
     assert client.write("retry-me", {"x": 1}) == 1
@@ -196,13 +187,12 @@ def test_eightConcurrentWriters(server):
     assert all(m["entry"] == acknowledged[m["index"]] for m in found)
 
 
-@pytest.mark.skipif(STORE == "memory:", reason="a memory store does not survive a kill")
-def test_killNineLosesNoAcknowledgedEntry(twistd):
+def test_killNineLosesNoAcknowledgedEntry(twistd, journalStore):
     """
     Ten kill -9s, each after at least 100 more writes were acknowledged (a writer fails
     the test on any other reply), lose none of them.
     """
-    server = twistd(store=STORE, listeners=("port", "journal"), start=False)
+    server = twistd(store=journalStore, listeners=("port", "journal"), start=False)
     acknowledged: dict = {}
     for _ in range(10):
         server.start()
@@ -229,16 +219,6 @@ def test_killNineLosesNoAcknowledgedEntry(twistd):
     assert all(stored[index] == entry for index, entry in acknowledged.items())
 
 
-def nodeClient(version: int, port: int, writes: int, expected: int) -> dict:
-    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", f"tcp-log-client-{version}")):
-        pytest.fail("npm clients missing: run `npm install` in tests/node (tools/test.sh does)")
-    result = subprocess.run([shutil.which("node") or "node", "journal-client.js", str(version),
-                             str(port), str(writes), str(expected)],
-                            cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr + result.stdout
-    return json.loads(result.stdout)
-
-
 @pytest.mark.parametrize("version", [4, 6])
 def test_npmTcpLogClient(server, version):
     port = server.ports["journal"]
@@ -263,7 +243,6 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.skipif(STORE == "memory:", reason="a memory store grows with what it holds")
 def test_slowReaderKeepsServerMemoryBounded(server):
     """
     A reader that stops reading while 200,000 entries (about 90 MB) are appended costs the
@@ -304,8 +283,8 @@ def test_lineEventsAreJournaled(server):
     assert found[5]["entry"]["event"] == "close"
 
 
-def test_noJournalLines(twistd):
-    server = twistd("--no-journal-lines", store=STORE, listeners=("port", "journal"))
+def test_noJournalLines(twistd, journalStore):
+    server = twistd("--no-journal-lines", store=journalStore, listeners=("port", "journal"))
     lines = sendLogLines(server.ports["port"], "web-1", 100)
     waitUntilRead(server.ports["port"])
     lines.close()
@@ -313,7 +292,6 @@ def test_noJournalLines(twistd):
     assert Client(server.ports["journal"]).write("only", {"entry": 1}) == 1
 
 
-@pytest.mark.skipif(STORE == "memory:", reason="a memory store does not survive a restart")
 def test_logLinesSentJustBeforeSigtermAreKept(server):
     lines = sendLogLines(server.ports["port"], "burst", 20_000)
     waitUntilRead(server.ports["port"])

@@ -7,7 +7,7 @@ from twisted.trial import unittest
 from logsvc.persistence import RegistryPersistence, SQLiteClients
 from logsvc.registry import ClientRegistry
 
-from .test_store import temporaryPath
+from tests.stores import temporaryPath
 
 
 class FailingOnce(SQLiteClients):

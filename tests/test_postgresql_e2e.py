@@ -14,8 +14,9 @@ import pytest
 
 from tests.postgres import Cluster, sharedCluster, skipUnlessAvailable
 from tests.server import freePort, startupError
-from tests.test_faults_e2e import Writer, acknowledgedSoFar, refusedSoFar, waitFor, waitForHealth
-from tests.test_journal_e2e import Client, concurrentWrites, nodeClient, readUntil
+from tests.clients import (Client, Writer, acknowledgedSoFar, concurrentWrites, nodeClient,
+                           readUntil, refusedSoFar, waitForHealth)
+from tests.polling import waitFor
 
 
 @pytest.fixture
