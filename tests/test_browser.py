@@ -2,6 +2,7 @@
 
 import socket
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -69,12 +70,15 @@ def test_filterMatchesNameStateAndLineText(pageServer, browser):
                                 ("", ["billing", "checkout", "search"])):
             search.clear()
             search.send_keys(query or " ")
-            WebDriverWait(browser, 5).until(lambda _: shown() == expected,
-                                            f"{query!r} shows {shown()}")
+            # Cards are re-rendered as events arrive: a card read mid-render is stale.
+            WebDriverWait(browser, 5, ignored_exceptions=[StaleElementReferenceException]).until(
+                lambda _: shown() == expected, f"{query!r} never showed {expected}")
         search.clear()
         search.send_keys("invoice")
-        WebDriverWait(browser, 5).until(lambda _: [m.text for m in browser.find_elements(
-            By.CSS_SELECTOR, '.client[data-client="billing"] .lines .msg')] == ["invoice 77 sent"])
+        WebDriverWait(browser, 5, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda _: [m.text for m in browser.find_elements(
+                By.CSS_SELECTOR, '.client[data-client="billing"] .lines .msg')]
+            == ["invoice 77 sent"])
     finally:
         for client in clients:
             client.close()
