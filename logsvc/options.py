@@ -5,18 +5,20 @@ from twisted.python import usage
 
 def positive(value: object) -> int | None:
     """
-    C{value} as an integer >= 1, or None when it is not one: an C{int} (a bool is not
-    one), or C{str} or C{bytes} holding one in decimal.  Every listener checks counts
-    and indices from its clients with this, so they all accept the same values.
+    C{value} if it is an C{int} >= 1 (a bool is not one), else None: for counts and
+    indices that clients send as numbers (PB arguments, journal protocol messages).
     """
-    if isinstance(value, (str, bytes)):
-        try:
-            value = int(value)
-        except ValueError:
-            return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         return None
     return value
+
+
+def positiveText(text: str | bytes) -> int | None:
+    """The integer >= 1 that C{text} holds in decimal, else None (options, query strings)."""
+    try:
+        return positive(int(text))
+    except ValueError:
+        return None
 
 
 def positiveInteger(what: str, most: int | None = None, why: str = ""):
@@ -25,7 +27,7 @@ def positiveInteger(what: str, most: int | None = None, why: str = ""):
     no more than C{most} if given, for the reason C{why}.
     """
     def parse(value: str) -> int:
-        number = positive(value)
+        number = positiveText(value)
         if number is None:
             raise usage.UsageError(f"{what} must be a positive integer, not {value!r}")
         if most is not None and number > most:
