@@ -5,12 +5,12 @@ of the server buffering without bound.
 """
 
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ServerFactory
 from zope.interface import implementer
 
 
 @implementer(IPushProducer)
-class PausableFactory(Factory):
+class PausableFactory(ServerFactory):
     """
     A factory that is the push producer of all its connections' reading.  Its
     protocols call L{connected} and L{disconnected}.
