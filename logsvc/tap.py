@@ -10,7 +10,8 @@ from twisted.python import usage
 from .auth import checkerFromString, makePortal
 from .errors import StoreError
 from .journal import JournalFactory, JournalLines
-from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
+from .httptimeouts import httpSite
+from .limits import DEFAULT_MAX_CONNECTIONS
 from .lineservice import LineFactory
 from .options import positiveInteger
 from .persistence import RegistryPersistence, backendFor

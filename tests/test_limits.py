@@ -22,8 +22,8 @@ from zope.interface.verify import verifyObject
 from logsvc.auth import makePortal
 from logsvc.errors import NoSuchClient
 from logsvc.journal import MESSAGE_TIMEOUT, JournalFactory
-from logsvc.limits import (DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, REFUSALS, ConnectionLimit,
-                           httpSite)
+from logsvc.httptimeouts import HEAD_TIMEOUT, httpSite
+from logsvc.limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
 from logsvc.metrics import ServiceMetrics
 from logsvc.pb import serverFactory as pbServerFactory
@@ -35,6 +35,18 @@ from tests.polling import waitFor
 from tests.services import buildService
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
+
+REFUSALS = {
+    "port": b"ERR too many connections\n",
+    "journal": b'{"error":"too many connections"}\n',
+    "http": (b"HTTP/1.1 503 Service Unavailable\r\n"
+             b"Content-Type: text/plain; charset=utf-8\r\n"
+             b"Content-Length: 21\r\n"
+             b"Connection: close\r\n\r\n"
+             b"too many connections\n"),
+    "pb": b"",
+}
+"""What a connection over the limit receives, by listener: each factory's refusal."""
 
 
 class Ok(Resource):
