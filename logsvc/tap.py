@@ -1,4 +1,8 @@
-"""``twistd logatron``: options and the service they build."""
+"""
+``twistd logatron``: options, and the service they build.  The shared objects (client
+registry, store, portal, metrics, web tree) are built here once and handed to each
+listener's factory, as Twisted words' tap builds one realm and portal for every listener.
+"""
 
 import ipaddress
 import sys
@@ -13,6 +17,7 @@ from .journal import JournalFactory, JournalLines
 from .httptimeouts import httpSite
 from .limits import DEFAULT_MAX_CONNECTIONS
 from .lineservice import LineFactory
+from .metrics import ServiceMetrics
 from .options import positiveInteger
 from .persistence import RegistryPersistence, backendFor
 from .pb import LONGEST_LINE
@@ -23,7 +28,7 @@ from .service import LogService, exitWithError
 from .store import storeFromString
 from .producers import ProducerGroup
 from .sysloglistener import SyslogClients, syslogListener
-from .web import httpResource
+from .web import httpResource, rootResource
 
 
 def endpointDescription(value: str) -> str | None:
@@ -178,10 +183,12 @@ def makeService(config, reactor=None) -> LogService:
     lineFactory = LineFactory(registry, reactor, config["max-line"])
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         lineFactory)
+    journalReaders: set = set()
     if config["journal"] is not None:
+        journal = JournalFactory(store, config["max-entry"], reactor)
+        journalReaders = journal.readers
         service.addListener("journal", config["journal"],
-                            serverFromString(reactor, config["journal"]),
-                            JournalFactory(store, config["max-entry"], reactor))
+                            serverFromString(reactor, config["journal"]), journal)
     producer = lineFactory
     if config["syslog"] is not None:
         producer = _addSyslog(service, config, reactor, producer)
@@ -189,19 +196,22 @@ def makeService(config, reactor=None) -> LogService:
         registry.addObserver(JournalLines(store, producer=producer))
     if config["retention"]:
         RetentionService(store, config["retention"], reactor).setServiceParent(service)
-    portal = makePortal(service, config.get("credCheckers") or [])
+    metrics = ServiceMetrics(registry, store, service.startTime, service.listenerStates,
+                             service.syslog, journalReaders)
+    webRoot = rootResource(service, metrics)
+    checkers = config.get("credCheckers") or []
+    portal = makePortal(service, checkers, webRoot)
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),
                             pbServerFactory(portal))
-    authenticated = bool(config.get("credCheckers"))
     if config["http"] is not None:
         service.addListener("http", config["http"], serverFromString(reactor, config["http"]),
-                            httpSite(httpResource(service, portal if authenticated else None),
+                            httpSite(httpResource(webRoot, portal if checkers else None),
                                      reactor))
     return service
 
 
-def _addSyslog(service: LogService, config, reactor, lineProducer):
+def _addSyslog(service: LogService, config, reactor, lineProducer) -> ProducerGroup:
     """The syslog listener; returns what the journal pauses: line and syslog ingest."""
     clients = service.syslog = SyslogClients(service.registry, reactor)
     clients.setServiceParent(service)

@@ -25,14 +25,13 @@ from logsvc.journal import MESSAGE_TIMEOUT, JournalFactory
 from logsvc.httptimeouts import HEAD_TIMEOUT, httpSite
 from logsvc.limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
-from logsvc.metrics import ServiceMetrics
 from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
 from tests.clients import httpGet, lineClient, query
 from tests.polling import waitFor
-from tests.services import buildService
+from tests.services import buildService, serviceMetrics
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
 
@@ -210,7 +209,7 @@ class ServiceWiringTests(TestCase):
             protocol, _ = connect(listener.factory)
             self.addCleanup(close, protocol)
             connect(listener.factory)
-        metrics = ServiceMetrics(self.service)
+        metrics = serviceMetrics(self.service)
         body, _ = self.successResultOf(Deferred.fromCoroutine(metrics.render(None)))
         samples = {(s.name, s.labels.get("listener")): s.value
                    for family in text_string_to_metric_families(body.decode())
