@@ -18,7 +18,7 @@ from .httptimeouts import httpSite
 from .limits import DEFAULT_MAX_CONNECTIONS
 from .lineservice import LineFactory
 from .metrics import ServiceMetrics
-from .options import positiveInteger
+from .options import portEndpoint, positiveInteger
 from .persistence import RegistryPersistence, backendFor
 from .pb import LONGEST_LINE
 from .pb import serverFactory as pbServerFactory
@@ -33,12 +33,9 @@ from .web import httpResource, rootResource
 
 def endpointDescription(value: str) -> str | None:
     """A bare port number means C{tcp:N}; C{none} disables the listener."""
-    value = value.strip()
-    if value.lower() == "none":
+    if value.strip().lower() == "none":
         return None
-    if value.isdigit():
-        return f"tcp:{value}"
-    return value
+    return portEndpoint(value)
 
 
 def isLoopback(endpoint) -> bool:
@@ -100,7 +97,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     def opt_auth(self, description: str) -> None:
         # One line: twistd shows a docstring's line breaks and indentation in --help.
-        """A twisted.cred checker for PB and HTTP logins (repeatable): file:PATH, memory:USER:PASSWORD or unix."""
+        """A twisted.cred checker for PB and HTTP logins (repeatable): file:PATH, memory:USER:PASSWORD or unix."""  # noqa: E501
         try:
             self.addChecker(checkerFromString(description))
         except (ValueError, strcred.UnsupportedInterfaces) as e:
@@ -146,7 +143,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                                       self.pop("retain-bytes"))
         if not self.get("credCheckers"):
             for name in ("pb", "http"):
-                if self[name] is not None and not isLoopback(serverFromString(_reactor(), self[name])):
+                if self[name] is None:
+                    continue
+                if not isLoopback(serverFromString(_reactor(), self[name])):
                     raise usage.UsageError(
                         f"--{name} {self[name]} is reachable from other hosts: "
                         f"give --auth, or bind it to 127.0.0.1")
