@@ -142,12 +142,12 @@ class LineProtocol(LineReceiver):
             self.log.info("{peer} refused: first line is not IAM", peer=self.transport.getPeer())
             self._refuse("expected IAM <name>")
             return False
-        name = line[4:].strip()
-        if not _NAME.match(name):
+        raw = line[4:].strip()
+        if not _NAME.match(raw):
             self.log.info("{peer} refused: invalid name", peer=self.transport.getPeer())
             self._refuse("invalid name: 1-128 of letters, digits, _ - .")
             return False
-        name = name.decode("ascii")
+        name = raw.decode("ascii")
         try:
             self.record = self._registry.connect(name)
         except NameInUse:
