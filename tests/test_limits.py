@@ -19,17 +19,28 @@ from zope.interface.verify import verifyObject
 from logsvc.auth import makePortal
 from logsvc.errors import NoSuchClient
 from logsvc.journal import MESSAGE_TIMEOUT, JournalFactory
-from logsvc.limits import (DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, REFUSALS, ConnectionLimit,
-                           httpSite)
+from logsvc.httptimeouts import HEAD_TIMEOUT, httpSite
+from logsvc.limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
-from logsvc.metrics import ServiceMetrics
 from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
-from tests.services import buildService
+from tests.services import buildService, serviceMetrics
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
+
+REFUSALS = {
+    "port": b"ERR too many connections\n",
+    "journal": b'{"error":"too many connections"}\n',
+    "http": (b"HTTP/1.1 503 Service Unavailable\r\n"
+             b"Content-Type: text/plain; charset=utf-8\r\n"
+             b"Content-Length: 21\r\n"
+             b"Connection: close\r\n\r\n"
+             b"too many connections\n"),
+    "pb": b"",
+}
+"""What a connection over the limit receives, by listener: each factory's refusal."""
 
 
 class Ok(Resource):
@@ -193,7 +204,7 @@ class ServiceWiringTests(TestCase):
             protocol, _ = connect(listener.factory)
             self.addCleanup(close, protocol)
             connect(listener.factory)
-        metrics = ServiceMetrics(self.service)
+        metrics = serviceMetrics(self.service)
         body, _ = self.successResultOf(Deferred.fromCoroutine(metrics.render(None)))
         samples = {(s.name, s.labels.get("listener")): s.value
                    for family in text_string_to_metric_families(body.decode())
