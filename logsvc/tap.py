@@ -9,7 +9,8 @@ from twisted.python import usage
 
 from .auth import checkerFromString, makePortal
 from .errors import StoreError
-from .journal import JournalFactory, JournalLines
+from .journal.lines import JournalLines
+from .journal.protocol import JournalFactory
 from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
 from .lineservice import LineFactory
 from .options import positiveInteger

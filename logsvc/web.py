@@ -15,7 +15,7 @@ from twisted.web.static import Data
 
 from . import __version__
 from .errors import NoSuchClient, Trimmed
-from .journal import entryLines
+from .journal.lines import entryLines
 from .metrics import ServiceMetrics
 from .stream import StreamResource
 

@@ -1,29 +1,20 @@
 """
-The journal listener (tcp-log-server protocol) and the observer that journals line events.
-
-NDJSON both ways.  Writes are acknowledged with their index once the store says they
-are durable.  Reads replay from the store in pages, send C{{"current":true}} once caught
-up with the head as of the read, then follow the log live; push reads (C{{"from": N}})
-never end, pull reads (C{{"from": N, "read": K}}) end after K entries with
-C{{"head": H}}.  A read that reaches entries retention has deleted is told so with
-C{{"trimmed": {"first": F, "head": H}}} and goes on from C{first}.  Each connection is
-a streaming producer on its own transport: while the socket's send buffer is full it
-stops paging, drops live entries (they are read again from the store on resume) and
-stops reading requests, so a peer that does not read costs a bounded amount of memory.
+The journal listener (tcp-log-server protocol): NDJSON writes acknowledged once durable,
+reads that replay the store and then follow it live, with per-connection flow control.
 """
 
 import json
 from bisect import insort
-from json.encoder import encode_basestring, encode_basestring_ascii
 
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .errors import EntryError, StoreError, Trimmed
-from .interfaces import IEventObserver
-from .store import canonical
+from ..errors import StoreError, Trimmed
+from ..interfaces import IJournalStore
+from ..store import canonical
+from .lines import entryLines, quoted
 
 FIRST_PAGE = 100
 """Entries in a read's first page, before the size of its entries is known."""
@@ -57,14 +48,6 @@ reading until acknowledgements catch up, so a peer that pipelines without limit
 cannot make the store's queue grow without bound.
 """
 
-BACKLOG_HIGH, BACKLOG_LOW = 50_000, 10_000
-"""
-Journal-line appends waiting for the store at which line traffic is paused, and
-resumed: LOG lines are not acknowledged, so the journal slows the line clients
-down (through TCP) rather than buffering their lines without bound.
-"""
-
-
 def _rejectConstant(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -80,16 +63,6 @@ def _errorText(failure) -> str:
     return "internal error"
 
 
-def entryLines(rows: list) -> list:
-    """
-    The NDJSON lines for C{(index, data)} rows (data is canonical JSON already, or an
-    EntryError): the journal protocol's replies, and /journal's array items.
-    """
-    return [b'{"index":%d,"entry":%s}\n' % (index, data) if data.__class__ is bytes
-            else b'{"index":%d,"error":%s}\n' % (index, _json(_reason(data)))
-            for index, data in rows]
-
-
 def trimmedNotice(trimmed: Trimmed) -> bytes:
     """
     What a reader is told before the first entry after a gap retention made: no
@@ -97,14 +70,6 @@ def trimmedNotice(trimmed: Trimmed) -> bytes:
     end of a pull read, an entry's error or being caught up.
     """
     return b'{"trimmed":{"first":%d,"head":%d}}\n' % (trimmed.first, trimmed.head)
-
-
-def _reason(error) -> str:
-    return error.reason if isinstance(error, EntryError) else str(error)
-
-
-def _json(text: str) -> bytes:
-    return encode_basestring_ascii(text).encode("ascii")
 
 
 class HeldAcks:
@@ -307,7 +272,7 @@ class JournalRead:
             return
         if not failure.check(StoreError):
             self.log.failure("journal read failed", failure)
-        self._transport.write(b'{"error":%s}\n' % _json(_errorText(failure)))
+        self._transport.write(b'{"error":%s}\n' % quoted(_errorText(failure)))
         self._finish()
 
     def _finish(self) -> None:
@@ -356,7 +321,7 @@ class JournalProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, store, maxEntry: int, clock=None):
+    def __init__(self, store: IJournalStore, maxEntry: int, clock: IReactorTime):
         self._store = store
         self._maxEntry = maxEntry
         self._clock = clock
@@ -397,8 +362,7 @@ class JournalProtocol(Protocol):
             data = self._pending + data
         messages = data.split(b"\n")
         self._pending = messages.pop()
-        if self._clock is not None:
-            self._timePartial(bool(messages))
+        self._timePartial(bool(messages))
         maxEntry = self._maxEntry
         for message in messages:
             if len(message) > maxEntry:
@@ -458,7 +422,7 @@ class JournalProtocol(Protocol):
 
     def _write(self, writeId: str, entry: dict) -> None:
         """Queue the write; the writes of one chunk go to the store as one batch."""
-        quotedId = _json(writeId)
+        quotedId = quoted(writeId)
         try:
             data = canonical(entry)
         except (ValueError, RecursionError):
@@ -536,7 +500,7 @@ class JournalProtocol(Protocol):
             self.log.warn("journal write failed: {error}", error=failure.value)
         else:
             self.log.failure("journal write failed", failure)
-        error = _json(_errorText(failure))
+        error = quoted(_errorText(failure))
         self.transport.write(b"".join([b'{"id":%s,"error":%s}\n' % (quotedId, error)
                                        for quotedId in quotedIds]))
         self._closeIfAnswered()
@@ -615,131 +579,21 @@ class JournalProtocol(Protocol):
         self._stopReading()
 
 
-class JournalFactory(Factory):
+class JournalFactory(ServerFactory):
     """
-    Points every connection at the shared store, and knows the reads in progress.
-    Messages get a deadline (L{MESSAGE_TIMEOUT}) only when given a C{clock} to keep it.
+    The shared objects every connection uses: the store, the clock that keeps message
+    deadlines (L{MESSAGE_TIMEOUT}) and the longest message; and the reads in progress.
     """
 
     noisy = False
 
-    def __init__(self, store, maxEntry: int = 1048576, clock=None):
+    def __init__(self, store: IJournalStore, maxEntry: int, clock: IReactorTime):
         self.store = store
         self.maxEntry = maxEntry
         self.clock = clock
         self.readers: set = set()  # reads in progress, for the reader-lag metric
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> JournalProtocol:
         protocol = JournalProtocol(self.store, self.maxEntry, self.clock)
         protocol.factory = self
         return protocol
-
-
-def eventEntry(kind: str, name: str, time: float, fields: dict) -> bytes:
-    """
-    Canonical JSON of C{{"client": name, "event": kind, "time": time, **fields}}, built
-    directly for the shapes the registry emits (sorted keys, as canonical() would).
-    """
-    if time - time == 0.0 and time.__class__ is float:
-        if not fields:
-            return ('{"client":%s,"event":%s,"time":%r}'
-                    % (encode_basestring(name), encode_basestring(kind), time)).encode()
-        if kind == "set" and len(fields) == 2 and "key" in fields and "value" in fields:
-            return ('{"client":%s,"event":"set","key":%s,"time":%r,"value":%s}'
-                    % (encode_basestring(name), encode_basestring(fields["key"]), time,
-                       encode_basestring(fields["value"]))).encode()
-    return canonical({**fields, "client": name, "event": kind, "time": time})
-
-
-def flatEntry(entry: dict) -> bytes:
-    """
-    canonical() of a flat object of strings, finite floats and C{True} (a syslog
-    message's log event), built directly; anything else goes through canonical().
-    """
-    parts = []
-    for key in sorted(entry):
-        value = entry[key]
-        if value.__class__ is str:
-            parts.append(f"{encode_basestring(key)}:{encode_basestring(value)}")
-        elif value.__class__ is float and value - value == 0.0:
-            parts.append(f"{encode_basestring(key)}:{value!r}")
-        elif value is True:
-            parts.append(f"{encode_basestring(key)}:true")
-        else:
-            return canonical(entry)
-    return ("{" + ",".join(parts) + "}").encode()
-
-
-def logEntries(name: str, time: float, messages: list, truncated: bool) -> list:
-    """The canonical JSON of each line's C{log} event, the part they share built once."""
-    if not messages:
-        return []
-    if not (time - time == 0.0 and time.__class__ is float):
-        extra = {"truncated": True} if truncated else {}
-        return [eventEntry("log", name, time, {"message": m, **extra}) for m in messages]
-    prefix = '{"client":%s,"event":"log","message":' % encode_basestring(name)
-    suffix = ',"time":%r%s}' % (time, ',"truncated":true' if truncated else "")
-    # Encoded and split as one text: JSON strings hold no raw newline.
-    between = suffix + "\n" + prefix
-    return (prefix + between.join(map(encode_basestring, messages)) + suffix
-            ).encode().split(b"\n")
-
-
-@implementer(IEventObserver)
-class JournalLines:
-    """
-    Appends every line-service event to the journal, without an id: the lines a
-    client sent together as one batch.
-
-    Nobody waits for these appends, so a store failure is logged (the first, then every
-    10,000th) and counted in C{failures}, never raised into the line service.
-    """
-
-    log = Logger()
-
-    def __init__(self, store, producer=None):
-        self._store = store
-        self._producer = producer
-        self._paused = False
-        self.backlog = 0
-        self.failures = 0
-
-    def event(self, kind: str, name: str, time: float, fields: dict) -> None:
-        self._append(lambda: [eventEntry(kind, name, time, fields)], name)
-
-    def logged(self, name: str, time: float, messages: list, truncated: bool,
-               fields: list | None = None) -> None:
-        if fields is not None:
-            self._append(lambda: [flatEntry({**f, "message": m, "client": name,
-                                             "event": "log", "time": time})
-                                  for m, f in zip(messages, fields)], name)
-            return
-        self._append(lambda: logEntries(name, time, messages, truncated), name)
-
-    def _append(self, entries, name: str) -> None:
-        try:
-            appended = self._store.append(entries := entries())
-        except Exception:
-            self.log.failure("cannot journal events of {name}", name=name)
-            return
-        self.backlog += len(entries)
-        if self.backlog >= BACKLOG_HIGH and not self._paused and self._producer is not None:
-            self._paused = True
-            self._producer.pauseProducing()
-        appended.addCallbacks(self._landed, self._failed, errbackArgs=(len(entries),))
-
-    def _landed(self, indices: list) -> None:
-        self._drained(len(indices))
-
-    def _drained(self, count: int) -> None:
-        self.backlog -= count
-        if self._paused and self.backlog <= BACKLOG_LOW:
-            self._paused = False
-            self._producer.resumeProducing()
-
-    def _failed(self, failure, count: int) -> None:
-        self._drained(count)
-        before, self.failures = self.failures, self.failures + count
-        if before == 0 or before // 10000 != self.failures // 10000:
-            self.log.warn("journal lines: {n} appends failed so far; last: {error}",
-                          n=self.failures, error=failure.getErrorMessage())
