@@ -53,7 +53,7 @@ class LogRealm:
 
     def requestAvatar(self, avatarId, mind, *interfaces):
         if pb.IPerspective in interfaces:
-            from .pb import QueryPerspective
+            from .pb.avatar import QueryPerspective
             avatar = QueryPerspective(self.service, avatarId)
             return pb.IPerspective, avatar, avatar.logout
         if IResource in interfaces:

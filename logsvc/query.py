@@ -25,7 +25,7 @@ from twisted.spread import pb
 from . import __version__
 from .errors import NoSuchClient
 from .options import positiveInteger
-from .pb import READ_LIMIT, BadRequest, JournalError, TrimmedError
+from .pb.avatar import READ_LIMIT, BadRequest, JournalError, TrimmedError
 from .subscription import LINE_EVENTS, eventKinds
 
 DEFAULT_CONNECT = "tcp:127.0.0.1:8787"

@@ -15,8 +15,8 @@ from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
 from .lineservice import LineFactory
 from .options import positiveInteger
 from .persistence import RegistryPersistence, backendFor
-from .pb import LONGEST_LINE
-from .pb import serverFactory as pbServerFactory
+from .pb.avatar import LONGEST_LINE
+from .pb.login import serverFactory as pbServerFactory
 from .registry import ClientRegistry
 from .retention import Retention, RetentionService, parseDuration, parseSize
 from .service import LogService, exitWithError

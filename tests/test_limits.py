@@ -26,7 +26,7 @@ from logsvc.limits import (DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, REFUSALS, Conn
                            httpSite)
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
 from logsvc.metrics import ServiceMetrics
-from logsvc.pb import serverFactory as pbServerFactory
+from logsvc.pb.login import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from logsvc.lineservice import LineFactory
-from logsvc.pb import LONGEST_LINE
+from logsvc.pb.avatar import LONGEST_LINE
 from logsvc.retention import Retention
 from logsvc.tap import endpointDescription, isLoopback
 from tests.services import buildService, parse
