@@ -130,9 +130,6 @@ class Subscription:
     def stopProducing(self) -> None:
         self.cancel()
 
-    pause = pauseProducing
-    resume = resumeProducing
-
     def cancel(self) -> None:
         """Stop observing and following; nothing is delivered afterwards."""
         if self.ended:

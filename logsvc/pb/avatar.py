@@ -250,7 +250,7 @@ class RemoteSubscription:
     def _call(self, kind: str, payload: dict) -> None:
         self._inFlight += 1
         if self._inFlight >= self._inFlightLimit:
-            self.subscription.pause()
+            self.subscription.pauseProducing()
         try:
             d = self._observer.callRemote("event", kind, payload)
         except pb.DeadReferenceError:
@@ -261,7 +261,7 @@ class RemoteSubscription:
     def _answered(self, _) -> None:
         self._inFlight -= 1
         if self._inFlight < self._inFlightLimit:
-            self.subscription.resume()
+            self.subscription.resumeProducing()
 
     def _failed(self, failure) -> None:
         if failure.check(pb.PBConnectionLost, pb.DeadReferenceError):
