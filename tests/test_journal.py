@@ -12,7 +12,8 @@ from zope.interface.verify import verifyObject
 from logsvc.errors import StoreError
 from logsvc.interfaces import IEventObserver
 from logsvc.journal.lines import JournalLines, eventEntry, logEntries
-from logsvc.journal.protocol import PAGE_ENTRIES, JournalFactory, JournalRead
+from logsvc.journal.protocol import HeldAcks, JournalFactory, ReadReplies
+from logsvc.reader import PAGE_ENTRIES, JournalReader
 from logsvc.registry import ClientRegistry
 from logsvc.store import canonical
 from tests.journalclients import FillingTransport, JournalTestCase, entries
@@ -37,7 +38,9 @@ class InterfaceTests(JournalTestCase):
     def test_producers(self):
         connection = self.connect()
         self.assertTrue(verifyObject(IPushProducer, connection.protocol))
-        read = JournalRead(self.store, connection.transport, 1, None, lambda r: None)
+        replies = ReadReplies(connection.transport, HeldAcks(connection.transport),
+                              lambda reader, ahead: None)
+        read = JournalReader(self.store, replies, 1)
         self.assertTrue(verifyObject(IPushProducer, read))
 
     def test_journalLinesObserver(self):

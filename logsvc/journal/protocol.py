@@ -6,30 +6,17 @@ reads that replay the store and then follow it live, with per-connection flow co
 import json
 from bisect import insort
 
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..errors import StoreError, Trimmed
 from ..interfaces import IJournalStore
+from ..reader import JournalReader
 from ..store import canonical
 from .lines import entryLines, quoted
-
-FIRST_PAGE = 100
-"""Entries in a read's first page, before the size of its entries is known."""
-
-PAGE_ENTRIES = 1000
-"""Most entries one store read returns."""
-
-PAGE_BYTES = 1 << 20
-"""Pages are sized to about this many bytes once a read has seen its entries' size."""
-
-READ_AHEAD = 100
-"""
-Entries a pull read asks the store for even when it wants fewer: the rest wait on the
-connection for its next pull read, so reads of 5 do not cost a store query each.
-"""
 
 CURRENT = b'{"current":true}\n'
 INVALID_JSON = b'{"error":"invalid JSON"}\n'
@@ -48,6 +35,7 @@ reading until acknowledgements catch up, so a peer that pipelines without limit
 cannot make the store's queue grow without bound.
 """
 
+
 def _rejectConstant(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -57,7 +45,7 @@ def _rejectConstant(name: str):
 _decode = json.JSONDecoder(parse_constant=_rejectConstant).decode
 
 
-def _errorText(failure) -> str:
+def _errorText(failure: Failure) -> str:
     if failure.check(StoreError):
         return str(failure.value) or "store error"
     return "internal error"
@@ -80,7 +68,7 @@ class HeldAcks:
     acknowledges both writes before either entry reaches the read.
     """
 
-    def __init__(self, transport):
+    def __init__(self, transport: ITransport):
         self._transport = transport
         self._held: list = []    # (index, ack line), in index order
 
@@ -114,200 +102,52 @@ class HeldAcks:
             self._transport.write(b"".join(line for _, line in held))
 
 
-@implementer(IPushProducer)
-class JournalRead:
+class ReadReplies:
     """
-    One read on one connection: pages from the store until caught up, then live batches.
-
-    Holds at most one page at a time, and nothing while paused: live batches that arrive
-    while paused or paging only raise C{seen}, and the entries are read from the store
-    again.
+    What one read on a connection sends (a L{ReadSink}): NDJSON entry lines,
+    C{current}, C{head}, trimmed notices and errors, with the connection's held acks
+    each just before its entry.
     """
 
     log = Logger()
 
-    def __init__(self, store, transport, start: int, count: int | None, finished,
-                 ahead: list = (), acks: HeldAcks | None = None):
-        self._store = store
+    def __init__(self, transport: ITransport, acks: HeldAcks, finished):
         self._transport = transport
-        self._acks = acks if acks is not None else HeldAcks(transport)
+        self._acks = acks
         self._finished = finished
-        self._ahead = ahead if ahead and ahead[0][0] == start else ()
-        self.next = start
-        self._remaining = count
-        self._target: int | None = None
-        self._seen = 0
-        self._current = False
-        self._paused = False
-        self._fetching = False
-        self._advancing = False
-        self._live = False
-        self._done = False
-        self._pageSize = FIRST_PAGE
-        self._following = None
 
-    def start(self) -> None:
-        self._following = self._store.follow(self._committed)
-        self._fetching = True
-        self._store.head().addCallbacks(self._gotHead, self._failed)
-
-    def _gotHead(self, head: int) -> None:
-        self._fetching = False
-        if self._done:
-            return
-        self._target = head
-        self._seen = max(self._seen, head)
-        self._advance()
-
-    def _advance(self) -> None:
-        """Read pages while entries we have not sent are committed; then go live."""
-        if self._advancing:
-            return
-        self._advancing = True
-        try:
-            while not (self._done or self._paused or self._fetching):
-                if self.next > self._seen:
-                    self._caughtUp()
-                    self._live = True
-                    return
-                self._notLive()
-                rows, self._ahead = self._ahead, ()
-                if rows and rows[0][0] == self.next:
-                    self._deliverKeepingRest(rows)
-                    continue
-                self._fetching = True
-                limit = self._pageSize
-                if self._remaining is not None:
-                    limit = min(limit, max(self._remaining, READ_AHEAD))
-                self._store.read(self.next, limit).addCallbacks(self._gotPage, self._failed)
-        finally:
-            self._advancing = False
-
-    def _gotPage(self, rows: list) -> None:
-        self._fetching = False
-        if self._done:
-            return
-        if rows:
-            size = sum(len(data) for _, data in rows if data.__class__ is bytes)
-            self._pageSize = max(1, min(PAGE_ENTRIES, PAGE_BYTES * len(rows) // (size or 1)))
-            self._deliverKeepingRest(rows)
-        else:
-            # Nothing committed at next after all: wait for the next commit.
-            self._seen = self.next - 1
-        self._advance()
-
-    def _deliverKeepingRest(self, rows: list) -> None:
-        """Deliver rows read from the store; what a pull read does not take is kept."""
-        if self._remaining is not None and len(rows) > self._remaining:
-            self._ahead = rows[self._remaining:]
-        self._deliver(rows)
-
-    def _committed(self, batch: list) -> None:
-        last = batch[-1][0]
-        if last > self._seen:
-            self._seen = last
-        if not self._live or self._paused or self._done or last < self.next:
-            return
-        if batch[0][0] > self.next:
-            # Entries between what we sent and this batch were committed while we were
-            # paused or paging: fetch them from the store.
-            self._notLive()
-            self._advance()
-        else:
-            self._deliver(batch)
-
-    def _deliver(self, rows: list) -> None:
-        """
-        Send consecutive rows from C{next} on, C{current} in its place, C{head} after K.
-        A live batch can be a whole group commit: it is sent a page at a time, and what
-        is left when the socket fills up is read from the store again after resuming.
-        """
-        if rows[0][0] < self.next:
-            rows = rows[self.next - rows[0][0]:]
-        if self._remaining is not None and len(rows) > self._remaining:
-            rows = rows[:self._remaining]
-        size = self._pageSize
-        for start in range(0, len(rows), size):
-            self._send(rows[start:start + size] if len(rows) > size else rows)
-            if self._paused or self._done:
-                return
-
-    def _send(self, rows: list) -> None:
-        first = rows[0][0]
+    def entries(self, rows: list, currentAt: int | None, head: int | None) -> int:
         lines = entryLines(rows)
-        self.next = first + len(rows)
-        currentAt = None
-        if not self._current and self.next > self._target:
-            # A pull read whose K-th entry is the head ends with head alone, as
-            # tcp-log-server does: the head was not reached before the K entries.
-            upToTarget = max(0, self._target - first + 1)
-            if self._remaining is None or upToTarget < self._remaining:
-                lines.insert(upToTarget, CURRENT)
-                currentAt = upToTarget
-            self._current = True
+        if currentAt is not None:
+            lines.insert(currentAt, CURRENT)
         if self._acks:
-            lines = self._acks.interleave(lines, first, currentAt)
-        remaining = self._remaining
-        if remaining is not None:
-            self._remaining = remaining = remaining - len(rows)
-            if remaining == 0:
-                lines.append(b'{"head":%d}\n' % max(self._seen, self.next - 1))
+            lines = self._acks.interleave(lines, rows[0][0], currentAt)
+        if head is not None:
+            lines.append(b'{"head":%d}\n' % head)
         self._transport.write(b"".join(lines))
-        if remaining == 0:
-            self._finish()
+        return len(rows)
 
-    def _caughtUp(self) -> None:
-        if not self._current:
-            self._current = True
-            self._transport.write(CURRENT)
+    def caughtUp(self) -> None:
+        self._transport.write(CURRENT)
 
-    def _failed(self, failure) -> None:
-        self._fetching = False
-        if self._done:
-            return
-        if failure.check(Trimmed):
-            self._transport.write(trimmedNotice(failure.value))
-            self.next = max(self.next, failure.value.first)
-            self._advance()
-            return
-        if not failure.check(StoreError):
-            self.log.failure("journal read failed", failure)
-        self._transport.write(b'{"error":%s}\n' % quoted(_errorText(failure)))
-        self._finish()
+    def live(self) -> None:
+        """Acks of entries the read is to send wait for them (L{JournalProtocol._acked})."""
 
-    def _finish(self) -> None:
-        ahead = self._ahead
-        self.stop()
-        self._finished(self, ahead)
-
-    def following(self) -> bool:
-        """Whether the next entries this read sends are live ones, as they commit."""
-        return self._live and not (self._paused or self._done)
-
-    def _notLive(self) -> None:
-        self._live = False
+    def notLive(self) -> None:
         self._acks.release()
 
-    def stop(self) -> None:
-        """End the read: no more pages, no more live entries."""
-        self._done = True
-        self._acks.release()
-        self._ahead = ()
-        if self._following is not None:
-            self._following.cancel()
-            self._following = None
+    def waiting(self) -> None:
+        """The entries are read from the store when the read goes on."""
 
-    def pauseProducing(self) -> None:
-        self._paused = True
-        self._notLive()
+    def trimmed(self, trimmed: Trimmed) -> None:
+        self._transport.write(trimmedNotice(trimmed))
 
-    def resumeProducing(self) -> None:
-        self._paused = False
-        if self._target is not None:
-            self._advance()
-
-    def stopProducing(self) -> None:
-        self.stop()
+    def ended(self, reader: JournalReader, ahead: list, failure: Failure | None) -> None:
+        if failure is not None:
+            if not failure.check(StoreError):
+                self.log.failure("journal read failed", failure)
+            self._transport.write(b'{"error":%s}\n' % quoted(_errorText(failure)))
+        self._finished(reader, ahead)
 
 
 @implementer(IPushProducer)
@@ -339,7 +179,7 @@ class JournalProtocol(Protocol):
         self._notReading = False  # the transport is paused, for either reason
         self._ahead: list = []
         self._acks: HeldAcks | None = None
-        self.reader: JournalRead | None = None
+        self.reader: JournalReader | None = None
 
     def connectionMade(self) -> None:
         self._acks = HeldAcks(self.transport)
@@ -517,14 +357,14 @@ class JournalProtocol(Protocol):
             return
         self._flushWrites()
         ahead, self._ahead = self._ahead, []
-        self.reader = JournalRead(self._store, self.transport, start, count,
-                                  self._readFinished, ahead, self._acks)
+        replies = ReadReplies(self.transport, self._acks, self._readFinished)
+        self.reader = JournalReader(self._store, replies, start, count, ahead)
         self.factory.readers.add(self.reader)
         if self._paused:
             self.reader.pauseProducing()
         self.reader.start()
 
-    def _readFinished(self, reader: JournalRead, ahead: list) -> None:
+    def _readFinished(self, reader: JournalReader, ahead: list) -> None:
         """A pull read ended: keep the entries it read beyond K for the next one."""
         self.factory.readers.discard(reader)
         if self.reader is reader:
