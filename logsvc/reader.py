@@ -55,7 +55,7 @@ class ReadSink(Protocol):
     def trimmed(self, trimmed: Trimmed) -> None:
         """The next entries were deleted by retention; the read goes on from C{first}."""
 
-    def ended(self, reader: "JournalReader", ahead: list, failure: Failure | None) -> None:
+    def finished(self, reader: "JournalReader", ahead: list, failure: Failure | None) -> None:
         """
         The read ended by itself: its count was sent (C{ahead}: rows read beyond it) or
         the store failed (C{failure}).  Not called after L{JournalReader.stop}.
@@ -232,8 +232,10 @@ class JournalReader:
         if self._done:
             return
         if failure.check(Trimmed):
-            self._sink.trimmed(failure.value)
-            self.next = max(self.next, failure.value.first)
+            trimmed = failure.value
+            self._sink.trimmed(trimmed)
+            self.next = max(self.next, trimmed.first)
+            self._seen = max(self._seen, trimmed.head)
             self._advance()
             return
         self._finish(failure)
@@ -241,7 +243,7 @@ class JournalReader:
     def _finish(self, failure: Failure | None) -> None:
         ahead = self._ahead
         self.stop()
-        self._sink.ended(self, ahead, failure)
+        self._sink.finished(self, ahead, failure)
 
     def following(self) -> bool:
         """Whether the next entries this read sends are live ones, as they commit."""

@@ -142,7 +142,7 @@ class ReadReplies:
     def trimmed(self, trimmed: Trimmed) -> None:
         self._transport.write(trimmedNotice(trimmed))
 
-    def ended(self, reader: JournalReader, ahead: list, failure: Failure | None) -> None:
+    def finished(self, reader: JournalReader, ahead: list, failure: Failure | None) -> None:
         if failure is not None:
             if not failure.check(StoreError):
                 self.log.failure("journal read failed", failure)
