@@ -8,6 +8,7 @@ a L{JournalReader} reads back from the store what the consumer was not ready for
 
 import json
 from collections import deque
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 
 from twisted.internet.interfaces import IPushProducer
@@ -18,6 +19,7 @@ from zope.interface import implementer
 from .errors import EntryError, Trimmed
 from .interfaces import IEventObserver
 from .reader import JournalReader
+from .service import LogService
 
 LINE_EVENTS = ("ready", "log", "set", "close")
 EVENT_KINDS = LINE_EVENTS + ("entry",)
@@ -65,10 +67,10 @@ class Subscription:
 
     log = Logger()
 
-    def __init__(self, service, deliver, events=None, clients: str | None = None,
-                 fromIndex: int | None = None, queueLimit: int = QUEUE_LIMIT,
-                 missedLimit: int = MISSED_LIMIT, pageSize: int = PAGE_SIZE,
-                 onEnd=None):
+    def __init__(self, service: LogService, deliver: Callable[[dict], None], events=None,
+                 clients: str | None = None, fromIndex: int | None = None,
+                 queueLimit: int = QUEUE_LIMIT, missedLimit: int = MISSED_LIMIT,
+                 pageSize: int = PAGE_SIZE, onEnd: Callable[[str], None] | None = None):
         self._kinds = eventKinds(events)
         if fromIndex is not None and (isinstance(fromIndex, bool)
                                       or not isinstance(fromIndex, int) or fromIndex < 1):
