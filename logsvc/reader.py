@@ -156,8 +156,10 @@ class JournalReader:
             if self._sized:
                 size = sum(len(data) for _, data in rows if data.__class__ is bytes)
                 self._pageSize = max(1, min(PAGE_ENTRIES, PAGE_BYTES * len(rows) // (size or 1)))
-            if not self._toHead and len(rows) >= self._asked:
-                self._seen = max(self._seen, rows[-1][0] + 1)   # a full page: maybe more
+            # What was read is committed; without the head, a full page may have more.
+            last = rows[-1][0] + (not self._toHead and len(rows) >= self._asked)
+            if last > self._seen:
+                self._seen = last
             self._deliverKeepingRest(rows)
         else:
             # Nothing committed at next after all: wait for the next commit.
