@@ -17,7 +17,7 @@ from twisted.cred.error import LoginFailed
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -279,7 +279,7 @@ def _oneLineValue(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-async def showClients(reactor: IReactorTime, perspective: pb.RemoteReference,
+async def showClients(reactor: IReactorCore, perspective: pb.RemoteReference,
                       options: Options, out: Output) -> None:
     clients, after = {}, None
     while True:     # in pages, so that no one answer keeps the server busy for long
@@ -303,7 +303,7 @@ async def showClients(reactor: IReactorTime, perspective: pb.RemoteReference,
     out.table(rows)
 
 
-async def showLog(reactor: IReactorTime, perspective: pb.RemoteReference,
+async def showLog(reactor: IReactorCore, perspective: pb.RemoteReference,
                   options: Options, out: Output) -> None:
     lines = await _remote(perspective, "clientLog", options["name"])
     if out.json:
@@ -312,7 +312,7 @@ async def showLog(reactor: IReactorTime, perspective: pb.RemoteReference,
         out.line(f"{localTime(time)}  {message}")
 
 
-async def showState(reactor: IReactorTime, perspective: pb.RemoteReference,
+async def showState(reactor: IReactorCore, perspective: pb.RemoteReference,
                     options: Options, out: Output) -> None:
     state = await _remote(perspective, "clientState", options["name"])
     if out.json:
@@ -346,7 +346,7 @@ def _trimmedLine(bounds: dict, out: Output) -> None:
     sys.stderr.flush()
 
 
-async def readJournal(reactor: IReactorTime, perspective: pb.RemoteReference,
+async def readJournal(reactor: IReactorCore, perspective: pb.RemoteReference,
                       options: Options, out: Output) -> None:
     """
     Page through the journal: the server caps each answer, so ask again from the last
@@ -371,7 +371,7 @@ async def readJournal(reactor: IReactorTime, perspective: pb.RemoteReference,
             remaining -= len(page)
 
 
-async def showStatus(reactor: IReactorTime, perspective: pb.RemoteReference,
+async def showStatus(reactor: IReactorCore, perspective: pb.RemoteReference,
                      options: Options, out: Output) -> None:
     bounds = await journalBounds(perspective)
     if out.json:
@@ -379,7 +379,7 @@ async def showStatus(reactor: IReactorTime, perspective: pb.RemoteReference,
     out.table([["first", str(bounds["first"])], ["head", str(bounds["head"])]])
 
 
-async def appendEntry(reactor: IReactorTime, perspective: pb.RemoteReference,
+async def appendEntry(reactor: IReactorCore, perspective: pb.RemoteReference,
                       options: Options, out: Output) -> None:
     index = await _remote(perspective, "append", options["entry"])
     out.document({"index": index}) if out.json else out.line(str(index))
@@ -428,7 +428,7 @@ class WatchObserver(pb.Referenceable):
             self.finished.errback(QueryFailed("connection to the server lost"))
 
 
-async def watch(reactor: IReactorTime, perspective: pb.RemoteReference,
+async def watch(reactor: IReactorCore, perspective: pb.RemoteReference,
                 options: Options, out: Output) -> None:
     observer = WatchObserver(out)
     reactor.addSystemEventTrigger("before", "shutdown", observer.stop)
@@ -445,7 +445,7 @@ COMMANDS = {"clients": showClients, "log": showLog, "state": showState,
             "append": appendEntry}
 
 
-async def run(reactor: IReactorTime, options: Options,
+async def run(reactor: IReactorCore, options: Options,
               login: credentials.ICredentials) -> None:
     """Connect, log in, run the subcommand; every failure becomes one line and exit 1."""
     factory = pb.PBClientFactory()

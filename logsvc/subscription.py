@@ -10,16 +10,16 @@ import json
 from collections import deque
 from collections.abc import Callable
 from fnmatch import fnmatchcase
+from typing import Protocol
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .errors import EntryError, Trimmed
-from .interfaces import IEventObserver
+from .interfaces import IClientRegistry, IEventObserver, IJournalStore
 from .reader import JournalReader
-from .service import LogService
 
 LINE_EVENTS = ("ready", "log", "set", "close")
 EVENT_KINDS = LINE_EVENTS + ("entry",)
@@ -30,6 +30,14 @@ PAGE_SIZE = 100
 
 # Stands in the queue where the journal is to be read back from the store.
 _CATCH_UP = object()
+
+
+class Shared(Protocol):
+    """What a subscription uses of the service: its registry, store and clock."""
+
+    registry: IClientRegistry
+    store: IJournalStore
+    clock: IReactorTime
 
 
 def eventKinds(events) -> frozenset:
@@ -67,7 +75,7 @@ class Subscription:
 
     log = Logger()
 
-    def __init__(self, service: LogService, deliver: Callable[[dict], None], events=None,
+    def __init__(self, service: Shared, deliver: Callable[[dict], None], events=None,
                  clients: str | None = None, fromIndex: int | None = None,
                  queueLimit: int = QUEUE_LIMIT, missedLimit: int = MISSED_LIMIT,
                  pageSize: int = PAGE_SIZE, onEnd: Callable[[str], None] | None = None):

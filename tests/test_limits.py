@@ -93,7 +93,8 @@ class ConnectionLimitTests(TestCase):
         self.assertEqual(transport.value(), b"ERR too many connections\n")
 
     def test_journalRefusal(self):
-        transport = self.refusal("journal", JournalFactory(MemoryStore(self.clock), 1048576, Clock()))
+        transport = self.refusal("journal",
+                                 JournalFactory(MemoryStore(self.clock), 1048576, Clock()))
         self.assertEqual(transport.value(), b'{"error":"too many connections"}\n')
 
     def test_httpRefusal(self):
