@@ -12,11 +12,13 @@ from twisted.spread import pb
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from .pb.avatar import QueryPerspective
+from .service import LogService
 
 CHECKERS = "file:PATH, memory:USER:PASSWORD[:USER:PASSWORD...] or unix"
 
 
-def checkerFromString(description: str):
+def checkerFromString(description: str) -> ICredentialsChecker:
     """
     The twisted.cred checker an C{--auth} value names, or a ValueError whose text is
     one line for the operator (shown after the value, or its kind).  strcred alone
@@ -48,13 +50,12 @@ def checkerFromString(description: str):
 class LogRealm:
     """Hands out a PB perspective or the HTTP resource tree over the shared service."""
 
-    def __init__(self, service, webRoot=None):
+    def __init__(self, service: LogService, webRoot=None):
         self.service = service
         self.webRoot = webRoot
 
-    def requestAvatar(self, avatarId, mind, *interfaces):
+    def requestAvatar(self, avatarId, mind, *interfaces) -> tuple:
         if pb.IPerspective in interfaces:
-            from .pb import QueryPerspective
             avatar = QueryPerspective(self.service, avatarId)
             return pb.IPerspective, avatar, avatar.logout
         if IResource in interfaces and self.webRoot is not None:
@@ -68,7 +69,7 @@ class LogPortal(Portal):
     passwordInClear = False
 
 
-def makePortal(service, checkers: list, webRoot=None) -> LogPortal:
+def makePortal(service: LogService, checkers: list, webRoot=None) -> LogPortal:
     """
     Checkers from --auth, any of which may accept a login; without any, anonymous
     access (loopback only, see tap).
@@ -80,7 +81,7 @@ def makePortal(service, checkers: list, webRoot=None) -> LogPortal:
     return portal
 
 
-def _needsPassword(checker) -> bool:
+def _needsPassword(checker: ICredentialsChecker) -> bool:
     """Whether it checks the password itself (as unix does), not PB's challenge answer."""
     offered = checker.credentialInterfaces
     return IUsernamePassword in offered and not (
@@ -117,7 +118,7 @@ class AnyOf:
             self._first, credentials, rest)
 
 
-def _bytesUsers(checker):
+def _bytesUsers(checker: ICredentialsChecker) -> ICredentialsChecker:
     """
     strcred's C{memory:} checker keeps str names and passwords, but PB's challenge
     hashes bytes and HTTP basic auth presents bytes: store them as UTF-8 bytes.

@@ -17,6 +17,7 @@ from twisted.cred.error import LoginFailed
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -25,7 +26,7 @@ from twisted.spread import pb
 from . import __version__
 from .errors import NoSuchClient
 from .options import localEndpoint, positiveInteger
-from .pb import READ_LIMIT, BadRequest, JournalError, TrimmedError
+from .pb.avatar import READ_LIMIT, BadRequest, JournalError, TrimmedError
 from .subscription import LINE_EVENTS, eventKinds
 
 DEFAULT_CONNECT = "tcp:127.0.0.1:8787"
@@ -37,7 +38,7 @@ class QueryFailed(Exception):
     """A one-line explanation for the user."""
 
 
-def localTime(seconds) -> str:
+def localTime(seconds: float | None) -> str:
     """Epoch seconds as a local ISO 8601 time with its UTC offset."""
     if not isinstance(seconds, (int, float)):
         return "-"
@@ -192,7 +193,8 @@ class Options(usage.Options):
         self["json"] = self["json"] or self.subOptions["json"]
 
 
-def loginCredentials(options, environ=os.environ, stdin=sys.stdin, ask=getpass.getpass):
+def loginCredentials(options: Options, environ=os.environ, stdin=sys.stdin,
+                     ask=getpass.getpass) -> credentials.ICredentials:
     """Anonymous without --user; else the password from the option, environment or a prompt."""
     user = options["user"]
     if user is None:
@@ -208,7 +210,7 @@ def loginCredentials(options, environ=os.environ, stdin=sys.stdin, ask=getpass.g
     return credentials.UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
 
 
-def logIn(factory: pb.PBClientFactory, login) -> Deferred:
+def logIn(factory: pb.PBClientFactory, login: credentials.ICredentials) -> Deferred:
     """
     PB's challenge and response, unless the server's checker needs the password itself
     (C{--auth unix}): then the password is sent, as HTTP basic authentication would.
@@ -271,7 +273,8 @@ def _oneLineValue(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-async def showClients(reactor, perspective, options, out: Output) -> None:
+async def showClients(reactor: IReactorCore, perspective: pb.RemoteReference,
+                      options: Options, out: Output) -> None:
     clients, after = {}, None
     while True:     # in pages, so that no one answer keeps the server busy for long
         page = await _remote(perspective, "clients", after, CLIENTS_PAGE)
@@ -294,7 +297,8 @@ async def showClients(reactor, perspective, options, out: Output) -> None:
     out.table(rows)
 
 
-async def showLog(reactor, perspective, options, out: Output) -> None:
+async def showLog(reactor: IReactorCore, perspective: pb.RemoteReference,
+                  options: Options, out: Output) -> None:
     lines = await _remote(perspective, "clientLog", options["name"])
     if out.json:
         return out.document(lines)
@@ -302,7 +306,8 @@ async def showLog(reactor, perspective, options, out: Output) -> None:
         out.line(f"{localTime(time)}  {message}")
 
 
-async def showState(reactor, perspective, options, out: Output) -> None:
+async def showState(reactor: IReactorCore, perspective: pb.RemoteReference,
+                    options: Options, out: Output) -> None:
     state = await _remote(perspective, "clientState", options["name"])
     if out.json:
         return out.document(state)
@@ -321,7 +326,7 @@ def _trimmedRead(failure):
     failure.trap(TrimmedError)
 
 
-async def journalBounds(perspective) -> dict:
+async def journalBounds(perspective: pb.RemoteReference) -> dict:
     return {"first": await _remote(perspective, "first"),
             "head": await _remote(perspective, "head")}
 
@@ -335,7 +340,8 @@ def _trimmedLine(bounds: dict, out: Output) -> None:
     sys.stderr.flush()
 
 
-async def readJournal(reactor, perspective, options, out: Output) -> None:
+async def readJournal(reactor: IReactorCore, perspective: pb.RemoteReference,
+                      options: Options, out: Output) -> None:
     """
     Page through the journal: the server caps each answer, so ask again from the last
     + 1.  Below the first index kept, say so, then go on from it.
@@ -359,14 +365,16 @@ async def readJournal(reactor, perspective, options, out: Output) -> None:
             remaining -= len(page)
 
 
-async def showStatus(reactor, perspective, options, out: Output) -> None:
+async def showStatus(reactor: IReactorCore, perspective: pb.RemoteReference,
+                     options: Options, out: Output) -> None:
     bounds = await journalBounds(perspective)
     if out.json:
         return out.document(bounds)
     out.table([["first", str(bounds["first"])], ["head", str(bounds["head"])]])
 
 
-async def appendEntry(reactor, perspective, options, out: Output) -> None:
+async def appendEntry(reactor: IReactorCore, perspective: pb.RemoteReference,
+                      options: Options, out: Output) -> None:
     index = await _remote(perspective, "append", options["entry"])
     out.document({"index": index}) if out.json else out.line(str(index))
 
@@ -414,7 +422,8 @@ class WatchObserver(pb.Referenceable):
             self.finished.errback(QueryFailed("connection to the server lost"))
 
 
-async def watch(reactor, perspective, options, out: Output) -> None:
+async def watch(reactor: IReactorCore, perspective: pb.RemoteReference,
+                options: Options, out: Output) -> None:
     observer = WatchObserver(out)
     reactor.addSystemEventTrigger("before", "shutdown", observer.stop)
     perspective.notifyOnDisconnect(observer.lost)
@@ -430,7 +439,8 @@ COMMANDS = {"clients": showClients, "log": showLog, "state": showState,
             "append": appendEntry}
 
 
-async def run(reactor, options, login) -> None:
+async def run(reactor: IReactorCore, options: Options,
+              login: credentials.ICredentials) -> None:
     """Connect, log in, run the subcommand; every failure becomes one line and exit 1."""
     factory = pb.PBClientFactory()
     try:

@@ -13,7 +13,7 @@ from twisted.web.server import NOT_DONE_YET
 from . import __version__
 from .errors import NoSuchClient, Trimmed
 from .interfaces import IClientRegistry, IJournalStore
-from .journal import entryLines
+from .journal.lines import entryLines
 from .metrics import ServiceMetrics
 
 JOURNAL_PAGE = 100

@@ -1,17 +1,16 @@
 """
-WebSocket C{/stream}: one L{Subscription} per connection, sent as JSON text messages.
-
-The subscription is the transport's push producer, so a subscriber whose socket stops
-draining pauses it; line events then wait in its bounded queue, overflow is reported as
-a C{dropped} message, and a subscriber that stays stuck is closed.
+WebSocket C{/stream}: one L{Subscription} per connection, each message a JSON text frame.
 """
 
 import json
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.websocket import WebSocketResource
+from twisted.web.server import Request
+from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
+from .metrics import ServiceMetrics
+from .service import LogService
 from .subscription import LINE_EVENTS, Subscription, eventKinds
 
 # Close code for a subscriber that fell too far behind (RFC 6455 "policy violation").
@@ -53,12 +52,12 @@ class StreamResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, service, metrics):
+    def __init__(self, service: LogService, metrics: ServiceMetrics):
         super().__init__()
         self.service = service
         self.metrics = metrics
 
-    def render_GET(self, request):
+    def render_GET(self, request: Request) -> bytes | int:
         try:
             options = StreamOptions(request.args)
         except ValueError as e:
@@ -70,12 +69,12 @@ class StreamResource(Resource):
 
 
 class _StreamFactory:
-    def __init__(self, service, metrics, options: StreamOptions):
+    def __init__(self, service: LogService, metrics: ServiceMetrics, options: StreamOptions):
         self.service = service
         self.metrics = metrics
         self.options = options
 
-    def buildProtocol(self, request) -> "StreamProtocol":
+    def buildProtocol(self, request: Request) -> "StreamProtocol":
         return StreamProtocol(self.service, self.metrics, self.options)
 
 
@@ -87,16 +86,16 @@ class StreamProtocol:
 
     log = Logger()
 
-    def __init__(self, service, metrics, options: StreamOptions):
+    def __init__(self, service: LogService, metrics: ServiceMetrics, options: StreamOptions):
         self.service = service
         self.metrics = metrics
         self.options = options
-        self.transport = None
+        self.transport: WebSocketTransport | None = None
         self.subscription: Subscription | None = None
         self.position: int | None = None
         self._abort = None
 
-    def negotiationStarted(self, transport) -> None:
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
         self.transport = transport
 
     def negotiationFinished(self) -> None:

@@ -1,22 +1,25 @@
 """
 One live feed of line-service events and journal entries, shared by PB and WebSocket.
 
-Line events are not durable, so while the consumer is paused they wait in a bounded
-queue and the overflow is counted and reported.  Journal entries are durable, so they
-are never queued or dropped: a consumer that falls behind reads them back from the
-store at its own pace, as the journal port's readers do.
+Line events are not durable: while the consumer is paused they wait in a bounded queue,
+and the overflow is counted and reported.  Journal entries are never queued or dropped:
+a L{JournalReader} reads back from the store what the consumer was not ready for.
 """
 
 import json
 from collections import deque
+from collections.abc import Callable
 from fnmatch import fnmatchcase
+from typing import Protocol
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .errors import EntryError, Trimmed
-from .interfaces import IEventObserver
+from .interfaces import IClientRegistry, IEventObserver, IJournalStore
+from .reader import JournalReader
 
 LINE_EVENTS = ("ready", "log", "set", "close")
 EVENT_KINDS = LINE_EVENTS + ("entry",)
@@ -25,8 +28,16 @@ QUEUE_LIMIT = 1000
 MISSED_LIMIT = 10_000
 PAGE_SIZE = 100
 
-# Stands in the queue where the journal must be read back from the store.
+# Stands in the queue where the journal is to be read back from the store.
 _CATCH_UP = object()
+
+
+class Shared(Protocol):
+    """What a subscription uses of the service: its registry, store and clock."""
+
+    registry: IClientRegistry
+    store: IJournalStore
+    clock: IReactorTime
 
 
 def eventKinds(events) -> frozenset:
@@ -64,10 +75,10 @@ class Subscription:
 
     log = Logger()
 
-    def __init__(self, service, deliver, events=None, clients: str | None = None,
-                 fromIndex: int | None = None, queueLimit: int = QUEUE_LIMIT,
-                 missedLimit: int = MISSED_LIMIT, pageSize: int = PAGE_SIZE,
-                 onEnd=None):
+    def __init__(self, service: Shared, deliver: Callable[[dict], None], events=None,
+                 clients: str | None = None, fromIndex: int | None = None,
+                 queueLimit: int = QUEUE_LIMIT, missedLimit: int = MISSED_LIMIT,
+                 pageSize: int = PAGE_SIZE, onEnd: Callable[[str], None] | None = None):
         self._kinds = eventKinds(events)
         if fromIndex is not None and (isinstance(fromIndex, bool)
                                       or not isinstance(fromIndex, int) or fromIndex < 1):
@@ -77,25 +88,24 @@ class Subscription:
         self._clients = clients
         self._queueLimit = queueLimit
         self._missedLimit = missedLimit
-        self._pageSize = pageSize
         self._onEnd = onEnd
         self._queue: deque = deque()
         self._dropped = 0        # dropped since the last notice was queued
         self._missed = 0         # dropped since the last delivery
         self._paused = False
         self._pumping = False
-        self._reading = False
-        self._catchingUp = False
-        self._behind = False     # a _CATCH_UP is queued or running
-        self._nextIndex = fromIndex
-        self._committed = 0      # highest index announced by the store
+        self._catchingUp = False  # the reader goes on; the queue waits until it is live
+        self._behind = False      # a _CATCH_UP is queued, or the reader catching up
         self.ended = False
-        self._following = None
+        self._reader: JournalReader | None = None
         self._observing = bool(self._kinds & set(LINE_EVENTS))
         if "entry" in self._kinds:
-            self._following = service.store.follow(self._entries)
+            self._reader = JournalReader(service.store, self, fromIndex, pageSize=pageSize,
+                                         toHead=False)
             if fromIndex is not None:
-                self._fallBehind()
+                self._reader.pauseProducing()
+                self.waiting()
+            self._reader.start()
         if self._observing:
             service.registry.addObserver(self)
         if self._behind:
@@ -122,6 +132,8 @@ class Subscription:
 
     def pauseProducing(self) -> None:
         self._paused = True
+        if self._reader is not None:
+            self._reader.pauseProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -129,9 +141,6 @@ class Subscription:
 
     def stopProducing(self) -> None:
         self.cancel()
-
-    pause = pauseProducing
-    resume = resumeProducing
 
     def cancel(self) -> None:
         """Stop observing and following; nothing is delivered afterwards."""
@@ -141,8 +150,8 @@ class Subscription:
         self._queue.clear()
         if self._observing:
             self._service.registry.removeObserver(self)
-        if self._following is not None:
-            self._following.cancel()
+        if self._reader is not None:
+            self._reader.stop()
 
     def _end(self, reason: str) -> None:
         self.cancel()
@@ -169,35 +178,41 @@ class Subscription:
         self._dropped = 0
         return notice
 
-    # Journal entries: read back from the store whenever not delivered live.
+    # Journal entries: the reader's sink (a ReadSink).
 
-    def _entries(self, batch: list) -> None:
-        if self.ended or not batch:
-            return
-        self._committed = max(self._committed, batch[-1][0])
-        if self._nextIndex is None:
-            self._nextIndex = batch[0][0]
-        batch = [(i, data) for i, data in batch if i >= self._nextIndex]
-        if not batch:
-            return
-        if (self._behind or self._paused or self._queue or self._pumping
-                or batch[0][0] != self._nextIndex):
-            self._fallBehind()
-            self._pump()
-            return
-        for index, data in batch:
+    def entries(self, rows: list, currentAt: int | None, head: int | None) -> int:
+        for sent, (index, data) in enumerate(rows):
             if self._paused or self.ended:
-                self._fallBehind()
-                break
+                return sent
             self._sendEntry(index, data)
+        return len(rows)
 
-    def _fallBehind(self) -> None:
+    def caughtUp(self) -> None:
+        """Nothing to tell: subscriptions have no C{current}."""
+
+    def live(self) -> None:
+        """Caught up: the line events queued meanwhile may go."""
+        self._catchingUp = self._behind = False
+        self._pump()
+
+    def notLive(self) -> None:
+        """The reader reads back what it does not send live."""
+
+    def waiting(self) -> None:
+        """Entries the consumer was not ready for: they come where the queue is now."""
         if not self._behind:
             self._behind = True
             self._queue.append(_CATCH_UP)
 
+    def trimmed(self, trimmed: Trimmed) -> None:
+        self._send({"type": "trimmed", "first": trimmed.first, "head": trimmed.head})
+
+    def finished(self, reader: JournalReader, ahead: list, failure: Failure | None) -> None:
+        """A read without a count ends only when the store fails."""
+        error = failure.getErrorMessage() if failure is not None else "read ended"
+        self._end(f"cannot read the journal: {error}")
+
     def _sendEntry(self, index: int, data) -> None:
-        self._nextIndex = index + 1
         if isinstance(data, EntryError):
             message = {"type": "entry", "index": index, "error": data.reason}
         else:
@@ -214,34 +229,6 @@ class Subscription:
             message = {"type": "entry", "index": index, "entry": entry}
         self._send(message)
 
-    def _readPage(self) -> None:
-        self._reading = True
-        self._service.store.read(self._nextIndex, self._pageSize).addCallbacks(
-            self._gotPage, self._readFailed)
-
-    def _gotPage(self, page: list) -> None:
-        self._reading = False
-        if self.ended:
-            return
-        for index, data in page:
-            if self._paused or self.ended:
-                return
-            self._sendEntry(index, data)
-        if len(page) < self._pageSize and self._nextIndex > self._committed:
-            self._catchingUp = False
-            self._behind = False
-        self._pump()
-
-    def _readFailed(self, failure) -> None:
-        self._reading = False
-        if failure.check(Trimmed) and not self.ended:
-            trimmed = failure.value
-            self._nextIndex = max(self._nextIndex, trimmed.first)
-            self._send({"type": "trimmed", "first": trimmed.first, "head": trimmed.head})
-            self._pump()
-            return
-        self._end(f"cannot read the journal: {failure.getErrorMessage()}")
-
     # Delivery, in order, as long as the consumer takes it.
 
     def _pump(self) -> None:
@@ -250,9 +237,11 @@ class Subscription:
             return
         self._pumping = True
         try:
-            while not (self._paused or self.ended or self._reading):
+            while not (self._paused or self.ended):
                 if self._catchingUp:
-                    self._readPage()
+                    self._reader.resumeProducing()
+                    if self._catchingUp:
+                        break     # reading the store: live() pumps again
                 elif self._queue:
                     message = self._queue.popleft()
                     if message is _CATCH_UP:
@@ -261,6 +250,8 @@ class Subscription:
                         self._send(message)
                 elif self._dropped:
                     self._send(self._droppedNotice())
+                elif self._reader is not None and not self._reader.following():
+                    self._catchingUp = self._behind = True
                 else:
                     break
         finally:

@@ -13,15 +13,16 @@ from twisted.python import usage
 
 from .auth import checkerFromString, makePortal
 from .errors import StoreError
-from .journal import JournalFactory, JournalLines
 from .httptimeouts import httpSite
+from .journal.lines import JournalLines
+from .journal.protocol import JournalFactory
 from .limits import DEFAULT_MAX_CONNECTIONS
 from .lineservice import LineFactory
 from .metrics import ServiceMetrics
 from .options import portEndpoint, positiveInteger
 from .persistence import RegistryPersistence, backendFor
-from .pb import LONGEST_LINE
-from .pb import serverFactory as pbServerFactory
+from .pb.avatar import LONGEST_LINE
+from .pb.login import serverFactory as pbServerFactory
 from .registry import ClientRegistry
 from .retention import Retention, RetentionService, parseDuration, parseSize
 from .service import LogService, exitWithError

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from logsvc.journal import JournalFactory
+from logsvc.journal.protocol import JournalFactory
 from logsvc.store import canonical
 from tests.stores import ControlledStore, appendOne
 
@@ -63,7 +63,7 @@ class JournalTestCase(TestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = ControlledStore(self.clock)
-        self.factory = JournalFactory(self.store, self.maxEntry)
+        self.factory = JournalFactory(self.store, self.maxEntry, Clock())
 
     def connect(self, transport=None) -> Connection:
         return Connection(self.factory, transport)

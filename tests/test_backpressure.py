@@ -8,8 +8,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from logsvc import journal
-from logsvc.journal import JournalFactory, JournalLines
+from logsvc.journal import lines as journalLines
+from logsvc.journal import protocol as journalProtocol
+from logsvc.journal.lines import JournalLines
+from logsvc.journal.protocol import JournalFactory
 from logsvc.limits import ConnectionLimit
 from logsvc.lineservice import LineFactory
 from logsvc.registry import ClientRegistry
@@ -54,8 +56,8 @@ class LineFactoryProducerTests(TestCase):
 
 class JournalLinesBacklogTests(TestCase):
     def test_pausesLineTrafficAtHighWaterResumesAtLow(self):
-        self.patch(journal, "BACKLOG_HIGH", 10)
-        self.patch(journal, "BACKLOG_LOW", 4)
+        self.patch(journalLines, "BACKLOG_HIGH", 10)
+        self.patch(journalLines, "BACKLOG_LOW", 4)
         store, producer = HeldStore(), Producer()
         lines = JournalLines(store, producer=producer)
         for n in range(12):
@@ -69,8 +71,8 @@ class JournalLinesBacklogTests(TestCase):
         self.assertEqual(producer.calls, ["pause", "resume"])
 
     def test_linesReceivedTogetherAreOneBatch(self):
-        self.patch(journal, "BACKLOG_HIGH", 10)
-        self.patch(journal, "BACKLOG_LOW", 4)
+        self.patch(journalLines, "BACKLOG_HIGH", 10)
+        self.patch(journalLines, "BACKLOG_LOW", 4)
         store, producer = HeldStore(), Producer()
         lines = JournalLines(store, producer=producer)
         lines.logged("a", 1.0, [str(n) for n in range(12)], False)
@@ -80,8 +82,8 @@ class JournalLinesBacklogTests(TestCase):
         self.assertEqual((producer.calls, lines.backlog), (["pause", "resume"], 0))
 
     def test_failedAppendsLeaveTheBacklogToo(self):
-        self.patch(journal, "BACKLOG_HIGH", 2)
-        self.patch(journal, "BACKLOG_LOW", 0)
+        self.patch(journalLines, "BACKLOG_HIGH", 2)
+        self.patch(journalLines, "BACKLOG_LOW", 0)
         store, producer = HeldStore(), Producer()
         lines = JournalLines(store, producer=producer)
         lines.event("ready", "a", 1.0, {})
@@ -94,9 +96,9 @@ class JournalLinesBacklogTests(TestCase):
 
 class JournalInFlightTests(TestCase):
     def test_tooManyWritesInFlightStopReading(self):
-        self.patch(journal, "MAX_IN_FLIGHT", 4)
+        self.patch(journalProtocol, "MAX_IN_FLIGHT", 4)
         store = HeldStore()
-        protocol = JournalFactory(store, clock=Clock()).buildProtocol(None)
+        protocol = JournalFactory(store, 1048576, Clock()).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
         for n in range(5):
@@ -111,9 +113,9 @@ class JournalInFlightTests(TestCase):
 
     def test_fullSendBufferAndThrottleTogether(self):
         """Resuming the consumer does not resume reading while writes still pile up."""
-        self.patch(journal, "MAX_IN_FLIGHT", 2)
+        self.patch(journalProtocol, "MAX_IN_FLIGHT", 2)
         store = HeldStore()
-        protocol = JournalFactory(store, clock=Clock()).buildProtocol(None)
+        protocol = JournalFactory(store, 1048576, Clock()).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
         protocol.dataReceived(b'{"id":"a","entry":{}}\n{"id":"b","entry":{}}\n')

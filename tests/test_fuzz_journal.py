@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from logsvc.journal import JournalFactory
+from logsvc.journal.protocol import JournalFactory
 from logsvc.store import MemoryStore
 from tests.fuzzing import cut
 

@@ -21,7 +21,8 @@ from twisted.trial.unittest import TestCase
 
 import logsvc
 from logsvc.auth import makePortal
-from logsvc.pb import PB_DEPTH, BadRequest, serverFactory
+from logsvc.pb.avatar import PB_DEPTH, BadRequest
+from logsvc.pb.login import serverFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical

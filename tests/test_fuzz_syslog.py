@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from logsvc.journal import flatEntry
+from logsvc.journal.lines import flatEntry
 from logsvc.registry import ClientRegistry
 from logsvc.store import canonical
 from logsvc.syslogformat import FACILITIES, SEVERITIES, Framing, parse

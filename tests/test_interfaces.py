@@ -11,7 +11,7 @@ from zope.interface.interface import Method
 from zope.interface.verify import verifyObject
 
 from logsvc.interfaces import IClientRegistry, IEventObserver, IJournalStore
-from logsvc.journal import JournalLines
+from logsvc.journal.lines import JournalLines
 from logsvc.pgstore import PostgreSQLStore
 from logsvc.registry import ClientRegistry
 from logsvc.sqlitestore import SQLiteStore

@@ -11,8 +11,9 @@ from zope.interface.verify import verifyObject
 
 from logsvc.errors import StoreError
 from logsvc.interfaces import IEventObserver
-from logsvc.journal import (PAGE_ENTRIES, JournalFactory, JournalLines, JournalRead,
-                            eventEntry, logEntries)
+from logsvc.journal.lines import JournalLines, eventEntry, logEntries
+from logsvc.journal.protocol import HeldAcks, JournalFactory, ReadReplies
+from logsvc.reader import PAGE_ENTRIES, JournalReader
 from logsvc.registry import ClientRegistry
 from logsvc.store import canonical
 from tests.journalclients import FillingTransport, JournalTestCase, entries
@@ -37,7 +38,9 @@ class InterfaceTests(JournalTestCase):
     def test_producers(self):
         connection = self.connect()
         self.assertTrue(verifyObject(IPushProducer, connection.protocol))
-        read = JournalRead(self.store, connection.transport, 1, None, lambda r: None)
+        replies = ReadReplies(connection.transport, HeldAcks(connection.transport),
+                              lambda reader, ahead: None)
+        read = JournalReader(self.store, replies, 1)
         self.assertTrue(verifyObject(IPushProducer, read))
 
     def test_journalLinesObserver(self):
@@ -167,7 +170,7 @@ class FramingTests(JournalTestCase):
         self.assertEqual(self.store.head().result, 1)
 
     def test_notJSON(self):
-        self.factory = JournalFactory(self.store, 1_000_000)
+        self.factory = JournalFactory(self.store, 1_000_000, Clock())
         for data in (b"NaN", b'{"id":"a","entry":{"x":Infinity}}', b"\xff\xfe",
                      b"[" * 100_000, b'{"a":1} {"b":2}', b"'single'"):
             connection = self.connect()

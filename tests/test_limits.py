@@ -18,11 +18,11 @@ from zope.interface.verify import verifyObject
 
 from logsvc.auth import makePortal
 from logsvc.errors import NoSuchClient
-from logsvc.journal import MESSAGE_TIMEOUT, JournalFactory
 from logsvc.httptimeouts import HEAD_TIMEOUT, httpSite
+from logsvc.journal.protocol import MESSAGE_TIMEOUT, JournalFactory
 from logsvc.limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
-from logsvc.pb import serverFactory as pbServerFactory
+from logsvc.pb.login import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
@@ -99,7 +99,8 @@ class ConnectionLimitTests(TestCase):
         self.assertEqual(transport.value(), b"ERR too many connections\n")
 
     def test_journalRefusal(self):
-        transport = self.refusal("journal", JournalFactory(MemoryStore(self.clock)))
+        transport = self.refusal("journal",
+                                 JournalFactory(MemoryStore(self.clock), 1048576, Clock()))
         self.assertEqual(transport.value(), b'{"error":"too many connections"}\n')
 
     def test_httpRefusal(self):
@@ -157,7 +158,7 @@ class ConnectionLimitTests(TestCase):
 
     def test_writesReachTheRealTransport(self):
         """The wrapper is the protocol's transport: replies still reach the socket."""
-        limit = self.limit("journal", JournalFactory(MemoryStore(self.clock)))
+        limit = self.limit("journal", JournalFactory(MemoryStore(self.clock), 1048576, Clock()))
         protocol, transport = connect(limit)
         protocol.dataReceived(b'{"bogus": 1}\n')
         self.assertEqual(transport.value(), b'{"error":"invalid message"}\n')
@@ -174,7 +175,7 @@ class ServiceWiringTests(TestCase):
         reactor = MemoryReactor()
         factories = {
             "port": LineFactory(registry, self.clock),
-            "journal": JournalFactory(self.service.store),
+            "journal": JournalFactory(self.service.store, 1048576, Clock()),
             "pb": Factory.forProtocol(Protocol),
             "http": okSite(self.clock),
         }
@@ -241,7 +242,7 @@ class JournalMessageTimeoutTests(TestCase):
         self.clock = Clock()
         self.store = MemoryStore(self.clock)
         self.protocol, self.transport = connect(
-            ConnectionLimit(JournalFactory(self.store, clock=self.clock), "journal"))
+            ConnectionLimit(JournalFactory(self.store, 1048576, self.clock), "journal"))
 
     def test_trickledMessageClosedAt30Seconds(self):
         self.assertEqual(MESSAGE_TIMEOUT, 30.0)

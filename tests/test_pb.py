@@ -15,9 +15,9 @@ from zope.interface.verify import verifyObject
 
 from logsvc.auth import AnyOf, LogRealm, makePortal
 from logsvc.errors import NoSuchClient
-from logsvc.pb import (LONGEST_LINE, PAGE_BYTES, READ_LIMIT, BadRequest, LoginRefused,
-                       QueryPerspective)
-from logsvc.pb import serverFactory as pbServerFactory
+from logsvc.pb.avatar import LONGEST_LINE, PAGE_BYTES, READ_LIMIT, BadRequest, QueryPerspective
+from logsvc.pb.login import LoginRefused
+from logsvc.pb.login import serverFactory as pbServerFactory
 from logsvc.query import CLIENTS_PAGE, Output, logIn, showClients
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService

@@ -12,7 +12,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
-from logsvc.journal import JournalFactory
+from logsvc.journal.protocol import JournalFactory
 from logsvc.retention import Retention
 from logsvc.sqlitestore import SQLiteStore
 from logsvc.store import MemoryStore, canonical
@@ -37,7 +37,7 @@ class TrimmedReadTests(TestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = MemoryStore(self.clock)
-        self.factory = JournalFactory(self.store, 1000)
+        self.factory = JournalFactory(self.store, 1000, Clock())
 
     def fill(self, count: int, start: int = 1) -> None:
         for n in range(start, start + count):
@@ -148,7 +148,7 @@ class SQLiteTrimmedReadTests(TestCase):
         self.store = SQLiteStore(reactor, temporaryPath(self))
         yield self.store.open()
         self.addCleanup(self.store.close)
-        self.factory = JournalFactory(self.store, 1000)
+        self.factory = JournalFactory(self.store, 1000, Clock())
 
     @inlineCallbacks
     def until(self, connection, check) -> list:

@@ -109,10 +109,10 @@ class SubscriptionTests(TestCase):
         self.append({"n": 1})
         subscription = self.subscribe(events=["entry"], fromIndex=1)
         self.assertEqual(self.received, [])
-        subscription.pause()
+        subscription.pauseProducing()
         self.clock.advance(0)
         self.assertEqual(self.received, [])
-        subscription.resume()
+        subscription.resumeProducing()
         self.assertEqual(self.received, [entry(1, {"n": 1})])
 
     def test_replayedEntriesAreNotRepeatedWhenAnnounced(self):
@@ -160,13 +160,13 @@ class SubscriptionTests(TestCase):
 
     def test_pausedKeepsOrder(self):
         subscription = self.subscribe()
-        subscription.pause()
+        subscription.pauseProducing()
         record = self.registry.connect("a")
         self.append({"n": 1})
         self.registry.log(record, 5.0, ["after the entry"])
         self.append({"n": 2})
         self.assertEqual(self.received, [])
-        subscription.resume()
+        subscription.resumeProducing()
         self.assertEqual(self.received, [
             event("ready", "a", 1000.0),
             entry(1, {"n": 1}), entry(2, {"n": 2}),
@@ -176,21 +176,21 @@ class SubscriptionTests(TestCase):
     def test_pauseFromDeliver(self):
         """A consumer may pause inside deliver: nothing more comes until it resumes."""
         subscription = Subscription(self.service, lambda m: (self.received.append(m),
-                                                             subscription.pause()),
+                                                             subscription.pauseProducing()),
                                     events=["entry"], fromIndex=1)
         self.addCleanup(subscription.cancel)
         self.append({"n": 1}, {"n": 2}, {"n": 3})
         self.assertEqual(self.received, [entry(1, {"n": 1})])
-        subscription.resume()
-        subscription.resume()
+        subscription.resumeProducing()
+        subscription.resumeProducing()
         self.assertEqual(self.received, [entry(n, {"n": n}) for n in (1, 2, 3)])
 
     def test_overflowIsCountedAndReported(self):
         subscription = self.subscribe(events=["log"], queueLimit=3)
         record = self.registry.connect("a")
-        subscription.pause()
+        subscription.pauseProducing()
         self.registry.log(record, 1.0, [str(n) for n in range(5)])
-        subscription.resume()
+        subscription.resumeProducing()
         self.assertEqual(self.received, [
             event("log", "a", 1.0, message="0"), event("log", "a", 1.0, message="1"),
             event("log", "a", 1.0, message="2"), {"type": "dropped", "dropped": 2}])
@@ -198,20 +198,20 @@ class SubscriptionTests(TestCase):
     def test_droppedNoticeSitsWhereTheGapIs(self):
         subscription = self.subscribe(events=["log"], queueLimit=2)
         record = self.registry.connect("a")
-        subscription.pause()
+        subscription.pauseProducing()
         self.registry.log(record, 1.0, ["0", "1", "2", "3"])
-        subscription.resume()
-        subscription.pause()
+        subscription.resumeProducing()
+        subscription.pauseProducing()
         self.registry.log(record, 1.0, ["4"])
-        subscription.resume()
+        subscription.resumeProducing()
         messages = [m.get("message", m.get("dropped")) for m in self.received]
         self.assertEqual(messages, ["0", "1", 2, "4"])
 
     def test_journalEntriesAreNeverDropped(self):
         subscription = self.subscribe(events=["entry"], queueLimit=1, missedLimit=1)
-        subscription.pause()
+        subscription.pauseProducing()
         self.append(*[{"n": n} for n in range(1, 21)])
-        subscription.resume()
+        subscription.resumeProducing()
         self.assertEqual(self.received, [entry(n, {"n": n}) for n in range(1, 21)])
         self.assertEqual(self.ends, [])
 
@@ -219,13 +219,13 @@ class SubscriptionTests(TestCase):
         """A consumer that never resumes costs at most the queue, then is let go."""
         subscription = self.subscribe(queueLimit=10, missedLimit=100)
         record = self.registry.connect("a")
-        subscription.pause()
+        subscription.pauseProducing()
         for n in range(1000):
             self.registry.log(record, 1.0, [str(n)])
         self.assertTrue(subscription.ended)
         self.assertEqual(self.ends, ["subscriber too slow: 101 messages dropped"])
         self.assertFalse(self.registry.observed)
-        subscription.resume()
+        subscription.resumeProducing()
         self.append({"n": 1})
         self.assertEqual(self.received, [event("ready", "a", 1000.0)])
 
@@ -233,9 +233,9 @@ class SubscriptionTests(TestCase):
         subscription = self.subscribe(queueLimit=2, missedLimit=3)
         record = self.registry.connect("a")
         for n in range(10):
-            subscription.pause()
+            subscription.pauseProducing()
             self.registry.log(record, 1.0, ["x"] * 5)
-            subscription.resume()
+            subscription.resumeProducing()
         self.assertFalse(subscription.ended)
         self.assertEqual(self.received.count({"type": "dropped", "dropped": 3}), 10)
 

@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import IResource
 
 from logsvc.lineservice import LineFactory
-from logsvc.pb import LONGEST_LINE
+from logsvc.pb.avatar import LONGEST_LINE
 from logsvc.retention import Retention
 from logsvc.tap import endpointDescription, isLoopback
 from tests.services import buildService, parse

@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 from logsvc import __version__
 from logsvc.auth import makePortal
 from logsvc.errors import EntryError, StoreError
-from logsvc.journal import JournalFactory
+from logsvc.journal.protocol import JournalFactory
 from logsvc.lineservice import LineFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
@@ -328,7 +328,7 @@ class MetricsTests(WebTestCase):
         self.assertEqual(samples[("logsvc_build_info", (("version", __version__),))], 1)
 
     def test_journalPortReadersLag(self):
-        journal = JournalFactory(self.service.store)
+        journal = JournalFactory(self.service.store, 1048576, Clock())
         self.service.addListener("journal", "tcp:8089",
                                  TCP4ServerEndpoint(MemoryReactor(), 8089), journal)
         self.service.getServiceNamed("journal").privilegedStartService()

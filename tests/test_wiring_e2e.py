@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 
-from logsvc.journal import BACKLOG_HIGH
+from logsvc.journal.lines import BACKLOG_HIGH
 from logsvc.store import RECENT_WRITES
 from tests.clients import (Client, concurrentWrites, getJSON, head, lineClient,
                            sendLogLines)

@@ -1,25 +1,21 @@
 """
-The Perspective Broker avatar: remote queries, journal access and live subscriptions.
+The PB avatar: what a logged-in client may call (queries, the journal, live subscriptions).
 
-Everything sent is a plain type (dict, list, str, float, int, bool, None), so any PB
-client can call it without sharing classes.  Errors callers should handle are
-L{pb.Error} subclasses, which PB sends by type and without a traceback.
+Everything sent is a plain type, so any PB client can call it without sharing classes;
+errors callers should handle are L{pb.Error} subclasses, sent by type without a traceback.
 """
 
 import json
 
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import LoginFailed
-from twisted.cred.portal import Portal
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.spread import pb
 from twisted.spread.banana import SIZE_LIMIT
-from zope.interface import implementer
 
-from .auth import LogPortal
-from .errors import StoreError, Trimmed
-from .store import canonical
-from .subscription import MISSED_LIMIT, QUEUE_LIMIT, Subscription
+from ..errors import StoreError, Trimmed
+from ..service import LogService
+from ..store import canonical
+from ..subscription import MISSED_LIMIT, QUEUE_LIMIT, Subscription
 
 READ_LIMIT = 1000                 # entries per read() answer
 PAGE_BYTES = 256 * 1024           # canonical JSON per read() answer, well under Banana's 640 KiB
@@ -33,92 +29,6 @@ The largest C{--max-line} PB can serve: Banana refuses to send a string over 640
 (the call then never gets an answer), and a line of invalid UTF-8 triples in size once
 each byte is replaced with U+FFFD.
 """
-
-
-class LoginRefused(pb.Error, LoginFailed):
-    """
-    Wrong name or password, or anonymous where --auth is required.  A pb.Error, so
-    the server logs one line instead of a traceback, and still a cred
-    C{LoginFailed} for callers that check for that.
-    """
-
-
-class _RefusalsAsErrors(Portal):
-    """
-    The shared portal, with failed logins turned into L{LoginRefused}.  A Portal
-    subclass only so PB adapts it to its root; every call goes to the shared one.
-    """
-
-    log = Logger()
-
-    def __init__(self, portal: Portal):
-        self._portal = portal
-
-    def login(self, credentials, mind, *interfaces):
-        return self._portal.login(credentials, mind, *interfaces).addErrback(
-            self._refused, credentials)
-
-    def _refused(self, failure, credentials):
-        failure.trap(LoginFailed)
-        who = getattr(credentials, "username", None) or "anonymous"
-        self.log.info("PB login refused for {who!r}: {error}", who=who,
-                      error=failure.value.__class__.__name__)
-        raise LoginRefused("login refused")
-
-
-@implementer(pb.IPBRoot)
-class _Logins:
-    """
-    PB's own login, which answers a challenge with a hash of the password so the
-    password never crosses the wire, and a login that sends the password itself, for
-    checkers that need it: C{--auth unix} compares it with the system's password hash,
-    and cannot check a challenge's answer.  HTTP basic authentication sends it the same
-    way, so the same advice holds: use an C{ssl:} endpoint off loopback.
-    """
-
-    def __init__(self, portal: LogPortal):
-        self.portal = _RefusalsAsErrors(portal)
-        self._standard = pb.IPBRoot(self.portal)
-        self.passwordInClear = portal.passwordInClear
-
-    def rootObject(self, broker):
-        return _LoginRoot(self, self._standard.rootObject(broker), broker)
-
-
-class _LoginRoot(pb.Referenceable):
-    """What a connection's C{getRootObject()} gets: PB's login methods and two more."""
-
-    def __init__(self, logins: _Logins, standard, broker):
-        self._logins = logins
-        self._standard = standard
-        self._broker = broker
-
-    def remote_login(self, username):
-        return self._standard.remote_login(username)
-
-    def remote_loginAnonymous(self, mind):
-        return self._standard.remote_loginAnonymous(mind)
-
-    def remote_passwordInClear(self) -> bool:
-        """Whether this server's checker needs L{remote_loginWithPassword}."""
-        return self._logins.passwordInClear
-
-    def remote_loginWithPassword(self, username=None, password=None, mind=None):
-        if not (isinstance(username, bytes) and isinstance(password, bytes)):
-            raise BadRequest("loginWithPassword takes a user name and a password as bytes")
-        login = self._logins.portal.login(UsernamePassword(username, password), mind,
-                                          pb.IPerspective)
-        return login.addCallback(self._loggedIn)
-
-    def _loggedIn(self, result):
-        _, avatar, logout = result
-        self._broker.notifyOnDisconnect(logout)
-        return pb.AsReferenceable(avatar, "perspective")
-
-
-def serverFactory(portal) -> pb.PBServerFactory:
-    """The PB listener's factory over the shared portal; tracebacks never cross the wire."""
-    return pb.PBServerFactory(_Logins(portal), unsafeTracebacks=False)
 
 
 class BadRequest(pb.Error):
@@ -161,12 +71,25 @@ def entryMessage(index: int, data) -> dict:
     """One read() item: the entry, or an error when it cannot be read or sent in one page."""
     if not isinstance(data, bytes):
         return {"index": index, "error": data.reason}
+    return _carried(index, data, _UNDECODED)
+
+
+_UNDECODED = object()
+
+
+def _carried(index: int, data: bytes, entry) -> dict:
+    """
+    C{{"index", "entry"}}, or an error item for an entry over L{PAGE_BYTES} or
+    L{PB_DEPTH}, which PB cannot carry: the one check for read() and subscriptions.
+    C{entry} is C{data} decoded, or L{_UNDECODED} to decode it only once its size passed.
+    """
     if len(data) > PAGE_BYTES:
         return {"index": index, "error": _tooLarge(len(data))}
-    try:
-        entry = json.loads(data)
-    except RecursionError:
-        return {"index": index, "error": _TOO_DEEP}
+    if entry is _UNDECODED:
+        try:
+            entry = json.loads(data)
+        except RecursionError:
+            return {"index": index, "error": _TOO_DEEP}
     if _tooDeep(entry, data):
         return {"index": index, "error": _TOO_DEEP}
     return {"index": index, "entry": entry}
@@ -180,7 +103,7 @@ class QueryPerspective(pb.Avatar):
     queueLimit = QUEUE_LIMIT
     missedLimit = MISSED_LIMIT
 
-    def __init__(self, service, avatarId):
+    def __init__(self, service: LogService, avatarId: bytes | tuple):
         self.service = service
         self.avatarId = avatarId
         self._subscriptions: dict[int, "RemoteSubscription"] = {}
@@ -304,7 +227,8 @@ class RemoteSubscription:
 
     log = Logger()
 
-    def __init__(self, service, observer, events, clients, fromIndex, onEnd,
+    def __init__(self, service: LogService, observer: pb.RemoteReference, events, clients,
+                 fromIndex, onEnd,
                  inFlightLimit: int, queueLimit: int, missedLimit: int):
         self._observer = observer
         self._inFlight = 0
@@ -318,18 +242,15 @@ class RemoteSubscription:
     def _deliver(self, message: dict) -> None:
         kind = message["event"] if message["type"] == "event" else message["type"]
         if kind == "entry" and "entry" in message:
-            data = canonical(message["entry"])
-            if len(data) > PAGE_BYTES:
-                message = {"type": "entry", "index": message["index"],
-                           "error": _tooLarge(len(data))}
-            elif _tooDeep(message["entry"], data):
-                message = {"type": "entry", "index": message["index"], "error": _TOO_DEEP}
+            item = _carried(message["index"], canonical(message["entry"]), message["entry"])
+            if "error" in item:
+                message = {"type": "entry", **item}
         self._call(kind, message)
 
     def _call(self, kind: str, payload: dict) -> None:
         self._inFlight += 1
         if self._inFlight >= self._inFlightLimit:
-            self.subscription.pause()
+            self.subscription.pauseProducing()
         try:
             d = self._observer.callRemote("event", kind, payload)
         except pb.DeadReferenceError:
@@ -340,7 +261,7 @@ class RemoteSubscription:
     def _answered(self, _) -> None:
         self._inFlight -= 1
         if self._inFlight < self._inFlightLimit:
-            self.subscription.resume()
+            self.subscription.resumeProducing()
 
     def _failed(self, failure) -> None:
         if failure.check(pb.PBConnectionLost, pb.DeadReferenceError):
@@ -374,7 +295,7 @@ def _page(pairs: list) -> list:
     return page
 
 
-def _journalError(failure):
+def _journalError(failure: Failure):
     if failure.check(Trimmed):
         raise TrimmedError(failure.getErrorMessage())
     failure.trap(StoreError)

@@ -1,0 +1,1 @@
+"""The journal: its NDJSON listener and the observer that journals line events."""

@@ -1,0 +1,1 @@
+"""The Perspective Broker listener: L{login} (root, factory) and L{avatar} (remote methods)."""
