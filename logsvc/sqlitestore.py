@@ -26,7 +26,10 @@ from zope.interface import implementer
 
 from .errors import EntryError, StoreError, Trimmed
 from .interfaces import IJournalStore
-from .store import RECENT_WRITES, TIME_STEP, Followers, RecentWrites
+from .store import (
+    CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers,
+    RecentWrites,
+)
 
 # PRAGMA synchronous per --sync mode: "always" fsyncs the WAL at every commit, so an
 # acknowledged entry survives power loss; "os" acknowledges once the commit is in the
@@ -82,10 +85,6 @@ WHERE first >= coalesce((SELECT max(first) FROM chunks WHERE first <= ?1), 0) AN
 ORDER BY first
 """
 
-CHUNK_ENTRIES = 256
-CHUNK_BYTES = 256 * 1024
-"""A commit stores its entries in rows (chunks) of at most this many entries or bytes."""
-
 INDEX_STEP = 5_000
 """Entries the deduplicating indexer handles per transaction."""
 
@@ -138,11 +137,6 @@ STALE_HASHES = """
 DELETE FROM hashes WHERE hash IN (SELECT substr(?1, key * 32 + 1, 32) FROM json_each(?2))
 AND idx > 0 AND idx < ?3
 """
-
-DIGEST = 32
-
-TRIM_STEP = 5_000
-"""Entries one retention step deletes in one transaction, between commits."""
 
 CHECKPOINT_PAGES = 4000
 """Pages the WAL holds before a commit copies them into the database (a checkpoint)."""
@@ -990,9 +984,6 @@ def preallocateWAL(connection: sqlite3.Connection, path: str) -> None:
             raise
     finally:
         os.close(fd)
-
-
-CORRUPT = EntryError("entry corrupt: content does not match its hash")
 
 
 class _Trim:

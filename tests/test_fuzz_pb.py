@@ -24,7 +24,8 @@ from logsvc.auth import makePortal
 from logsvc.pb import PB_DEPTH, BadRequest, serverFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
-from logsvc.store import MemoryStore, canonical
+from logsvc.memorystore import MemoryStore
+from logsvc.store import canonical
 from tests.observers import Observer
 from tests.stores import appendOne
 

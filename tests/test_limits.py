@@ -29,7 +29,7 @@ from logsvc.metrics import ServiceMetrics
 from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
-from logsvc.store import MemoryStore
+from logsvc.memorystore import MemoryStore
 from tests.clients import httpGet, lineClient, query
 from tests.polling import waitFor
 from tests.services import buildService

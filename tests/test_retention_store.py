@@ -13,11 +13,12 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from logsvc import pgstore, sqlitestore, store as memorystore
+from logsvc import memorystore, pgstore, sqlitestore
 from logsvc.errors import Trimmed
+from logsvc.memorystore import MemoryStore
 from logsvc.retention import Retention
 from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import MemoryStore, canonical
+from logsvc.store import canonical
 from tests.stores import appendOne, entry, temporaryPath
 
 

@@ -15,11 +15,13 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from logsvc import sqlitestore
 from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IJournalStore
-from logsvc import sqlitestore
+from logsvc.memorystore import MemoryStore
 from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import MemoryStore, RecentWrites, canonical, storeFromString
+from logsvc.store import RecentWrites, canonical
+from logsvc.stores import storeFromString
 from tests.stores import appendOne, entry, temporaryPath
 
 
