@@ -4,7 +4,7 @@ from .errors import StoreError
 from .interfaces import IJournalStore
 from .memorystore import MemoryStore
 from .pgstore import PostgreSQLStore, isPostgreSQL
-from .sqlitestore import SQLiteStore
+from .sqlite import SQLiteStore
 
 
 def storeFromString(reactor, description: str, **options) -> IJournalStore:

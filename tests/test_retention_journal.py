@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from logsvc.journal import JournalFactory
 from logsvc.memorystore import MemoryStore
 from logsvc.retention import Retention
-from logsvc.sqlitestore import SQLiteStore
+from logsvc.sqlite import SQLiteStore
 from logsvc.store import canonical
 from tests.journalclients import Connection, FillingTransport, entries
 from tests.stores import appendOne, temporaryPath
