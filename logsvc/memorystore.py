@@ -123,7 +123,7 @@ class MemoryStore:
             older = [index for time, index in self._times if time <= now - retention.seconds]
             cut = min(cut, older[-1] if older else self._first)
         if retention.bytes is not None:
-            left, references = self._bytes, {}
+            left, references = self._bytes, dict[bytes, int]()
             for at, digest in enumerate(self._hashes):
                 if self._references[digest] - references.get(digest, 0) == 1:
                     size = len(self._blobs[digest])

@@ -85,7 +85,7 @@ class RetentionService(Service):
         self.checks = 0
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
-        self._running = None
+        self._running: Deferred | None = None
 
     def startService(self) -> None:
         super().startService()

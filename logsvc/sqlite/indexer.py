@@ -103,7 +103,9 @@ class Indexer:
         """
         write = self._writer.connection
         write.execute("BEGIN IMMEDIATE")
-        hashes, indices, last = [], [], self.indexed
+        hashes: list[bytes] = []
+        indices: list[int] = []
+        last = self.indexed
         for first, count, digests in write.execute(
                 "SELECT first, count, digests FROM chunks WHERE first > ? AND first <= ?"
                 " ORDER BY first", (self.indexed, self._writer.head)):
@@ -152,7 +154,9 @@ class Indexer:
     def _sweepStep(self) -> None:
         """Remove the hashes of deleted entries, about L{INDEX_STEP} at a time."""
         write = self._writer.connection
-        digests, indices, last = [], [], None
+        digests: list[bytes] = []
+        indices: list[int] = []
+        last = None
         cursor = write.execute("SELECT first, count, digests FROM sweep ORDER BY first")
         try:
             for first, count, blob in cursor:

@@ -9,10 +9,13 @@ import os
 import sqlite3
 import time
 import uuid
-from functools import partial
+from collections.abc import Callable
+from contextlib import ExitStack
 from threading import Thread
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -30,10 +33,11 @@ from .writer import CHECKPOINT_PAGES, Writer, preallocateWAL
 SYNC_MODES = {"always": "FULL", "os": "NORMAL"}
 
 
-class _ReadPool(ThreadPool):
-    """One reader thread, which never holds up the process's exit."""
+class _ReaderThread(Thread):
+    """A reader thread never holds up the process's exit."""
 
-    threadFactory = partial(Thread, daemon=True)
+    def __init__(self, *args: Any, **options: Any):
+        super().__init__(*args, **options, daemon=True)
 
 
 @implementer(IJournalStore)
@@ -48,8 +52,10 @@ class SQLiteStore:
     """
 
     log = Logger()
+    _read: sqlite3.Connection           # the reader thread's, once open
+    _closeFile: Callable[[], None]      # closes both connections, then the lock
 
-    def __init__(self, reactor, path: str, sync: str = "always"):
+    def __init__(self, reactor: IReactorThreads, path: str, sync: str = "always"):
         if sync not in SYNC_MODES:
             raise StoreError(f"unknown sync mode {sync!r}: use "
                              + " or ".join(SYNC_MODES))
@@ -60,14 +66,13 @@ class SQLiteStore:
         self._commitObservers: list = []
         self._writer = Writer(reactor, f"sqlite:{path}", self._committed, self._failed,
                               self._trimmed, self._writerStopped)
-        self._readers = _ReadPool(1, 1, "logsvc-store-reader")
-        self._read: sqlite3.Connection | None = None
+        self._readers = ThreadPool(1, 1, "logsvc-store-reader")
+        self._readers.threadFactory = _ReaderThread
         self._closed: list = []     # Deferreds of close() callers
         self._announcedHead = 0     # last index handed to followers, on the reactor
         self._announcedFirst = 1    # lowest index kept, on the reactor
         self._writeError: StoreError | None = None  # the last commit of entries failed
         self.journalId: str | None = None
-        self._lockFile: int | None = None
 
     def __repr__(self) -> str:
         return f"<SQLiteStore sqlite:{self.path} sync={self._sync}>"
@@ -79,7 +84,6 @@ class SQLiteStore:
         try:
             self._open()
         except (sqlite3.Error, OSError, StoreError) as e:
-            self._release()
             reason = e.strerror if isinstance(e, OSError) and e.strerror else e
             if isinstance(e, StoreError):
                 return fail(e)
@@ -89,14 +93,32 @@ class SQLiteStore:
         return succeed(None)
 
     def _open(self) -> None:
-        write = self._writer.connection = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False)
-        self._lockFile = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(self._lockFile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"cannot open store sqlite:{self.path}: "
-                             "in use by another process") from None
+        """Nothing stays open if it fails."""
+        with ExitStack() as opened:
+            write = sqlite3.connect(self.path, isolation_level=None,
+                                    check_same_thread=False)
+            try:
+                lock = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                write.close()
+                raise
+            opened.callback(os.close, lock)
+            opened.callback(write.close)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"cannot open store sqlite:{self.path}: "
+                                 "in use by another process") from None
+            self._prepare(write)
+            self._read = sqlite3.connect(self.path, isolation_level=None,
+                                         check_same_thread=False)
+            opened.callback(self._read.close)
+            for pragma in ("query_only=1", "busy_timeout=10000", "cache_size=-16384"):
+                self._read.execute(f"PRAGMA {pragma}")
+            self._closeFile = opened.pop_all().close
+
+    def _prepare(self, write: sqlite3.Connection) -> None:
+        """The writer's connection: WAL mode, the schema, and what the file holds."""
         mode = write.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"cannot open store sqlite:{self.path}: "
@@ -117,12 +139,8 @@ class SQLiteStore:
         except OSError as e:
             self.log.warn("{store}: WAL not preallocated: {error}", store=self,
                           error=e.strerror or e)
-        self._writer.load()
+        self._writer.load(write)
         self._announcedFirst, self._announcedHead = self._writer.first, self._writer.head
-        self._read = sqlite3.connect(self.path, isolation_level=None,
-                                     check_same_thread=False)
-        for pragma in ("query_only=1", "busy_timeout=10000", "cache_size=-16384"):
-            self._read.execute(f"PRAGMA {pragma}")
 
     def close(self):
         """Commit everything queued, stop both threads and release the file."""
@@ -135,17 +153,8 @@ class SQLiteStore:
 
     def _writerStopped(self) -> None:
         """On the reactor: the file is released after the reads queued before."""
-        released = deferToThreadPool(self._reactor, self._readers, self._release)
+        released = deferToThreadPool(self._reactor, self._readers, self._closeFile)
         released.addBoth(self._finishClosing)
-
-    def _release(self) -> None:
-        for connection in (self._writer.connection, self._read):
-            if connection is not None:
-                connection.close()
-        self._writer.connection = self._read = None
-        if self._lockFile is not None:
-            os.close(self._lockFile)
-            self._lockFile = None
 
     def _finishClosing(self, result):
         self._readers.stop()
@@ -263,7 +272,8 @@ class SQLiteStore:
         Each entry checked against its hash; references to a first copy resolved,
         from C{blobs} when that copy was deleted (below C{kept}, the first index kept).
         """
-        rows, copies = [], []
+        rows: list = []     # (index, data), None where a copy is resolved after
+        copies = []
         for first, count, digests, data in self._read.execute(CHUNKS_FROM, (start, last)):
             low, high = max(first, start), min(first + count - 1, last)
             records = data.split(b"\n")

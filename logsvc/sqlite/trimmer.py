@@ -26,16 +26,15 @@ class Trim:
 class Trimmer:
     """
     Deletes for the L{Writer}, keeping its C{first} and C{bytes}, and its indexer's
-    C{indexed}, up to date.  C{copiesBefore}: copies up to this index were made
-    before C{hashes.last}.
+    C{indexed}, up to date.
     """
 
     def __init__(self, writer):
         self._writer = writer
-        self.copiesBefore = 0
+        self._copiesBefore = 0      # copies up to here were made before hashes.last
 
     def load(self) -> None:
-        self.copiesBefore = meta(self._writer.connection, "copies_before", 0)
+        self._copiesBefore = meta(self._writer.connection, "copies_before", 0)
 
     def step(self, job: Trim) -> bool:
         """One step of C{job}; whether it is finished."""
@@ -121,12 +120,12 @@ class Trimmer:
             "SELECT r.idx, r.hash, h.last FROM referenced r"
             " JOIN hashes h ON h.hash = r.hash AND h.idx = r.idx"
             " WHERE r.idx >= ? AND r.idx < ?", (low, end)) if (last or 0) >= end]
-        if self.copiesBefore >= end:
+        if self._copiesBefore >= end:
             kept += self._legacyOriginals(rows, low, end)
         moved = 0
         if kept:
             records = [record for row in rows for record in row[3].split(b"\n")]
-            latest = {}     # an original both paths found keeps the higher last copy
+            latest: dict = {}   # an original both paths found keeps the higher last copy
             for index, digest, last in kept:
                 latest[digest] = max(latest.get(digest, (0, 0)), (last, index))
             for digest, (last, index) in latest.items():
@@ -168,7 +167,7 @@ class Trimmer:
             "SELECT j.key FROM json_each(?2) j JOIN hashes h"
             " ON h.hash = substr(?1, j.key * 32 + 1, 32) AND h.idx = j.value",
             (digests, json.dumps(list(range(low, end))))).fetchall()
-        return [(low + at, digests[at * DIGEST:(at + 1) * DIGEST], self.copiesBefore)
+        return [(low + at, digests[at * DIGEST:(at + 1) * DIGEST], self._copiesBefore)
                 for (at,) in found]
 
     def _pruneRetries(self) -> None:

@@ -11,9 +11,9 @@ import sqlite3
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from itertools import accumulate, repeat
 from operator import add
-from typing import Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorThreads
@@ -64,14 +64,14 @@ class Writer:
     """
 
     log = Logger()
+    connection: sqlite3.Connection      # the file's only writing connection, once loaded
 
-    def __init__(self, reactor: IReactorThreads, store: str, committed: Callable,
+    def __init__(self, reactor: IReactorThreads, name: str, committed: Callable,
                  failed: Callable, trimmed: Callable, stopped: Callable):
         self._reactor = reactor
-        self.store = store              # named in messages: sqlite:PATH
+        self._name = name               # the store in messages: sqlite:PATH
         self._committed, self._failed = committed, failed
         self._trimmed, self._stopped = trimmed, stopped
-        self.connection: sqlite3.Connection | None = None
         self.head = 0
         self.first = 1
         self.bytes: int | None = None
@@ -86,11 +86,12 @@ class Writer:
         self._closing = False
         self._headUnsure = False    # a commit failed: it may have reached the disk anyway
         self._lastTime = 0.0        # when a commit time was last recorded
-        self._untimed = None        # (first index, time) of a commit to record
+        self._untimed: tuple[int, float] | None = None  # a commit's (first index, time)
 
-    def load(self) -> None:
-        """What the file says, once open on C{connection}."""
-        self.first = meta(self.connection, "first", 1)
+    def load(self, connection: sqlite3.Connection) -> None:
+        """What the file open on C{connection} says."""
+        self.connection = connection
+        self.first = meta(connection, "first", 1)
         self.head = self._lastIndex()
         self.indexer.load()
         self.trimmer.load()
@@ -128,7 +129,7 @@ class Writer:
     # The reactor's requests
 
     def append(self, entries: list, digests: list, writeIds: list | None) -> Deferred:
-        appended = Deferred()
+        appended: Deferred[list[int]] = Deferred()
         with self._wakeup:
             if not self.accepting:
                 return fail(self.closedError())
@@ -139,7 +140,7 @@ class Writer:
 
     def probe(self) -> Deferred:
         """Fires once a write transaction has committed."""
-        checked = Deferred()
+        checked: Deferred[None] = Deferred()
         with self._wakeup:
             if not self.accepting:
                 return fail(self.closedError())
@@ -149,7 +150,7 @@ class Writer:
 
     def trim(self, retention, now: float) -> Deferred:
         """Queued: a step of it follows each commit."""
-        done = Deferred()
+        done: Deferred[tuple[int, int]] = Deferred()
         with self._wakeup:
             if not self.accepting:
                 return fail(self.closedError())
@@ -158,7 +159,7 @@ class Writer:
         return done
 
     def closedError(self) -> StoreError:
-        return StoreError(f"store {self.store} is closed")
+        return StoreError(f"store {self._name} is closed")
 
     # The thread
 
@@ -219,27 +220,27 @@ class Writer:
         except Exception as e:
             self.rollback()
             self._headUnsure = True
-            error = StoreError(f"cannot write to store {self.store}: {e}")
+            error = StoreError(f"cannot write to store {self._name}: {e}")
             self._reactor.callFromThread(self._failed, batch, probes, error)
         else:
             self.indexer.indexing = True
             self._reactor.callFromThread(self._committed, batch, indices, first, committed,
                                          probes, time.perf_counter() - started)
-            if self._untimed is not None:
-                self._recordTime()
+            untimed, self._untimed = self._untimed, None
+            if untimed is not None:
+                self._recordTime(*untimed)
 
-    def _recordTime(self) -> None:
+    def _recordTime(self, index: int, now: float) -> None:
         """
         The sparse record of commit times, once the acks are on their way: a commit a
         second notes when it started which index.  Losing one (a crash, a disk error)
         only makes retention by age keep a little more.
         """
-        (index, now), self._untimed = self._untimed, None
         try:
             self.connection.execute("INSERT OR REPLACE INTO times VALUES (?, ?)",
                                     (index, now))
         except sqlite3.Error as e:
-            self.log.warn("{store}: commit time not recorded: {error}", store=self.store,
+            self.log.warn("{store}: commit time not recorded: {error}", store=self._name,
                           error=e)
         else:
             self._lastTime = now
@@ -258,8 +259,12 @@ class Writer:
         first = self.head + 1
         committed = self._unannounced() if head > self.head else []
         nextIndex = head + 1
-        recent, pending = self._recent, {}   # pending: (writeId, digest) -> index
-        indices, accepted, digests, identified = [], [], [], []
+        recent = self._recent
+        pending: dict = {}  # (writeId, digest) -> index
+        indices: list = []
+        accepted: list[bytes] = []
+        digests: list[bytes] = []
+        identified: list = []   # (index, writeId)
         for entries, hashes, writeIds, _ in batch:
             keys = list(zip(writeIds, hashes)) if writeIds is not None else None
             if keys is None or None not in writeIds and recent.allNew(keys, pending):
@@ -272,20 +277,20 @@ class Writer:
                 nextIndex += len(entries)
                 indices.append(given)
                 continue
-            given = []      # a retry or an unidentified write among them: one by one
+            oneByOne = []   # a retry or an unidentified write among them
             for data, key in zip(entries, keys):
                 if key[0] is not None:
                     index = pending.get(key) or recent.get(*key)
                     if index is not None:
-                        given.append(index)
+                        oneByOne.append(index)
                         continue
                     pending[key] = nextIndex
                     identified.append((nextIndex, key[0]))
                 accepted.append(data)
                 digests.append(key[1])
-                given.append(nextIndex)
+                oneByOne.append(nextIndex)
                 nextIndex += 1
-            indices.append(given)
+            indices.append(oneByOne)
         if accepted:
             data = b"\n".join(accepted)
             write.execute(INSERT_CHUNKS, (b"".join(digests), data,
@@ -322,7 +327,7 @@ class Writer:
                 at = (index - first) * DIGEST
                 self._recent.add(writeId, digests[at:at + DIGEST], index)
         self.log.warn("{store}: found {count} entries committed by a commit that "
-                      "reported an error", store=self.store, count=len(committed))
+                      "reported an error", store=self._name, count=len(committed))
         return committed
 
     def rollback(self) -> None:
@@ -330,17 +335,18 @@ class Writer:
             if self.connection.in_transaction:
                 self.connection.execute("ROLLBACK")
         except sqlite3.Error as e:
-            self.log.warn("{store}: rollback failed: {error}", store=self.store, error=e)
+            self.log.warn("{store}: rollback failed: {error}", store=self._name, error=e)
 
     def _trim(self) -> None:
         """One step of the oldest pending trim."""
         job, first = self._trims[0], self.first
+        outcome: tuple[Callable, object]
         try:
             finished = self.trimmer.step(job)
         except sqlite3.Error as e:
             self.rollback()
             outcome = job.done.errback, StoreError(
-                f"cannot apply retention to store {self.store}: {e}")
+                f"cannot apply retention to store {self._name}: {e}")
         else:
             if self.first != first:
                 self._reactor.callFromThread(self._trimmed, self.first)
@@ -360,7 +366,7 @@ class Writer:
             self.rollback()
             self.indexer.indexing = False
             self.log.warn("{store}: deduplication paused until the next commit: {error}",
-                          store=self.store, error=e)
+                          store=self._name, error=e)
 
 
 def _chunkRows(first: int, entries: list, identified: list) -> str:
