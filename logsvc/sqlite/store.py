@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from ..errors import EntryError, StoreError, Trimmed
 from ..interfaces import IJournalStore
-from ..store import CORRUPT, DIGEST, Followers, entryHash
+from ..store import CORRUPT, DIGEST, Followers, entryHash, entryHashes
 from .schema import CHUNKS_FROM, createOrUpgrade
 from .writer import CHECKPOINT_PAGES, Writer, preallocateWAL
 
@@ -167,8 +167,7 @@ class SQLiteStore:
 
     def append(self, entries: list, writeIds: list | None = None):
         """Hashes on the caller's thread, so that the writer thread needs the GIL little."""
-        return self._writer.append(entries, [entryHash(data) for data in entries],
-                                   writeIds)
+        return self._writer.append(entries, entryHashes(entries), writeIds)
 
     def check(self):
         """Fires once a write transaction has committed, proving the file is writable."""
@@ -281,15 +280,15 @@ class SQLiteStore:
                 rows += [(index, EntryError("entry corrupt: its chunk is damaged"))
                          for index in range(low, high + 1)]
                 continue
-            for index in range(low, high + 1):
-                record = records[index - first]
+            span = records[low - first:high + 1 - first]
+            for index, record, found in zip(range(low, high + 1), span, entryHashes(span)):
                 at = (index - first) * DIGEST
                 digest = digests[at:at + DIGEST]
                 if record[:1] == b"=":
                     copies.append((len(rows), index, int(record[1:]), digest))
                     rows.append(None)
                 else:
-                    rows.append((index, record if entryHash(record) == digest else CORRUPT))
+                    rows.append((index, record if found == digest else CORRUPT))
         for at, index, original, digest in copies:
             if original < kept:
                 found = self._read.execute("SELECT data FROM blobs WHERE hash = ?",
