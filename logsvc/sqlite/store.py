@@ -281,14 +281,14 @@ class SQLiteStore:
                          for index in range(low, high + 1)]
                 continue
             span = records[low - first:high + 1 - first]
-            for index, record, found in zip(range(low, high + 1), span, entryHashes(span)):
+            for index, record, hashed in zip(range(low, high + 1), span, entryHashes(span)):
                 at = (index - first) * DIGEST
                 digest = digests[at:at + DIGEST]
                 if record[:1] == b"=":
                     copies.append((len(rows), index, int(record[1:]), digest))
                     rows.append(None)
                 else:
-                    rows.append((index, record if found == digest else CORRUPT))
+                    rows.append((index, record if hashed == digest else CORRUPT))
         for at, index, original, digest in copies:
             if original < kept:
                 found = self._read.execute("SELECT data FROM blobs WHERE hash = ?",
