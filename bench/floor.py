@@ -22,7 +22,7 @@ import threading
 
 from bench.common import BenchError, Target, report
 from bench.journal import writeAll
-from logsvc.sqlitestore import CHECKPOINT_PAGES, preallocateWAL
+from logsvc.sqlite.writer import CHECKPOINT_PAGES, preallocateWAL
 
 MODES = ("thread", "inline")
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", f"wal_autocheckpoint={CHECKPOINT_PAGES}",

@@ -25,8 +25,9 @@ from zope.interface import implementer
 
 from .errors import EntryError, StoreError, Trimmed
 from .interfaces import IJournalStore
-from .sqlitestore import CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, TRIM_STEP
-from .store import RECENT_WRITES, TIME_STEP, Followers
+from .store import (
+    CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers,
+)
 
 SCHEMA_VERSION = 1
 """1: meta, counter, chunks, writes (the retry window) and times."""

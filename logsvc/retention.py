@@ -10,14 +10,19 @@ import re
 from dataclasses import dataclass
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
+
+from .interfaces import IJournalStore
 
 CHECK_INTERVAL = 10.0
 """Seconds between retention checks (a check that finds nothing to delete is cheap)."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_POSITIVE = r"0*([1-9]\d*)"    # a positive integer: the count of a duration or size
 _SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -40,8 +45,8 @@ class Retention:
 
 def parseDuration(value: str) -> int:
     """C{90s}, C{30m}, C{12h}, C{7d} as seconds; a usage error otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", value, re.IGNORECASE)
-    if not match or int(match[1]) < 1:
+    match = re.fullmatch(rf"\s*{_POSITIVE}\s*([smhd])\s*", value, re.IGNORECASE)
+    if not match:
         raise usage.UsageError(f"--retain-age must be a positive number of s, m, h or d "
                                f"(90s, 30m, 12h, 7d), not {value!r}")
     return int(match[1]) * _UNITS[match[2].lower()]
@@ -52,8 +57,8 @@ parseDuration.coerceDoc = "A duration: 90s, 30m, 12h, 7d."  # type: ignore[attr-
 
 def parseSize(value: str) -> int:
     """C{500M}, C{20G} (powers of 1024; K, M, G, T; a bare number is bytes)."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", value, re.IGNORECASE)
-    if not match or int(match[1]) < 1:
+    match = re.fullmatch(rf"\s*{_POSITIVE}\s*([kmgt]?)(i?b)?\s*", value, re.IGNORECASE)
+    if not match:
         raise usage.UsageError(f"--retain-bytes must be a positive size such as 500M or "
                                f"20G (K, M, G, T: powers of 1024), not {value!r}")
     return int(match[1]) * _SIZES[match[2].lower()]
@@ -71,7 +76,8 @@ class RetentionService(Service):
 
     log = Logger()
 
-    def __init__(self, store, retention: Retention, clock, interval: float = CHECK_INTERVAL):
+    def __init__(self, store: IJournalStore, retention: Retention, clock: IReactorTime,
+                 interval: float = CHECK_INTERVAL):
         self.store = store
         self.retention = retention
         self.clock = clock
@@ -79,7 +85,7 @@ class RetentionService(Service):
         self.checks = 0
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
-        self._running = None
+        self._running: Deferred | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -91,7 +97,7 @@ class RetentionService(Service):
         if self._loop.running:
             self._loop.stop()
 
-    def check(self):
+    def check(self) -> Deferred | None:
         """One check now; returns the Deferred of the trim (None if one is running)."""
         if self._running is not None:
             return None

@@ -26,7 +26,7 @@ from .pb.login import serverFactory as pbServerFactory
 from .registry import ClientRegistry
 from .retention import Retention, RetentionService, parseDuration, parseSize
 from .service import LogService, exitWithError
-from .store import storeFromString
+from .stores import storeFromString
 from .producers import ProducerGroup
 from .sysloglistener import SyslogClients, syslogListener
 from .web import httpResource, rootResource

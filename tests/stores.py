@@ -10,7 +10,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial import unittest
 
 from logsvc.errors import EntryError
-from logsvc.store import MemoryStore, canonical
+from logsvc.memorystore import MemoryStore
+from logsvc.store import canonical
 
 
 def entry(n: int, size: int = 20) -> bytes:

@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from logsvc.journal.protocol import JournalFactory
-from logsvc.store import MemoryStore
+from logsvc.memorystore import MemoryStore
 from tests.fuzzing import cut
 
 SETTINGS = settings(max_examples=300, deadline=None,

@@ -25,7 +25,8 @@ from logsvc.pb.avatar import PB_DEPTH, BadRequest
 from logsvc.pb.login import serverFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
-from logsvc.store import MemoryStore, canonical
+from logsvc.memorystore import MemoryStore
+from logsvc.store import canonical
 from tests.observers import Observer
 from tests.stores import appendOne
 

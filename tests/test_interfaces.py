@@ -14,8 +14,8 @@ from logsvc.interfaces import IClientRegistry, IEventObserver, IJournalStore
 from logsvc.journal.lines import JournalLines
 from logsvc.pgstore import PostgreSQLStore
 from logsvc.registry import ClientRegistry
-from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import MemoryStore
+from logsvc.sqlite import SQLiteStore
+from logsvc.memorystore import MemoryStore
 from logsvc.subscription import Subscription
 
 

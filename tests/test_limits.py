@@ -25,7 +25,7 @@ from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
 from logsvc.pb.login import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
-from logsvc.store import MemoryStore
+from logsvc.memorystore import MemoryStore
 from tests.services import buildService, serviceMetrics
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)

@@ -21,7 +21,8 @@ from logsvc.pb.login import serverFactory as pbServerFactory
 from logsvc.query import CLIENTS_PAGE, Output, logIn, showClients
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
-from logsvc.store import MemoryStore, canonical
+from logsvc.memorystore import MemoryStore
+from logsvc.store import canonical
 from logsvc.tap import Options
 from tests.observers import Observer
 from tests.stores import appendOne

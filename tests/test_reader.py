@@ -10,7 +10,8 @@ from zope.interface.verify import verifyObject
 from logsvc.errors import StoreError
 from logsvc.reader import JournalReader
 from logsvc.retention import Retention
-from logsvc.store import MemoryStore, canonical
+from logsvc.memorystore import MemoryStore
+from logsvc.store import canonical
 from tests.stores import ControlledStore, appendOne
 
 

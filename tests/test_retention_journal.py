@@ -13,9 +13,10 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
 from logsvc.journal.protocol import JournalFactory
+from logsvc.memorystore import MemoryStore
 from logsvc.retention import Retention
-from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import MemoryStore, canonical
+from logsvc.sqlite import SQLiteStore
+from logsvc.store import canonical
 from tests.journalclients import Connection, FillingTransport, entries
 from tests.stores import appendOne, temporaryPath
 

@@ -13,11 +13,12 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from logsvc import pgstore, sqlitestore, store as memorystore
+from logsvc import memorystore, pgstore
 from logsvc.errors import Trimmed
+from logsvc.memorystore import MemoryStore
 from logsvc.retention import Retention
-from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import MemoryStore, canonical
+from logsvc.sqlite import SQLiteStore, schema, trimmer, writer
+from logsvc.store import canonical
 from tests.stores import appendOne, entry, temporaryPath
 
 
@@ -30,7 +31,7 @@ class RetentionBehaviour:
     @inlineCallbacks
     def setUp(self):
         self.patch(memorystore, "TIME_STEP", 0.0)
-        self.patch(sqlitestore, "TIME_STEP", 0.0)
+        self.patch(writer, "TIME_STEP", 0.0)
         self.patch(pgstore, "TIME_STEP", 0.0)
         self.store = self.makeStore()
         yield self.store.open()
@@ -175,15 +176,14 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
 
     @inlineCallbacks
     def deduplicated(self):
-        head = yield self.store.head()
-        while self.store.indexed < head:
+        while (yield self.store.deduplicationLag()):
             yield deferLater(reactor, 0.01, lambda: None)
 
     @inlineCallbacks
     def swept(self):
         """Wait until the indexer and the sweeper have nothing left to do."""
         yield self.deduplicated()
-        while self.store._unswept:
+        while self.store._writer.indexer.unswept:
             yield deferLater(reactor, 0.01, lambda: None)
 
     @inlineCallbacks
@@ -203,7 +203,7 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
     @inlineCallbacks
     def test_wholeBatchesOnly(self):
         """A commit's chunk goes whole: at least N are kept, maybe more."""
-        self.patch(sqlitestore, "CHUNK_ENTRIES", 4)
+        self.patch(writer, "CHUNK_ENTRIES", 4)
         yield self.store.append([entry(n) for n in range(10)])     # chunks 1, 5, 9
         self.assertEqual((yield self.store.trim(Retention(entries=5), time.time())),
                          (1, 5))
@@ -242,7 +242,7 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
     @inlineCallbacks
     def test_commitsTakeTurnsWithATrim(self):
         """A trim runs a step at a time: a write queued with it lands first."""
-        self.patch(sqlitestore, "TRIM_STEP", 1)
+        self.patch(trimmer, "TRIM_STEP", 1)
         yield self.fill(range(20))
         order = []
         trimmed = self.store.trim(Retention(entries=1), time.time())
@@ -288,7 +288,7 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
         self.store = self.makeStore()
         yield self.store.open()
         self.assertEqual(self.rows("SELECT value FROM meta WHERE key = 'schema'"),
-                         [(sqlitestore.SCHEMA_VERSION,)])
+                         [(schema.SCHEMA_VERSION,)])
         yield self.store.trim(Retention(entries=2), time.time())
         self.assertEqual((yield self.store.read(2, 5)), [(2, entry(2)), (3, entry(1))])
         self.assertEqual(self.rows("SELECT data FROM blobs"), [(entry(1),)])

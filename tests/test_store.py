@@ -17,9 +17,10 @@ from zope.interface.verify import verifyObject
 
 from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IJournalStore
-from logsvc import sqlitestore
-from logsvc.sqlitestore import SQLiteStore
-from logsvc.store import MemoryStore, RecentWrites, canonical, storeFromString
+from logsvc.memorystore import MemoryStore
+from logsvc.sqlite import SQLiteStore, indexer, writer
+from logsvc.store import RecentWrites, canonical
+from logsvc.stores import storeFromString
 from tests.stores import appendOne, entry, temporaryPath
 
 
@@ -250,8 +251,7 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
     @inlineCallbacks
     def deduplicated(self):
         """Wait until the indexer has caught up with the head."""
-        head = yield self.store.head()
-        while self.store.indexed < head:
+        while (yield self.store.deduplicationLag()):
             yield deferLater(reactor, 0.01, lambda: None)
 
     def records(self) -> list:
@@ -270,13 +270,13 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
     @inlineCallbacks
     def test_deduplicationLag(self):
         """Entries count as lagging from their commit until the indexer has run."""
-        self.patch(sqlitestore, "INDEX_WHEN_IDLE", 60.0)
+        self.patch(writer, "INDEX_WHEN_IDLE", 60.0)
         yield self.store.append([entry(1), entry(1), entry(2)])
         self.assertEqual((yield self.store.deduplicationLag()), 3)
-        self.store._wakeup.acquire()
-        self.patch(sqlitestore, "INDEX_WHEN_IDLE", 0.0)
-        self.store._wakeup.notify()
-        self.store._wakeup.release()
+        self.store._writer._wakeup.acquire()
+        self.patch(writer, "INDEX_WHEN_IDLE", 0.0)
+        self.store._writer._wakeup.notify()
+        self.store._writer._wakeup.release()
         yield self.deduplicated()
         self.assertEqual((yield self.store.deduplicationLag()), 0)
         self.assertEqual(self.records(), [entry(1), b"=1", entry(2)])
@@ -285,7 +285,7 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
     def test_identicalEntriesStoredOnceAcrossStepsAndRestarts(self):
         """Hashes are found whether indexed in this step, an earlier one, or before a
         restart; entries not yet indexed at a restart are indexed after it."""
-        self.patch(sqlitestore, "INDEX_STEP", 3)
+        self.patch(indexer, "INDEX_STEP", 3)
         for n in [0, 1, 2, 1, 3, 4, 3]:
             yield appendOne(self.store, entry(n))
         yield self.deduplicated()
@@ -309,10 +309,10 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
     def test_indexerTakesTurnsWhenTooFarBehind(self):
         """Past INDEX_MAX_LAG, an indexing step runs between two commits even when
         writes are already waiting (they never leave the writer idle)."""
-        self.patch(sqlitestore, "INDEX_MAX_LAG", 2)
-        self.patch(sqlitestore, "INDEX_WHEN_IDLE", 60.0)
+        self.patch(writer, "INDEX_MAX_LAG", 2)
+        self.patch(writer, "INDEX_WHEN_IDLE", 60.0)
         steps, release = [], threading.Event()
-        commit, index = self.store._commit, self.store._index
+        commit, index = self.store._writer._commit, self.store._writer._index
 
         def blockedCommit(batch, probes):
             steps.append("commit")
@@ -324,7 +324,7 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
             steps.append("index")
             index()
 
-        self.store._commit, self.store._index = blockedCommit, recordedIndex
+        self.store._writer._commit, self.store._writer._index = blockedCommit, recordedIndex
         first = self.store.append([entry(n) for n in range(5)])
         while not steps:
             yield deferLater(reactor, 0.001, lambda: None)
@@ -338,8 +338,8 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
     def test_batchesAreSplitIntoChunks(self):
         """A batch becomes rows of at most CHUNK_ENTRIES entries or about CHUNK_BYTES;
         reads across row boundaries, and ids, come back right."""
-        self.patch(sqlitestore, "CHUNK_ENTRIES", 4)
-        self.patch(sqlitestore, "CHUNK_BYTES", 200)
+        self.patch(writer, "CHUNK_ENTRIES", 4)
+        self.patch(writer, "CHUNK_BYTES", 200)
         big = canonical({"big": "x" * 300})
         entries = [entry(n) for n in range(10)] + [big, entry(10)]
         ids = [f"w{n}" if n % 3 == 0 else None for n in range(12)]
@@ -361,9 +361,9 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
         open (what a crash leaves) opens with every committed entry."""
         wal = self.path + "-wal"
         pageSize = self.rows("PRAGMA page_size")[0][0]
-        frames = (os.path.getsize(wal) - sqlitestore.WAL_HEADER) // (
-            sqlitestore.WAL_FRAME_HEADER + pageSize)
-        self.assertGreaterEqual(frames, sqlitestore.CHECKPOINT_PAGES)
+        frames = (os.path.getsize(wal) - writer.WAL_HEADER) // (
+            writer.WAL_FRAME_HEADER + pageSize)
+        self.assertGreaterEqual(frames, writer.CHECKPOINT_PAGES)
         for n in range(20):
             yield appendOne(self.store, entry(n), f"w{n}")
         crashed = temporaryPath(self)
@@ -464,7 +464,7 @@ class SQLiteOpenTests(unittest.TestCase):
         def noSpace(fd, data, offset):
             raise full
 
-        self.patch(sqlitestore.os, "pwrite", noSpace)
+        self.patch(writer.os, "pwrite", noSpace)
         path = temporaryPath(self)
         store = SQLiteStore(reactor, path)
         yield store.open()

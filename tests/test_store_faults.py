@@ -10,7 +10,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
 from logsvc.errors import StoreError
-from logsvc.sqlitestore import SQLiteStore
+from logsvc.sqlite import SQLiteStore
 
 from tests.stores import FaultyConnection, appendOne, entry, temporaryPath
 
@@ -21,7 +21,8 @@ class StoreFaultTests(unittest.TestCase):
         self.store = SQLiteStore(reactor, temporaryPath(self))
         yield self.store.open()
         self.addCleanup(self.store.close)
-        self.faulty = self.store._write = FaultyConnection(self.store._write)
+        self.faulty = self.store._writer.connection = FaultyConnection(
+            self.store._writer.connection)
         self.followed: list = []
         self.store.follow(self.followed.extend)
 

@@ -9,7 +9,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from logsvc.errors import StoreError
-from logsvc.sqlitestore import SQLiteStore
+from logsvc.sqlite import SQLiteStore
 from tests.stores import FaultyConnection, appendOne, entry, temporaryPath
 
 
@@ -19,7 +19,8 @@ class CheckWhileWritesFailTests(unittest.TestCase):
         self.store = SQLiteStore(reactor, temporaryPath(self))
         yield self.store.open()
         self.addCleanup(self.store.close)
-        self.faulty = self.store._write = FaultyConnection(self.store._write)
+        self.faulty = self.store._writer.connection = FaultyConnection(
+            self.store._writer.connection)
 
     @inlineCallbacks
     def fillUp(self):

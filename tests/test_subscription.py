@@ -13,7 +13,8 @@ from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IEventObserver
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
-from logsvc.store import MemoryStore, canonical
+from logsvc.memorystore import MemoryStore
+from logsvc.store import canonical
 from logsvc.subscription import Subscription
 from tests.stores import HeldReads, appendOne
 

@@ -127,7 +127,7 @@ class MakeServiceTests(TestCase):
             store = service.store
             self.successResultOf(store.open())
             self.addCleanup(store.close)
-            self.assertEqual(store._write.execute("PRAGMA synchronous").fetchone()[0],
+            self.assertEqual(store._writer.connection.execute("PRAGMA synchronous").fetchone()[0],
                              synchronous, mode)
 
     def test_sharedObjectsAreBuiltOnce(self):

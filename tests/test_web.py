@@ -24,7 +24,8 @@ from logsvc.journal.protocol import JournalFactory
 from logsvc.lineservice import LineFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
-from logsvc.store import MemoryStore, canonical
+from logsvc.memorystore import MemoryStore
+from logsvc.store import canonical
 from logsvc.stream import CLOSE_TIMEOUT, CLOSE_TOO_SLOW, StreamOptions, StreamProtocol
 from logsvc.resources import JOURNAL_PAGE_MAX
 from logsvc.web import httpResource
