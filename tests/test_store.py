@@ -596,10 +596,12 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
 
     @inlineCallbacks
     def test_versionOneJournalIsUpgraded(self):
-        """A journal from before content addressing opens upgraded, and is indexed."""
-        yield self.store.append([entry(n) for n in [1, 2, 1]])
+        """A journal from before content addressing and the keyed retry window opens
+        upgraded: it is indexed, and a retry of a write from before gets its index."""
+        yield self.store.append([entry(n) for n in [1, 2, 1]], ["a", "b", "c"])
         yield self.store.close()
         self.rows("DROP TABLE logsvc_hashes, logsvc_indexed")
+        self.rows("ALTER TABLE logsvc_writes DROP COLUMN key, ADD PRIMARY KEY (id, digest)")
         self.rows("UPDATE logsvc_meta SET value = '1' WHERE key = 'schema'")
         self.store = self.makeStore()
         yield self.store.open()
@@ -610,4 +612,5 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
         self.assertEqual(sorted(self.stored()), [entry(1), entry(2)])
         self.assertEqual([data for _, data in (yield self.store.read(1, 5))],
                          [entry(1), entry(2), entry(1)])
+        self.assertEqual((yield self.store.append([entry(2), entry(1)], ["b", "a"])), [2, 1])
 
