@@ -126,6 +126,14 @@ SELECT substring(digests FROM ((%(index)s - first) * 32 + 1)::int FOR 32) FROM l
 WHERE first <= %(index)s AND first + count > %(index)s ORDER BY first DESC LIMIT 1
 """
 
+# The listening thread's one statement per wake-up: L{READ}, with what rewind detection
+# compares (the journal id, and the digest of the highest entry served).
+FOLLOW = f"""
+SELECT r.*, (SELECT value FROM logsvc_meta WHERE key = 'journal_id'),
+       ({DIGEST_AT.replace("%(index)s", "%(served)s")})
+FROM ({READ}) r
+"""
+
 # A step of the indexer: the first copy of each new digest is noted; a later copy and
 # the first both become C{=} (their content moves to logsvc_hashes.data, once).  The
 # rows: new hashes (digest, idx, last, data); changed hashes (digest, idx, last, data,
@@ -718,11 +726,12 @@ class PostgreSQLStore:
         """
         while True:
             served = self._served   # before the snapshot, so it must include it
-            rows = connection.execute(READ, {"start": delivered, "last": delivered + PAGE},
-                                      binary=True).fetchall()
-            first, head = rows[0][0], rows[0][1]
-            self._checkRewind(connection, served, first, head)
-            self._reactor.callFromThread(self._trimmed, first)
+            rows = connection.execute(FOLLOW, {"start": delivered, "last": delivered + PAGE,
+                                               "served": served[0]}, binary=True).fetchall()
+            first, head, journalId, digest = rows[0][0], rows[0][1], rows[0][6], rows[0][7]
+            self._checkRewind(served, first, head, journalId, digest)
+            if first > self._announcedFirst:
+                self._reactor.callFromThread(self._trimmed, first)
             delivered = max(delivered, first - 1)
             if head > self._headSeen:
                 with self._wakeup:
@@ -739,14 +748,14 @@ class PostgreSQLStore:
                                          [data for _, data in entries])
             delivered = entries[-1][0]
 
-    def _checkRewind(self, connection, served: tuple, first: int, head: int) -> None:
+    def _checkRewind(self, served: tuple, first: int, head: int, journalId: str,
+                     stored: bytes | None) -> None:
+        """C{stored}: the digest now at the index of C{served}, the entry served last."""
         index, digest = served
         if head < index:
             self._rewind(f"the head is {head}, below index {index} already served")
-        elif index >= first and self._digestAt(connection, index) not in (digest, None):
+        elif index >= first and stored is not None and bytes(stored) != digest:
             self._rewind(f"the entry at index {index} differs from the one served")
-        (journalId,), = connection.execute(
-            "SELECT value FROM logsvc_meta WHERE key = 'journal_id'")
         if journalId != self.journalId:
             self._rewind(f"the journal id changed from {self.journalId} to {journalId}"
                          " (the database was replaced)")
@@ -860,7 +869,8 @@ class PostgreSQLStore:
         copy: if retention deleted the entry meanwhile, L{Trimmed}.
         """
         found, references = [], []
-        for _, _, first, count, digests, data in rows:
+        for row in rows:
+            first, count, digests, data = row[2:6]
             if first is None:
                 continue
             low, high = max(first, start), min(first + count - 1, last)
