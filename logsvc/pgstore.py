@@ -302,7 +302,8 @@ class PostgreSQLStore:
         self._servedLock = threading.Lock()
         self._ownLock = threading.Lock()
         self._ownPending: list = []  # first indices of own commits not yet acked on the reactor
-        self._heldBack: list = []   # (first, entries) the listener found before their acks
+        self._ownCommits: list = []  # first indices of own commits the listener has not heard
+        self._heldBack: list = []   # (first, entries) waiting for acks or earlier entries
         self._rewound: StoreError | None = None
         self.journalId: str | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=READ_POOL, name="logsvc-pg-read")
@@ -614,12 +615,14 @@ class PostgreSQLStore:
                     self._lastTime = now
                 with self._ownLock:
                     self._ownPending.append(head + 1)
+                    self._ownCommits.append(head + 1)
             try:
                 write.commit()
             except BaseException:
                 if accepted:
                     with self._ownLock:
                         self._ownPending.remove(head + 1)
+                        self._ownCommits.remove(head + 1)
                 raise
         self._identifiedSincePrune += len(new)
         self._headSeen = max(self._headSeen, last)
@@ -642,21 +645,19 @@ class PostgreSQLStore:
     def _committed(self, batch, indices, first, accepted, probes, seconds) -> None:
         """
         On the reactor: acks first, then followers, at once when they have every
-        earlier entry; otherwise (another node's commits came in between) the
-        listening thread hands them over after those.
+        earlier entry, else once the listening thread has handed over those (another
+        node's commits came in between).  The listening thread does not read this
+        node's commits back, so a follower has a write within one thread hop of its
+        commit.
         """
         if accepted:
             self._ackedHead = max(self._ackedHead, first + len(accepted) - 1)
         for (*_, appended), given in zip(batch, indices):
             appended.callback(given)
-        if accepted and first == self._announcedHead + 1:
-            self._deliver(first, accepted)
         if accepted:
             with self._ownLock:
                 self._ownPending.remove(first)
-            held, self._heldBack = self._heldBack, []
-            for heldFirst, entries in held:
-                self._deliverFromListener(heldFirst, entries)
+            self._offer(first, accepted)
         for checked in probes:
             checked.callback(None)
         if batch:
@@ -710,12 +711,19 @@ class PostgreSQLStore:
 
     def _notified(self, connection, payload: str, delivered: int) -> int:
         """
-        This node's own commits reach followers from the writer as they are acked,
-        when nothing came in between; so what they already have is skipped.
+        This node's own commits reach followers from the writer: what they already
+        have is skipped, and so is the next own commit (notifications come in commit
+        order, so any earlier own commit the list still holds was missed).
         """
+        first, last = map(int, payload.split(" "))
+        with self._ownLock:
+            own = first in self._ownCommits
+            self._ownCommits = [f for f in self._ownCommits if f > first]
         delivered = max(delivered, self._announcedHead)
-        if int(payload.split(" ")[1]) <= delivered:
+        if last <= delivered:
             return delivered
+        if own and first == delivered + 1:
+            return last
         return self._catchUp(connection, delivered)
 
     def _catchUp(self, connection, delivered: int) -> int:
@@ -744,7 +752,7 @@ class PostgreSQLStore:
                 continue    # read again, from the new first
             if not entries:
                 return delivered
-            self._reactor.callFromThread(self._deliverFromListener, delivered + 1,
+            self._reactor.callFromThread(self._offer, delivered + 1,
                                          [data for _, data in entries])
             delivered = entries[-1][0]
 
@@ -774,19 +782,26 @@ class PostgreSQLStore:
                                        " refusing to serve it (restart once resolved)")
             self.log.error("{error}", error=self._rewound)
 
-    def _deliverFromListener(self, first: int, entries: list) -> None:
+    def _offer(self, first: int, entries: list) -> None:
         """
-        On the reactor: entries the listening thread read.  Those from one of this
-        node's own commits whose acks are still on their way wait for them, so that a
-        connection gets its write's ack before the entry.
+        On the reactor: entries the listening thread read or this node committed,
+        handed to followers in index order.  Those after a gap wait for the entries
+        missing, and those from one of this node's own commits whose acks are still
+        on their way wait for them, so that a connection gets its write's ack before
+        the entry.
         """
         with self._ownLock:
             waiting = min(self._ownPending, default=None)
-        if waiting is not None and first + len(entries) > waiting:
-            self._heldBack.append((first, entries))
-            entries = entries[:max(0, waiting - first)]
-        if entries:
-            self._deliver(first, entries)
+        held, self._heldBack = sorted(self._heldBack + [(first, entries)],
+                                      key=lambda pair: pair[0]), []
+        for heldFirst, heldEntries in held:
+            end = heldFirst + len(heldEntries)
+            if heldFirst <= self._announcedHead + 1:
+                ready = end if waiting is None else min(end, waiting)
+                if ready > heldFirst:
+                    self._deliver(heldFirst, heldEntries[:ready - heldFirst])
+            if end > self._announcedHead + 1:
+                self._heldBack.append((heldFirst, heldEntries))
 
     def _deliver(self, first: int, entries: list) -> None:
         """On the reactor: entries after what followers have, once each, in order."""
