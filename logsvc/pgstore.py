@@ -697,9 +697,10 @@ class PostgreSQLStore:
                 while not self._listening.is_set():
                     # The generator holds the connection: finish it before querying.
                     heard = list(connection.notifies(timeout=POLL, stop_after=1))
-                    if heard:
-                        delivered = self._notified(connection, heard[0].payload, delivered)
-                    else:
+                    for notification in heard:      # those queued while reading, too
+                        delivered = self._notified(connection, notification.payload,
+                                                   delivered)
+                    if not heard:
                         delivered = self._catchUp(connection, delivered)
             except (psycopg.Error, StoreError) as e:
                 if not self._listening.is_set():

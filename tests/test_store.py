@@ -580,6 +580,27 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
                          [entry(n % 3) for n in range(6) for _ in range(2)])
 
     @inlineCallbacks
+    def test_followersOnEveryNodeGetEveryCommitOnceInOrder(self):
+        """Two stores on one database writing at once: each one's followers get its
+        own commits and the other's, each entry once, in index order."""
+        other = PostgreSQLStore(reactor, self.uri)
+        yield other.open()
+        self.addCleanup(other.close)
+        seen: dict = {self.store: [], other: []}
+        for store, batches in seen.items():
+            store.follow(batches.extend)
+        yield gatherResults([appendOne(store, entry(n), f"{name}{n}")
+                             for n in range(300) for name, store in zip("ab", seen)])
+        for _ in range(500):
+            if all(len(batches) >= 600 for batches in seen.values()):
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        stored = yield self.store.read(1, 700)
+        self.assertEqual(len(stored), 600)
+        for batches in seen.values():
+            self.assertEqual(batches, stored)
+
+    @inlineCallbacks
     def test_damagedCopiesReadAsEntryErrors(self):
         """Content shared by copies that no longer matches its digest, or lost: every
         copy reads as an error; a damaged copy is never taken as the content."""
