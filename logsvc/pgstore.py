@@ -4,10 +4,11 @@ by every logsvc node pointed at the same database.
 
 The same shape as the SQLite store, with psycopg 3 in threads of its own (the reactor
 never waits on the server): one writer thread commits whatever queued up while the
-previous commit was on its way (group commit), in one statement per commit; reads run
-in a thread pool of their own; one listening connection hears of every commit, this
-node's or another's (each commit sends a notification), and hands the new entries to
-the followers in index order.  Indices come from one counter row that every commit
+previous commit was on its way (group commit), in one statement per commit (and two
+round trips, pipelined); reads run in a thread pool of their own; one listening
+connection hears of every commit (each commit sends a notification) and reads other
+nodes' new entries, which reach the followers in index order with this node's own
+(handed over by the writer as it acks them, never read back).  Indices come from one counter row that every commit
 locks and updates in its own transaction, so they are dense and in commit order across
 nodes (a sequence would leave gaps on rollback).
 """
