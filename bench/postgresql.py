@@ -8,7 +8,9 @@ are printed with the figures.
 Beside the writes, a floor: the same commits (batches of the size logsvc's commits had,
 the same statements, pipelined the same way) made back to back by a bare psycopg loop,
 without Twisted, sockets or JSON.  No server in front of this PostgreSQL can beat it
-with commits of that size, so C{floor_ratio} says how much of it logsvc reaches.
+with commits of that size, so C{floor_ratio} says how much of it logsvc reaches; the
+same floor for writes without ids (no rows in the shared retry window) shows what that
+window costs each commit.
 """
 
 import functools
@@ -37,6 +39,7 @@ def run(writers: int, inFlight: int, duration: float, rate: float, count: int,
                                        writers, inFlight, duration)
         batch = round(postgresql["acked"] / postgresql["commits"])
         floor = floorWrites(cluster.database(), batch, duration)
+        anonymous = floorWrites(cluster.database(), batch, duration, identified=False)
         report("writes-compared", "logsvc", {"writers": writers, "in_flight": inFlight},
                {"sqlite_writes_per_s": sqlite["writes_per_s"],
                 "postgresql_writes_per_s": postgresql["writes_per_s"],
@@ -44,6 +47,7 @@ def run(writers: int, inFlight: int, duration: float, rate: float, count: int,
                                / sqlite["writes_per_s"], 3),
                 "floor_batch": batch, "floor_writes_per_s": floor,
                 "floor_ratio": round(postgresql["writes_per_s"] / floor, 3),
+                "floor_anonymous_writes_per_s": anonymous,
                 "server": dict(cluster.sql("SELECT name, setting FROM pg_settings WHERE"
                                            f" name IN {SETTINGS!r}"))})
         crossNodeLatency(cluster.database(), rate, count, timeout)
@@ -53,10 +57,11 @@ def run(writers: int, inFlight: int, duration: float, rate: float, count: int,
         cluster.destroy()
 
 
-def floorWrites(uri: str, batch: int, duration: float) -> int:
+def floorWrites(uri: str, batch: int, duration: float, identified: bool = True) -> int:
     """
-    Commits of C{batch} identified 100-byte entries, as the PostgreSQL store makes
-    them, back to back on one connection for C{duration} seconds: writes per second.
+    Commits of C{batch} 100-byte entries (with write ids, or none), as the PostgreSQL
+    store makes them, back to back on one connection for C{duration} seconds: writes
+    per second.
     """
     store = pgstore.PostgreSQLStore(None, uri)
     connection = store._connectWriter()
@@ -68,15 +73,15 @@ def floorWrites(uri: str, batch: int, duration: float) -> int:
                                                                    written + n)
                        for n in range(batch)]
             digests = [sha256(entry).digest() for entry in entries]
-            ids = [b"%d" % (written + n) for n in range(batch)]
+            ids = [b"%d" % (written + n) for n in range(batch)] if identified else []
             keys = [pgstore._writeKey(i, d) for i, d in zip(ids, digests)]
             with connection.pipeline():
                 (head, *_), *_ = connection.execute(pgstore.LOCK, (keys,)).fetchall()
                 firsts, counts, hashes, data = pgstore._chunks(head + 1, entries, digests)
                 connection.execute(pgstore.STORE, {
                     "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
-                    "keys": keys, "ids": ids, "idDigests": digests,
-                    "indices": list(range(head + 1, head + batch + 1)),
+                    "keys": keys, "ids": ids, "idDigests": digests[:len(ids)],
+                    "indices": list(range(head + 1, head + len(ids) + 1)),
                     "payload": f"{head + 1} {head + batch}", "head": head + batch})
                 connection.commit()
             written += batch
