@@ -8,9 +8,9 @@ previous commit was on its way (group commit), in one statement per commit (and 
 round trips, pipelined); reads run in a thread pool of their own; one listening
 connection hears of every commit (each commit sends a notification) and reads other
 nodes' new entries, which reach the followers in index order with this node's own
-(handed over by the writer as it acks them, never read back).  Indices come from one counter row that every commit
-locks and updates in its own transaction, so they are dense and in commit order across
-nodes (a sequence would leave gaps on rollback).
+(handed over by the writer as it acks them, never read back).  Indices come from one
+counter row that every commit locks and updates in its own transaction, so they are
+dense and in commit order across nodes (a sequence would leave gaps on rollback).
 """
 
 import threading
