@@ -1083,9 +1083,10 @@ class PostgreSQLStore:
                 step += [(first + at, digests[at * DIGEST:(at + 1) * DIGEST], first)
                          for at in range(count)]
             last = first + count - 1
-        known = {bytes(d): [idx, lastCopy, shared] for d, idx, lastCopy, shared in write.execute(
-            "SELECT digest, idx, last, data IS NOT NULL FROM logsvc_hashes"
-            " WHERE digest = ANY(%b)", (list({d for _, d, _ in step}),))}
+        known = {bytes(digest): [idx, lastCopy, shared]
+                 for digest, idx, lastCopy, shared in write.execute(
+                     "SELECT digest, idx, last, data IS NOT NULL FROM logsvc_hashes"
+                     " WHERE digest = ANY(%b)", (list({d for _, d, _ in step}),))}
         originals = [state[0] for state in known.values() if not state[2]]
         for first, count, digests, data in (write.execute(CHUNKS_AT, (originals,), binary=True)
                                             if originals else ()):
