@@ -184,6 +184,7 @@ class ClientRegistry:
         (lines and bytes are counted without a call here, so they are compared).
         """
         changed = self._changed
+        record: ClientRecord | None
         for name, record in self._online.items():
             if self._saved.get(name) != _signature(record):
                 changed.add(name)
