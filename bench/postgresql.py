@@ -2,17 +2,30 @@
 logsvc on PostgreSQL, side by side with SQLite in one run: durable writes, the latency
 from a write on node A to a live reader on node B, and line ingest with journaling on
 one node and on two nodes sharing the database.  The server is a throwaway cluster
-(tests/postgres.py) on this machine, with fsync and synchronous commit on.
+(tests/postgres.py) on this machine, with fsync and synchronous commit on: its settings
+are printed with the figures.
+
+Beside the writes, a floor: the same commits (batches of the size logsvc's commits had,
+the same statements, pipelined the same way) made back to back by a bare psycopg loop,
+without Twisted, sockets or JSON.  No server in front of this PostgreSQL can beat it
+with commits of that size, so C{floor_ratio} says how much of it logsvc reaches; the
+same floor for writes without ids (no rows in the shared retry window) shows what that
+window costs each commit.
 """
 
 import functools
 import time
+from hashlib import sha256
 
 from bench import journal
 from bench.common import BenchError, Generators, Logsvc, percentiles, report
 from bench.lines import sendLines
 from bench.wire import waitForIndex
+from logsvc import pgstore
 from tests.postgres import Cluster, available
+
+SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes",
+            "shared_buffers", "wal_buffers", "commit_delay", "max_wal_size")
 
 
 def run(writers: int, inFlight: int, duration: float, rate: float, count: int,
@@ -25,16 +38,57 @@ def run(writers: int, inFlight: int, duration: float, rate: float, count: int,
         postgresql = journal.runWrites(journal.Setup(store=cluster.database(),
                                                      timeout=timeout),
                                        writers, inFlight, duration)
+        batch = round(postgresql["acked"] / postgresql["commits"])
+        floor = floorWrites(cluster.database(), batch, duration)
+        anonymous = floorWrites(cluster.database(), batch, duration, identified=False)
         report("writes-compared", "logsvc", {"writers": writers, "in_flight": inFlight},
                {"sqlite_writes_per_s": sqlite["writes_per_s"],
                 "postgresql_writes_per_s": postgresql["writes_per_s"],
                 "ratio": round(postgresql["writes_per_s"]
-                               / sqlite["writes_per_s"], 3)})
+                               / sqlite["writes_per_s"], 3),
+                "floor_batch": batch, "floor_writes_per_s": floor,
+                "floor_ratio": round(postgresql["writes_per_s"] / floor, 3),
+                "floor_anonymous_writes_per_s": anonymous,
+                "server": dict(cluster.sql("SELECT name, setting FROM pg_settings WHERE"
+                                           f" name IN {SETTINGS!r}"))})
         crossNodeLatency(cluster.database(), rate, count, timeout)
         for nodes in (1, 2):
             lineIngest(cluster.database(), nodes, clients, lines, timeout)
     finally:
         cluster.destroy()
+
+
+def floorWrites(uri: str, batch: int, duration: float, identified: bool = True) -> int:
+    """
+    Commits of C{batch} 100-byte entries (with write ids, or none), as the PostgreSQL
+    store makes them, back to back on one connection for C{duration} seconds: writes
+    per second.
+    """
+    store = pgstore.PostgreSQLStore(None, uri)
+    connection = store._connectWriter()
+    connection.commit()
+    try:
+        written, started = 0, time.monotonic()
+        while time.monotonic() - started < duration:
+            entries = [b'{"entry":{"n":%d,"text":"%s"},"id":"%d"}' % (written + n, b"x" * 60,
+                                                                   written + n)
+                       for n in range(batch)]
+            digests = [sha256(entry).digest() for entry in entries]
+            ids = [b"%d" % (written + n) for n in range(batch)] if identified else []
+            keys = [pgstore._writeKey(i, d) for i, d in zip(ids, digests)]
+            with connection.pipeline():
+                (head, *_), *_ = connection.execute(pgstore.LOCK, (keys,)).fetchall()
+                firsts, counts, hashes, data = pgstore._chunks(head + 1, entries, digests)
+                connection.execute(pgstore.STORE, {
+                    "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
+                    "keys": keys, "ids": ids, "idDigests": digests[:len(ids)],
+                    "indices": list(range(head + 1, head + len(ids) + 1)),
+                    "payload": f"{head + 1} {head + batch}", "head": head + batch})
+                connection.commit()
+            written += batch
+        return round(written / (time.monotonic() - started))
+    finally:
+        connection.close()
 
 
 def _crossRole(ports: tuple, rate: float, count: int, roles: list, ready, go) -> list:

@@ -4,17 +4,19 @@ by every logsvc node pointed at the same database.
 
 The same shape as the SQLite store, with psycopg 3 in threads of its own (the reactor
 never waits on the server): one writer thread commits whatever queued up while the
-previous commit was on its way (group commit), in one statement per commit; reads run
-in a thread pool of their own; one listening connection hears of every commit, this
-node's or another's (each commit sends a notification), and hands the new entries to
-the followers in index order.  Indices come from one counter row that every commit
-locks and updates in its own transaction, so they are dense and in commit order across
-nodes (a sequence would leave gaps on rollback).
+previous commit was on its way (group commit), in one statement per commit (and two
+round trips, pipelined); reads run in a thread pool of their own; one listening
+connection hears of every commit (each commit sends a notification) and reads other
+nodes' new entries, which reach the followers in index order with this node's own
+(handed over by the writer as it acks them, never read back).  Indices come from one
+counter row that every commit locks and updates in its own transaction, so they are
+dense and in commit order across nodes (a sequence would leave gaps on rollback).
 """
 
 import threading
 import time
 import uuid
+from bisect import bisect_right
 from hashlib import sha256
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -29,8 +31,19 @@ from .store import (
     CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers,
 )
 
-SCHEMA_VERSION = 1
-"""1: meta, counter, chunks, writes (the retry window) and times."""
+SCHEMA_VERSION = 2
+"""
+1: meta, counter, chunks, writes (the retry window) and times.  2: content addressing
+(C{logsvc_hashes}, C{logsvc_indexed}: a version-1 journal is indexed from its start),
+and the retry window found by one 64-bit key rather than by id and digest.
+"""
+
+UPGRADE_1 = """
+ALTER TABLE logsvc_writes ADD COLUMN key bigint;
+UPDATE logsvc_writes SET key =
+    ('x' || encode(substring(sha256(id || digest) FROM 1 FOR 8), 'hex'))::bit(64)::bigint;
+ALTER TABLE logsvc_writes ALTER key SET NOT NULL, DROP CONSTRAINT logsvc_writes_pkey;
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS logsvc_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -41,12 +54,17 @@ CREATE TABLE IF NOT EXISTS logsvc_chunks (
     first bigint PRIMARY KEY, count integer NOT NULL,
     digests bytea NOT NULL, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS logsvc_writes (
-    id bytea NOT NULL, digest bytea NOT NULL, idx bigint NOT NULL,
-    PRIMARY KEY (id, digest));
+    key bigint NOT NULL, id bytea NOT NULL, digest bytea NOT NULL, idx bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS logsvc_writes_key ON logsvc_writes (key);
 CREATE INDEX IF NOT EXISTS logsvc_writes_idx ON logsvc_writes (idx);
 CREATE TABLE IF NOT EXISTS logsvc_times (idx bigint PRIMARY KEY, time float8 NOT NULL);
 CREATE INDEX IF NOT EXISTS logsvc_times_time ON logsvc_times (time);
+CREATE TABLE IF NOT EXISTS logsvc_hashes (
+    digest bytea PRIMARY KEY, idx bigint NOT NULL, last bigint NOT NULL, data bytea);
+CREATE TABLE IF NOT EXISTS logsvc_indexed (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one), indexed bigint NOT NULL);
 INSERT INTO logsvc_counter (head, first) VALUES (0, 1) ON CONFLICT DO NOTHING;
+INSERT INTO logsvc_indexed (indexed) VALUES (0) ON CONFLICT DO NOTHING;
 """
 
 SCHEMA_LOCK = 0x6C6F6773
@@ -66,16 +84,34 @@ WITH chunks AS (
     SELECT * FROM unnest(%(firsts)b::bigint[], %(counts)b::int[],
                          %(digests)b::bytea[], %(data)b::bytea[])),
 writes AS (
-    INSERT INTO logsvc_writes (id, digest, idx)
-    SELECT * FROM unnest(%(ids)b::bytea[], %(idDigests)b::bytea[], %(indices)b::bigint[])),
+    INSERT INTO logsvc_writes (key, id, digest, idx)
+    SELECT * FROM unnest(%(keys)b::bigint[], %(ids)b::bytea[], %(idDigests)b::bytea[],
+                         %(indices)b::bigint[])),
 notified AS (SELECT pg_notify('{CHANNEL}', %(payload)s))
 UPDATE logsvc_counter SET head = %(head)s FROM notified
 """
 
-LOOKUP_WRITES = """
-SELECT w.id, w.digest, w.idx FROM logsvc_writes w
-JOIN unnest(%b::bytea[], %b::bytea[]) AS k (id, digest)
-  ON w.id = k.id AND w.digest = k.digest
+# A retention step, once it holds the counter and the indexer's row: the chunks below
+# C{end}, and the content of digests no copy from C{end} on refers to; entries not yet
+# indexed there are never indexed.
+TRIM = """
+WITH deleted AS (DELETE FROM logsvc_chunks WHERE first < %(end)s RETURNING digests),
+hashes AS (
+    DELETE FROM logsvc_hashes h USING (
+        SELECT DISTINCT substring(d.digests FROM i * 32 + 1 FOR 32) AS digest
+        FROM deleted d, generate_series(0, length(d.digests) / 32 - 1) AS i) g
+    WHERE h.digest = g.digest AND h.last < %(end)s),
+times AS (DELETE FROM logsvc_times WHERE idx < %(end)s),
+indexed AS (UPDATE logsvc_indexed SET indexed = greatest(indexed, %(end)s - 1))
+UPDATE logsvc_counter SET first = %(end)s
+"""
+
+# A commit's first statement: lock the counter, and find the identified writes already
+# in the retry window by their keys (L{_writeKey}); the caller compares ids and digests.
+LOCK = """
+SELECT k.head, w.id, w.digest, w.idx
+FROM (SELECT head FROM logsvc_counter FOR UPDATE) k
+LEFT JOIN logsvc_writes w ON w.key = ANY(%b::bigint[])
 """
 
 # One statement, so one snapshot: the counter, and the chunks holding [start, last].
@@ -91,6 +127,54 @@ DIGEST_AT = """
 SELECT substring(digests FROM ((%(index)s - first) * 32 + 1)::int FOR 32) FROM logsvc_chunks
 WHERE first <= %(index)s AND first + count > %(index)s ORDER BY first DESC LIMIT 1
 """
+
+# The listening thread's one statement per wake-up: L{READ}, with what rewind detection
+# compares (the journal id, and the digest of the highest entry served).
+FOLLOW = f"""
+SELECT r.*, (SELECT value FROM logsvc_meta WHERE key = 'journal_id'),
+       ({DIGEST_AT.replace("%(index)s", "%(served)s")})
+FROM ({READ}) r
+"""
+
+# A step of the indexer: the first copy of each new digest is noted; a later copy and
+# the first both become C{=} (their content moves to logsvc_hashes.data, once).  The
+# rows: new hashes (digest, idx, last, data); changed hashes (digest, idx, last, data,
+# or NULL to keep it); and rewritten chunks (first, data).
+INDEX = """
+WITH added AS (
+    INSERT INTO logsvc_hashes (digest, idx, last, data)
+    SELECT * FROM unnest(%(newDigests)b::bytea[], %(newIdx)b::bigint[],
+                         %(newLast)b::bigint[], %(newData)b::bytea[])),
+changed AS (
+    UPDATE logsvc_hashes h SET idx = u.idx, last = u.last, data = coalesce(u.data, h.data)
+    FROM unnest(%(digests)b::bytea[], %(idx)b::bigint[], %(last)b::bigint[],
+                %(data)b::bytea[]) AS u (digest, idx, last, data)
+    WHERE h.digest = u.digest),
+rewritten AS (
+    UPDATE logsvc_chunks c SET data = u.data
+    FROM unnest(%(firsts)b::bigint[], %(chunks)b::bytea[]) AS u (first, data)
+    WHERE c.first = u.first)
+UPDATE logsvc_indexed SET indexed = %(indexed)s
+"""
+
+# The chunk holding each of the given indices.
+CHUNKS_AT = """
+SELECT DISTINCT c.first, c.count, c.digests, c.data FROM unnest(%b::bigint[]) AS i (idx)
+JOIN LATERAL (SELECT * FROM logsvc_chunks WHERE first <= i.idx
+              ORDER BY first DESC LIMIT 1) c ON c.first + c.count > i.idx
+"""
+
+REFERENCE = b"="
+"""A stored record whose content is in C{logsvc_hashes}, under the entry's digest."""
+
+INDEX_STEP = 5_000
+"""Entries the deduplicating indexer handles per transaction."""
+
+INDEX_WHEN_IDLE = 0.05
+"""Seconds without a commit after which the indexer runs: writers come first."""
+
+INDEX_MAX_LAG = 10_000_000
+"""Entries the indexer may fall behind the head before it takes turns with commits."""
 
 PAGE = 2000
 """Most entries the listening thread reads at once when catching up."""
@@ -126,6 +210,15 @@ def _connect(uri: str, **options):
 def _describe(error: Exception) -> str:
     """libpq's messages span lines; one line, without the password-bearing URI."""
     return " ".join(str(error).split()) or error.__class__.__name__
+
+
+def _writeKey(writeId: bytes, digest: bytes) -> int:
+    """
+    The retry window's key for a write: 64 bits of SHA-256 over its id and digest (as
+    L{UPGRADE_1} computes it).  An index on it costs a commit far less than one on
+    the id and digest themselves; a match is confirmed on both.
+    """
+    return int.from_bytes(sha256(writeId + digest).digest()[:8], "big", signed=True)
 
 
 def _chunks(first: int, entries: list, digests: list) -> tuple:
@@ -169,8 +262,13 @@ class PostgreSQLStore:
     entries, their canonical JSON joined by newlines and their SHA-256 digests, each
     entry checked against its digest when read.  C{logsvc_writes} is the retry window
     (write id and digest to index, the last L{RECENT_WRITES} at least), shared by every
-    node, so a retry gets its original index whichever node it reaches.  Identical
-    entries are stored once per index here (no deduplication).
+    node, so a retry gets its original index whichever node it reaches.
+
+    Identical content is stored once, as on SQLite and off the commit path: once writes
+    pause, the writer thread of one node at a time (the one holding C{logsvc_indexed})
+    notes each new entry's digest in C{logsvc_hashes}; when a second copy turns up, the
+    content moves to that row and every copy's record becomes L{REFERENCE}.  Retention
+    deletes a row with the chunk holding its last copy (C{last}).
 
     A node never serves a journal that went backwards: if the head falls below an index
     it served, the entry at that index changes, or the journal id changes (the database
@@ -195,6 +293,9 @@ class PostgreSQLStore:
         self._writeBackoff = _Backoff()
         self._writeError: StoreError | None = None
         self._identifiedSincePrune = 0
+        self._headSeen = 0          # writer and listener threads: the highest head seen
+        self._indexed = 0           # writer thread: the last index deduplicated
+        self._indexing = True       # False after an indexing error, until the next commit
         self._lastTime = 0.0
         self._ackedHead = 0         # on the reactor: highest index this node acked
         self._announcedHead = 0     # on the reactor: highest index given to followers
@@ -203,7 +304,8 @@ class PostgreSQLStore:
         self._servedLock = threading.Lock()
         self._ownLock = threading.Lock()
         self._ownPending: list = []  # first indices of own commits not yet acked on the reactor
-        self._heldBack: list = []   # (first, entries) the listener found before their acks
+        self._ownCommits: list = []  # first indices of own commits the listener has not heard
+        self._heldBack: list = []   # (first, entries) waiting for acks or earlier entries
         self._rewound: StoreError | None = None
         self.journalId: str | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=READ_POOL, name="logsvc-pg-read")
@@ -235,14 +337,14 @@ class PostgreSQLStore:
                                    "installed (pip install 'logsvc[postgresql]')"))
         try:
             self._write = self._connectWriter()
-            head, first = self._write.execute(
-                "SELECT head, first FROM logsvc_counter").fetchone()
+            head, first, self._indexed = self._write.execute(
+                "SELECT head, first, indexed FROM logsvc_counter, logsvc_indexed").fetchone()
             self._served = (head, self._digestAt(self._write, head))
             self._write.rollback()
         except StoreError as e:
             self._closeWriter()
             return fail(StoreError(f"cannot open store {self._where()}: {e}"))
-        self._ackedHead = self._announcedHead = head
+        self._ackedHead = self._announcedHead = self._headSeen = head
         self._announcedFirst = first
         self._accepting = True
         self._pool.start()
@@ -270,15 +372,25 @@ class PostgreSQLStore:
         """Under an advisory lock, so nodes starting together create it once."""
         with connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            connection.execute(SCHEMA)
+            (exists,), = connection.execute("SELECT to_regclass('logsvc_meta') IS NOT NULL")
+            version = SCHEMA_VERSION
+            if exists:
+                (version,), = connection.execute(
+                    "SELECT value::int FROM logsvc_meta WHERE key = 'schema'")
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"schema version {version} is newer than this "
+                                 f"logsvc's {SCHEMA_VERSION}")
+            if version == 1:
+                connection.execute(UPGRADE_1)
+            connection.execute(SCHEMA)      # what is new in this version is created here
             connection.execute("INSERT INTO logsvc_meta VALUES ('schema', %s),"
-                               " ('journal_id', %s) ON CONFLICT DO NOTHING",
+                               " ('journal_id', %s) ON CONFLICT (key) DO UPDATE"
+                               " SET value = excluded.value WHERE logsvc_meta.key = 'schema'",
                                (str(SCHEMA_VERSION), str(uuid.uuid4())))
             meta = dict(connection.execute("SELECT key, value FROM logsvc_meta"))
-        version = int(meta["schema"])
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"schema version {version} is newer than this "
-                             f"logsvc's {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            self.log.info("{store}: schema upgraded from version {old} to {new}",
+                          store=self, old=version, new=SCHEMA_VERSION)
         if self.journalId is None:
             self.journalId = meta["journal_id"]
         elif meta["journal_id"] != self.journalId:
@@ -352,30 +464,45 @@ class PostgreSQLStore:
         return checked
 
     def _writeLoop(self) -> None:
-        """Commit whatever is queued; while a trim is pending, a step of it after each
-        commit, so neither waits long for the other."""
-        trimTurn = False
+        """
+        Commit whatever is queued; while a trim is pending, a step of it after each
+        commit, so neither waits long for the other; deduplicate once no commit came
+        for L{INDEX_WHEN_IDLE}, and take turns with commits while more than
+        L{INDEX_MAX_LAG} behind.
+        """
+        indexTurn = trimTurn = False
         while True:
             trim = False
             with self._wakeup:
                 while not (self._queue or self._probes or self._closing or self._trims):
-                    self._wakeup.wait()
+                    lag = self._lag()
+                    if lag > INDEX_MAX_LAG or (
+                            lag and not self._wakeup.wait(INDEX_WHEN_IDLE)
+                            and not (self._queue or self._probes or self._closing
+                                     or self._trims)):
+                        break
+                    if not lag:
+                        self._wakeup.wait()
                 closing = self._closing
-                if (self._trims and not closing
-                        and (trimTurn or not (self._queue or self._probes))):
-                    batch = probes = []
-                    trim = True
-                else:
+                if closing or ((self._queue or self._probes)
+                               and not (self._trims and trimTurn)
+                               and not (indexTurn and self._lag() > INDEX_MAX_LAG)):
                     batch, self._queue = self._queue, []
                     probes, self._probes = self._probes, []
+                else:
+                    batch = probes = []     # the queue waits for one step
+                    trim = bool(self._trims)
             if batch or probes:
                 self._commit(batch, probes)
-                trimTurn = True
+                indexTurn = trimTurn = True
+            elif closing:
+                break
             elif trim:
                 self._trimStep()
                 trimTurn = False
-            elif closing:
-                break
+            else:
+                self._indexStep()
+                indexTurn = False
         for _, _, done in self._trims:
             self._reactor.callFromThread(done.callback, (self._announcedFirst,
                                                          self._announcedFirst))
@@ -425,6 +552,7 @@ class PostgreSQLStore:
             self._reactor.callFromThread(self._failed, batch, probes, e)
             return
         seconds = time.perf_counter() - started
+        self._indexing = True
         self._reactor.callFromThread(self._committed, batch, indices, first, accepted,
                                      probes, seconds)
         if batch and self._identifiedSincePrune >= RECENT_WRITES // 10:
@@ -444,57 +572,62 @@ class PostgreSQLStore:
         """
         write = self._write
         served = self._served[0]
-        (head, _), = write.execute("SELECT head, first FROM logsvc_counter FOR UPDATE")
-        if head < served:
-            self._rewind(f"the head is {head}, below index {served} already served")
-            raise self._rewound
         keys = [(writeId.encode("utf-8", "surrogatepass"), digest)
                 for _, digests, writeIds, _ in batch if writeIds is not None
                 for writeId, digest in zip(writeIds, digests) if writeId is not None]
-        known = {}
-        if keys:
-            known = {(bytes(i), bytes(d)): index for i, d, index in write.execute(
-                LOOKUP_WRITES, ([k[0] for k in keys], [k[1] for k in keys]))}
-        nextIndex = head + 1
-        indices, accepted, digests, new = [], [], [], {}
-        for entries, hashes, writeIds, _ in batch:
-            given = []
-            for data, digest, writeId in zip(entries, hashes, writeIds or [None] * len(entries)):
-                if writeId is not None:
-                    key = (writeId.encode("utf-8", "surrogatepass"), digest)
-                    index = known.get(key) or new.get(key)
-                    if index is not None:
-                        given.append(index)
-                        continue
-                    new[key] = nextIndex
-                accepted.append(data)
-                digests.append(digest)
-                given.append(nextIndex)
-                nextIndex += 1
-            indices.append(given)
-        last = nextIndex - 1
-        if accepted:
-            firsts, counts, hashes, data = _chunks(head + 1, accepted, digests)
-            write.execute(STORE, {
-                "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
-                "ids": [k[0] for k in new], "idDigests": [k[1] for k in new],
-                "indices": list(new.values()), "payload": f"{head + 1} {last}",
-                "head": last})
-            now = time.time()
-            if now - self._lastTime >= TIME_STEP:
-                write.execute("INSERT INTO logsvc_times VALUES (%s, %s)"
-                              " ON CONFLICT DO NOTHING", (head + 1, now))
-                self._lastTime = now
-            with self._ownLock:
-                self._ownPending.append(head + 1)
-        try:
-            write.commit()
-        except BaseException:
+        # Pipelined: BEGIN and LOCK in one round trip, STORE and COMMIT in another.
+        with write.pipeline():
+            rows = write.execute(LOCK, ([_writeKey(*key) for key in keys],)).fetchall()
+            head = rows[0][0]
+            if head < served:
+                self._rewind(f"the head is {head}, below index {served} already served")
+                raise self._rewound
+            known = {(bytes(i), bytes(d)): index for _, i, d, index in rows if i is not None}
+            nextIndex = head + 1
+            indices, accepted, digests, new = [], [], [], {}
+            for entries, hashes, writeIds, _ in batch:
+                given = []
+                for data, digest, writeId in zip(entries, hashes,
+                                                 writeIds or [None] * len(entries)):
+                    if writeId is not None:
+                        key = (writeId.encode("utf-8", "surrogatepass"), digest)
+                        index = known.get(key) or new.get(key)
+                        if index is not None:
+                            given.append(index)
+                            continue
+                        new[key] = nextIndex
+                    accepted.append(data)
+                    digests.append(digest)
+                    given.append(nextIndex)
+                    nextIndex += 1
+                indices.append(given)
+            last = nextIndex - 1
             if accepted:
+                firsts, counts, hashes, data = _chunks(head + 1, accepted, digests)
+                write.execute(STORE, {
+                    "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
+                    "keys": [_writeKey(*key) for key in new],
+                    "ids": [k[0] for k in new], "idDigests": [k[1] for k in new],
+                    "indices": list(new.values()), "payload": f"{head + 1} {last}",
+                    "head": last})
+                now = time.time()
+                if now - self._lastTime >= TIME_STEP:
+                    write.execute("INSERT INTO logsvc_times VALUES (%s, %s)"
+                                  " ON CONFLICT DO NOTHING", (head + 1, now))
+                    self._lastTime = now
                 with self._ownLock:
-                    self._ownPending.remove(head + 1)
-            raise
+                    self._ownPending.append(head + 1)
+                    self._ownCommits.append(head + 1)
+            try:
+                write.commit()
+            except BaseException:
+                if accepted:
+                    with self._ownLock:
+                        self._ownPending.remove(head + 1)
+                        self._ownCommits.remove(head + 1)
+                raise
         self._identifiedSincePrune += len(new)
+        self._headSeen = max(self._headSeen, last)
         return indices, head + 1, accepted
 
     def _pruneWrites(self) -> None:
@@ -514,21 +647,19 @@ class PostgreSQLStore:
     def _committed(self, batch, indices, first, accepted, probes, seconds) -> None:
         """
         On the reactor: acks first, then followers, at once when they have every
-        earlier entry; otherwise (another node's commits came in between) the
-        listening thread hands them over after those.
+        earlier entry, else once the listening thread has handed over those (another
+        node's commits came in between).  The listening thread does not read this
+        node's commits back, so a follower has a write within one thread hop of its
+        commit.
         """
         if accepted:
             self._ackedHead = max(self._ackedHead, first + len(accepted) - 1)
         for (*_, appended), given in zip(batch, indices):
             appended.callback(given)
-        if accepted and first == self._announcedHead + 1:
-            self._deliver(first, accepted)
         if accepted:
             with self._ownLock:
                 self._ownPending.remove(first)
-            held, self._heldBack = self._heldBack, []
-            for heldFirst, entries in held:
-                self._deliverFromListener(heldFirst, entries)
+            self._offer(first, accepted)
         for checked in probes:
             checked.callback(None)
         if batch:
@@ -568,9 +699,10 @@ class PostgreSQLStore:
                 while not self._listening.is_set():
                     # The generator holds the connection: finish it before querying.
                     heard = list(connection.notifies(timeout=POLL, stop_after=1))
-                    if heard:
-                        delivered = self._notified(connection, heard[0].payload, delivered)
-                    else:
+                    for notification in heard:      # those queued while reading, too
+                        delivered = self._notified(connection, notification.payload,
+                                                   delivered)
+                    if not heard:
                         delivered = self._catchUp(connection, delivered)
             except (psycopg.Error, StoreError) as e:
                 if not self._listening.is_set():
@@ -582,12 +714,19 @@ class PostgreSQLStore:
 
     def _notified(self, connection, payload: str, delivered: int) -> int:
         """
-        This node's own commits reach followers from the writer as they are acked,
-        when nothing came in between; so what they already have is skipped.
+        This node's own commits reach followers from the writer: what they already
+        have is skipped, and so is the next own commit (notifications come in commit
+        order, so any earlier own commit the list still holds was missed).
         """
+        first, last = map(int, payload.split(" "))
+        with self._ownLock:
+            own = first in self._ownCommits
+            self._ownCommits = [f for f in self._ownCommits if f > first]
         delivered = max(delivered, self._announcedHead)
-        if int(payload.split(" ")[1]) <= delivered:
+        if last <= delivered:
             return delivered
+        if own and first == delivered + 1:
+            return last
         return self._catchUp(connection, delivered)
 
     def _catchUp(self, connection, delivered: int) -> int:
@@ -598,27 +737,36 @@ class PostgreSQLStore:
         """
         while True:
             served = self._served   # before the snapshot, so it must include it
-            rows = connection.execute(READ, {"start": delivered, "last": delivered + PAGE},
-                                      binary=True).fetchall()
-            first, head = rows[0][0], rows[0][1]
-            self._checkRewind(connection, served, first, head)
-            self._reactor.callFromThread(self._trimmed, first)
+            rows = connection.execute(FOLLOW, {"start": delivered, "last": delivered + PAGE,
+                                               "served": served[0]}, binary=True).fetchall()
+            first, head, journalId, digest = rows[0][0], rows[0][1], rows[0][6], rows[0][7]
+            self._checkRewind(served, first, head, journalId, digest)
+            if first > self._announcedFirst:
+                self._reactor.callFromThread(self._trimmed, first)
             delivered = max(delivered, first - 1)
-            entries = self._rows(rows, delivered + 1, min(head, delivered + PAGE), first)
+            if head > self._headSeen:
+                with self._wakeup:
+                    self._headSeen = max(self._headSeen, head)
+                    self._wakeup.notify()
+            try:
+                entries = self._rows(connection, rows, delivered + 1,
+                                     min(head, delivered + PAGE))
+            except Trimmed:
+                continue    # read again, from the new first
             if not entries:
                 return delivered
-            self._reactor.callFromThread(self._deliverFromListener, delivered + 1,
+            self._reactor.callFromThread(self._offer, delivered + 1,
                                          [data for _, data in entries])
             delivered = entries[-1][0]
 
-    def _checkRewind(self, connection, served: tuple, first: int, head: int) -> None:
+    def _checkRewind(self, served: tuple, first: int, head: int, journalId: str,
+                     stored: bytes | None) -> None:
+        """C{stored}: the digest now at the index of C{served}, the entry served last."""
         index, digest = served
         if head < index:
             self._rewind(f"the head is {head}, below index {index} already served")
-        elif index >= first and self._digestAt(connection, index) not in (digest, None):
+        elif index >= first and stored is not None and bytes(stored) != digest:
             self._rewind(f"the entry at index {index} differs from the one served")
-        (journalId,), = connection.execute(
-            "SELECT value FROM logsvc_meta WHERE key = 'journal_id'")
         if journalId != self.journalId:
             self._rewind(f"the journal id changed from {self.journalId} to {journalId}"
                          " (the database was replaced)")
@@ -637,19 +785,26 @@ class PostgreSQLStore:
                                        " refusing to serve it (restart once resolved)")
             self.log.error("{error}", error=self._rewound)
 
-    def _deliverFromListener(self, first: int, entries: list) -> None:
+    def _offer(self, first: int, entries: list) -> None:
         """
-        On the reactor: entries the listening thread read.  Those from one of this
-        node's own commits whose acks are still on their way wait for them, so that a
-        connection gets its write's ack before the entry.
+        On the reactor: entries the listening thread read or this node committed,
+        handed to followers in index order.  Those after a gap wait for the entries
+        missing, and those from one of this node's own commits whose acks are still
+        on their way wait for them, so that a connection gets its write's ack before
+        the entry.
         """
         with self._ownLock:
             waiting = min(self._ownPending, default=None)
-        if waiting is not None and first + len(entries) > waiting:
-            self._heldBack.append((first, entries))
-            entries = entries[:max(0, waiting - first)]
-        if entries:
-            self._deliver(first, entries)
+        held, self._heldBack = sorted(self._heldBack + [(first, entries)],
+                                      key=lambda pair: pair[0]), []
+        for heldFirst, heldEntries in held:
+            end = heldFirst + len(heldEntries)
+            if heldFirst <= self._announcedHead + 1:
+                ready = end if waiting is None else min(end, waiting)
+                if ready > heldFirst:
+                    self._deliver(heldFirst, heldEntries[:ready - heldFirst])
+            if end > self._announcedHead + 1:
+                self._heldBack.append((heldFirst, heldEntries))
 
     def _deliver(self, first: int, entries: list) -> None:
         """On the reactor: entries after what followers have, once each, in order."""
@@ -705,29 +860,35 @@ class PostgreSQLStore:
         try:
             connection = self._readConnection()
             rows = connection.execute(READ, {"start": start, "last": last}, binary=True).fetchall()
+            first, head = rows[0][0], rows[0][1]
+            if head < last:
+                self._rewind(f"the head is {head}, below index {last} already committed")
+                raise self._rewound
+            if start < first:
+                raise Trimmed(first, head)
+            result = self._rows(connection, rows, start, last)
         except psycopg.Error as e:
             connection = getattr(self._local, "connection", None)
             if connection is not None and connection.broken:
                 connection.close()
             raise StoreError(f"cannot read store {self._where()}: {_describe(e)}") from None
         except StoreError as e:
+            if e is self._rewound:
+                raise
             raise StoreError(f"cannot read store {self._where()}: {e}") from None
-        first, head = rows[0][0], rows[0][1]
-        if head < last:
-            self._rewind(f"the head is {head}, below index {last} already committed")
-            raise self._rewound
-        if start < first:
-            raise Trimmed(first, head)
-        result = self._rows(rows, start, last, first)
         if result and result[-1][1].__class__ is bytes:
             self._noteServed(result[-1][0], sha256(result[-1][1]).digest())
         return result
 
-    @staticmethod
-    def _rows(rows: list, start: int, last: int, kept: int) -> list:
-        """Entries C{start}..C{last}, each checked against its digest."""
-        found = []
-        for _, _, first, count, digests, data in rows:
+    def _rows(self, connection, rows: list, start: int, last: int) -> list:
+        """
+        Entries C{start}..C{last}, each checked against its digest; references
+        resolved with a second statement.  Content missing there went with its last
+        copy: if retention deleted the entry meanwhile, L{Trimmed}.
+        """
+        found, references = [], []
+        for row in rows:
+            first, count, digests, data = row[2:6]
             if first is None:
                 continue
             low, high = max(first, start), min(first + count - 1, last)
@@ -740,13 +901,35 @@ class PostgreSQLStore:
             for index in range(low, high + 1):
                 record = records[index - first]
                 at = (index - first) * DIGEST
-                found.append((index, record if sha256(record).digest() == digests[at:at + DIGEST]
-                              else CORRUPT))
+                digest = digests[at:at + DIGEST]
+                if record == REFERENCE:
+                    references.append((len(found), index, digest))
+                    record = None
+                found.append((index, record if record is None
+                              or sha256(record).digest() == digest else CORRUPT))
+        if references:
+            self._resolve(connection, found, references)
         if last >= start and len(found) != last - start + 1:
             have = dict(found)
             found = [(i, have.get(i) or EntryError("entry missing"))
                      for i in range(start, last + 1)]
         return found
+
+    def _resolve(self, connection, found: list, references: list) -> None:
+        shared = dict(connection.execute(
+            "SELECT digest, data FROM logsvc_hashes WHERE digest = ANY(%b)"
+            " AND data IS NOT NULL", ([digest for *_, digest in references],),
+            binary=True))
+        for at, index, digest in references:
+            data = shared.get(digest)
+            if data is None:
+                (first, head), = connection.execute("SELECT first, head FROM logsvc_counter")
+                if index < first:
+                    raise Trimmed(first, head)
+                found[at] = (index, EntryError("entry missing"))
+                continue
+            data = bytes(data)
+            found[at] = (index, data if sha256(data).digest() == digest else CORRUPT)
 
     # Retention
 
@@ -785,9 +968,8 @@ class PostgreSQLStore:
                     {"first": first, "target": target,
                      "limit": min(target, first + TRIM_STEP)})
                 end = min(end, target)
-                write.execute("DELETE FROM logsvc_chunks WHERE first < %s", (end,))
-                write.execute("DELETE FROM logsvc_times WHERE idx < %s", (end,))
-                write.execute("UPDATE logsvc_counter SET first = %s", (end,))
+                write.execute("SELECT indexed FROM logsvc_indexed FOR UPDATE")
+                write.execute(TRIM, {"end": end})
             write.commit()
         except (psycopg.Error, StoreError) as e:
             if isinstance(e, psycopg.Error):
@@ -797,6 +979,7 @@ class PostgreSQLStore:
                                f"{_describe(e)}")
             self._reactor.callFromThread(done.errback, error)
             return
+        self._indexed = max(self._indexed, end - 1)
         self._reactor.callFromThread(self._trimmed, end)
         if end >= target:
             self._trims.pop(0)
@@ -833,9 +1016,126 @@ class PostgreSQLStore:
 
     # The rest of the interface
 
+    # Deduplicating
+
     def deduplicationLag(self):
-        """Nothing to catch up with: this store does not deduplicate."""
-        return succeed(0)
+        """
+        Entries committed (by any node) but not yet deduplicated, as the writer thread
+        knows them: it learns how far another node's indexer came while it waits.
+        """
+        return succeed(max(0, self._headSeen - self._indexed))
+
+    def _lag(self) -> int:
+        """Entries this node knows are not yet deduplicated (none while paused)."""
+        return self._headSeen - self._indexed if self._indexing else 0
+
+    def _indexStep(self) -> None:
+        """
+        Deduplicate the next L{INDEX_STEP} entries or so, in the writer thread, under
+        the indexer's row lock: one node at a time, and a node that finds it taken
+        only learns how far the other has come.
+        """
+        import psycopg
+        write = self._write
+        try:
+            self._ensureWriter()
+            write = self._write
+            row = write.execute("SELECT indexed FROM logsvc_indexed"
+                                " FOR UPDATE SKIP LOCKED").fetchone()
+            if row is None:
+                (self._indexed,), = write.execute("SELECT indexed FROM logsvc_indexed")
+            else:
+                self._indexed = self._deduplicate(row[0])
+            write.commit()
+        except (psycopg.Error, StoreError) as e:
+            if write is not None and isinstance(e, psycopg.Error):
+                self._rollback()
+            self._indexing = False
+            self.log.warn("{store}: deduplication paused until the next commit: {error}",
+                          store=self, error=_describe(e))
+
+    def _deduplicate(self, indexed: int) -> int:
+        """
+        The entries after C{indexed}: each digest's first copy is noted in
+        C{logsvc_hashes}; once a second copy is found, the content moves there and
+        every copy becomes a L{REFERENCE}.  Copies whose content does not match its
+        digest are left alone.  Returns the last index handled.
+        """
+        write = self._write
+        (head,), = write.execute("SELECT head FROM logsvc_counter")
+        rows = write.execute(
+            "SELECT first, count, digests, data FROM logsvc_chunks WHERE first > %s"
+            " AND first <= %s ORDER BY first", (indexed, min(head, indexed + INDEX_STEP)),
+            binary=True).fetchall()
+        last = head         # when no chunk is left to read (lost rows), up to the head
+        chunks = {}         # first -> (digests, records), of chunks read whole
+        step = []           # (index, digest, chunk first) of entries to index
+        for first, count, digests, data in rows:
+            records = bytes(data).split(b"\n")
+            digests = bytes(digests)
+            if len(records) == count and len(digests) == count * DIGEST:
+                chunks[first] = (digests, records)
+                step += [(first + at, digests[at * DIGEST:(at + 1) * DIGEST], first)
+                         for at in range(count)]
+            last = first + count - 1
+        known = {bytes(digest): [idx, lastCopy, shared]
+                 for digest, idx, lastCopy, shared in write.execute(
+                     "SELECT digest, idx, last, data IS NOT NULL FROM logsvc_hashes"
+                     " WHERE digest = ANY(%b)", (list({d for _, d, _ in step}),))}
+        originals = [state[0] for state in known.values() if not state[2]]
+        for first, count, digests, data in (write.execute(CHUNKS_AT, (originals,), binary=True)
+                                            if originals else ()):
+            records = bytes(data).split(b"\n")
+            if len(records) == count and len(bytes(digests)) == count * DIGEST:
+                chunks.setdefault(first, (bytes(digests), records))
+        new, changed, moved, rewritten = {}, {}, {}, set()
+        starts = sorted(chunks)
+
+        def record(index):
+            """The chunk first and position of C{index}, if its chunk was read whole."""
+            at = bisect_right(starts, index) - 1
+            if at >= 0 and index < starts[at] + len(chunks[starts[at]][1]):
+                return starts[at], index - starts[at]
+            return None
+
+        for index, digest, first in step:
+            records = chunks[first][1]
+            at = index - first
+            content = records[at]
+            if sha256(content).digest() != digest:
+                continue
+            state = new.get(digest) or known.get(digest)
+            if state is None:
+                new[digest] = [index, index, False]
+                continue
+            original, _, shared = state
+            if not shared:
+                where = record(original)
+                kept = where and chunks[where[0]][1][where[1]]
+                if not kept or sha256(kept).digest() != digest:
+                    state[:] = [index, index, False]     # the first copy is lost: this one
+                    changed[digest] = state
+                    continue
+                chunks[where[0]][1][where[1]] = REFERENCE
+                rewritten.add(where[0])
+                moved[digest] = content
+                state[0], state[2] = 0, True
+            state[1] = index
+            records[at] = REFERENCE
+            rewritten.add(first)
+            if digest not in new:
+                changed[digest] = state
+        added = list(new.items())
+        updated = list(changed.items())
+        write.execute(INDEX, {
+            "newDigests": [d for d, _ in added], "newIdx": [s[0] for _, s in added],
+            "newLast": [s[1] for _, s in added], "newData": [moved.get(d) for d, _ in added],
+            "digests": [d for d, _ in updated], "idx": [s[0] for _, s in updated],
+            "last": [s[1] for _, s in updated], "data": [moved.get(d) for d, _ in updated],
+            "firsts": sorted(rewritten),
+            "chunks": [b"\n".join(chunks[first][1]) for first in sorted(rewritten)],
+            "indexed": last})
+        return last
 
     def follow(self, callback):
         return self._followers.add(callback)

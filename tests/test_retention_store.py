@@ -324,6 +324,47 @@ class PostgreSQLRetentionTests(RetentionBehaviour, unittest.TestCase):
         self.assertEqual((yield self.fill([7])), [7])
         self.assertEqual((yield appendOne(self.store, entry(0), "w0")), 1)
 
+    def rows(self, query: str) -> list:
+        import psycopg
+        with psycopg.connect(self.uri) as connection:
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                    for row in connection.execute(query)]
+
+    @inlineCallbacks
+    def deduplicated(self):
+        while (yield self.store.deduplicationLag()) > 0:
+            yield deferLater(reactor, 0.01, lambda: None)
+
+    @inlineCallbacks
+    def test_contentIsDroppedWithItsLastCopy(self):
+        yield self.fill([1, 1, 2, 1])
+        yield self.deduplicated()
+        yield self.store.trim(Retention(entries=3), time.time())
+        self.assertEqual(self.rows("SELECT data FROM logsvc_hashes WHERE data IS NOT NULL"),
+                         [(entry(1),)])
+        yield self.store.trim(Retention(entries=1), time.time())
+        self.assertEqual((yield self.store.read(4, 1)), [(4, entry(1))])
+        yield self.fill([5])
+        yield self.deduplicated()
+        yield self.store.trim(Retention(entries=1), time.time())
+        self.assertEqual(self.rows("SELECT idx, last, data FROM logsvc_hashes"),
+                         [(5, 5, None)])
+
+    @inlineCallbacks
+    def test_entriesTrimmedBeforeIndexingAreNeverIndexed(self):
+        """Their later copies are stored anew, never as references to them."""
+        self.patch(pgstore, "INDEX_WHEN_IDLE", 60.0)
+        yield self.fill([1, 2, 3])
+        yield self.store.trim(Retention(entries=1), time.time())
+        yield self.fill([1])
+        with self.store._wakeup:
+            self.patch(pgstore, "INDEX_WHEN_IDLE", 0.0)
+            self.store._wakeup.notify()
+        yield self.deduplicated()
+        self.assertEqual(self.rows("SELECT idx, last FROM logsvc_hashes ORDER BY idx"),
+                         [(3, 3), (4, 4)])
+        self.assertEqual((yield self.store.read(3, 5)), [(3, entry(3)), (4, entry(1))])
+
     @inlineCallbacks
     def test_commitsTakeTurnsWithATrim(self):
         """Appends made while a trim of many steps runs are committed between its

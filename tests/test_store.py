@@ -17,7 +17,9 @@ from zope.interface.verify import verifyObject
 
 from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IJournalStore
+from logsvc import pgstore
 from logsvc.memorystore import MemoryStore
+from logsvc.pgstore import PostgreSQLStore
 from logsvc.sqlite import SQLiteStore, indexer, writer
 from logsvc.store import RecentWrites, canonical
 from logsvc.stores import storeFromString
@@ -210,6 +212,57 @@ class PersistentStoreBehaviour(StoreBehaviour):
             yield self.assertFailure(attempt, StoreError)
 
 
+class DeduplicationBehaviour:
+    """
+    Content addressing, as every deduplicating store shows it: identical content is
+    stored once, however and whenever its copies were written, and reads as before.
+    Mixed in with C{idleModule} and C{stepModule} (where the store keeps
+    C{INDEX_WHEN_IDLE} and C{INDEX_STEP}), C{writer()} (what holds C{_wakeup}),
+    C{deduplicated()} (wait until the
+    indexer has caught up) and C{stored()} (every content the store holds, once per
+    copy of it on disk).
+    """
+
+    @inlineCallbacks
+    def test_identicalContentStoredOnce(self):
+        yield gatherResults([appendOne(self.store, entry(1)) for _ in range(3)])
+        yield self.store.append([entry(2), entry(1)])
+        yield self.deduplicated()
+        self.assertEqual(sorted(self.stored()), [entry(1), entry(2)])
+        self.assertEqual((yield self.store.read(1, 10)),
+                         [(1, entry(1)), (2, entry(1)), (3, entry(1)), (4, entry(2)),
+                          (5, entry(1))])
+
+    @inlineCallbacks
+    def test_lagUntilIndexed(self):
+        """Entries count as lagging from their commit until the indexer has run, which
+        waits for writes to pause."""
+        self.patch(self.idleModule, "INDEX_WHEN_IDLE", 60.0)
+        yield self.store.append([entry(1), entry(1), entry(2)])
+        self.assertEqual((yield self.store.deduplicationLag()), 3)
+        self.assertEqual(sorted(self.stored()), [entry(1), entry(1), entry(2)])
+        with self.writer()._wakeup:
+            self.patch(self.idleModule, "INDEX_WHEN_IDLE", 0.0)
+            self.writer()._wakeup.notify()
+        yield self.deduplicated()
+        self.assertEqual((yield self.store.deduplicationLag()), 0)
+        self.assertEqual(sorted(self.stored()), [entry(1), entry(2)])
+
+    @inlineCallbacks
+    def test_copiesFoundAcrossStepsAndRestarts(self):
+        self.patch(self.stepModule, "INDEX_STEP", 3)
+        for n in [0, 1, 2, 1, 3, 4, 3]:
+            yield appendOne(self.store, entry(n))
+        yield self.deduplicated()
+        yield self.reopen()
+        for n in [4, 0, 3, 5]:
+            yield appendOne(self.store, entry(n))
+        yield self.deduplicated()
+        self.assertEqual(sorted(self.stored()), [entry(n) for n in range(6)])
+        self.assertEqual([data for _, data in (yield self.store.read(1, 20))],
+                         [entry(n) for n in [0, 1, 2, 1, 3, 4, 3, 4, 0, 3, 5]])
+
+
 class RecentWritesTests(unittest.TestCase):
 
     def test_remembersAtLeastTheLastSize(self):
@@ -238,7 +291,13 @@ class MemoryStoreTests(StoreBehaviour, unittest.TestCase):
         return MemoryStore(reactor)
 
 
-class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
+class SQLiteStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour, unittest.TestCase):
+    idleModule = writer
+    stepModule = indexer
+
+    def writer(self):
+        return self.store._writer
+
     def makeStore(self, sync: str = "always"):
         if not hasattr(self, "path"):
             self.path = temporaryPath(self)
@@ -258,6 +317,10 @@ class SQLiteStoreTests(PersistentStoreBehaviour, unittest.TestCase):
         """Every stored record, in index order: entries, or C{=INDEX} references."""
         return [record for (data,) in self.rows("SELECT data FROM chunks ORDER BY first")
                 for record in data.split(b"\n")]
+
+    def stored(self) -> list:
+        return ([record for record in self.records() if record[:1] != b"="]
+                + [data for (data,) in self.rows("SELECT data FROM blobs")])
 
     @inlineCallbacks
     def test_identicalEntriesStoredOnce(self):
@@ -474,13 +537,111 @@ class SQLiteOpenTests(unittest.TestCase):
         self.assertEqual((yield store.read(1, 5)), [(1, entry(1))])
 
 
-class PostgreSQLStoreTests(PersistentStoreBehaviour, unittest.TestCase):
+class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
+                           unittest.TestCase):
     """The same behaviour on PostgreSQL, a fresh database per test."""
 
+    idleModule = stepModule = pgstore
+
+    def writer(self):
+        return self.store
+
     def makeStore(self):
-        from logsvc.pgstore import PostgreSQLStore
         from tests.postgres import sharedCluster, skipUnlessAvailable
         skipUnlessAvailable(self)
         if not hasattr(self, "uri"):
             self.uri = sharedCluster().database()
         return PostgreSQLStore(reactor, self.uri)
+
+    def rows(self, query: str, *args) -> list:
+        """Run one statement in a transaction of its own; its rows, if any."""
+        import psycopg
+        with psycopg.connect(self.uri) as connection:
+            cursor = connection.execute(query, args or None)
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                    for row in cursor] if cursor.description else []
+
+    @inlineCallbacks
+    def deduplicated(self, store=None):
+        """Wait until every node's entries are deduplicated."""
+        while (yield (store or self.store).deduplicationLag()) > 0:
+            yield deferLater(reactor, 0.01, lambda: None)
+
+    def stored(self) -> list:
+        return ([record for (data,) in self.rows("SELECT data FROM logsvc_chunks")
+                 for record in data.split(b"\n") if record != pgstore.REFERENCE]
+                + [data for (data,) in self.rows(
+                    "SELECT data FROM logsvc_hashes WHERE data IS NOT NULL")])
+
+    @inlineCallbacks
+    def test_nodesShareOneIndex(self):
+        """Two stores on one database (two nodes) writing the same entries: each
+        content stored once, whichever node indexed it."""
+        other = PostgreSQLStore(reactor, self.uri)
+        yield other.open()
+        self.addCleanup(other.close)
+        for n in range(6):
+            yield gatherResults([appendOne(store, entry(n % 3))
+                                 for store in (self.store, other)])
+        yield self.deduplicated()
+        yield self.deduplicated(other)
+        self.assertEqual(sorted(self.stored()), [entry(n) for n in range(3)])
+        self.assertEqual([data for _, data in (yield other.read(1, 20))],
+                         [entry(n % 3) for n in range(6) for _ in range(2)])
+
+    @inlineCallbacks
+    def test_followersOnEveryNodeGetEveryCommitOnceInOrder(self):
+        """Two stores on one database writing at once: each one's followers get its
+        own commits and the other's, each entry once, in index order."""
+        other = PostgreSQLStore(reactor, self.uri)
+        yield other.open()
+        self.addCleanup(other.close)
+        seen: dict = {self.store: [], other: []}
+        for store, batches in seen.items():
+            store.follow(batches.extend)
+        yield gatherResults([appendOne(store, entry(n), f"{name}{n}")
+                             for n in range(300) for name, store in zip("ab", seen)])
+        for _ in range(500):
+            if all(len(batches) >= 600 for batches in seen.values()):
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        stored = yield self.store.read(1, 700)
+        self.assertEqual(len(stored), 600)
+        for batches in seen.values():
+            self.assertEqual(batches, stored)
+
+    @inlineCallbacks
+    def test_damagedCopiesReadAsEntryErrors(self):
+        """Content shared by copies that no longer matches its digest, or lost: every
+        copy reads as an error; a damaged copy is never taken as the content."""
+        yield self.store.append([entry(n) for n in [0, 1, 0, 1, 2]])
+        yield self.deduplicated()
+        self.rows("UPDATE logsvc_hashes SET data = %s WHERE data = %s", entry(9), entry(0))
+        self.rows("DELETE FROM logsvc_hashes WHERE data = %s", entry(1))
+        self.assertEqual((yield self.store.read(1, 5)), [
+            (1, EntryError("entry corrupt: content does not match its hash")),
+            (2, EntryError("entry missing")),
+            (3, EntryError("entry corrupt: content does not match its hash")),
+            (4, EntryError("entry missing")),
+            (5, entry(2))])
+
+    @inlineCallbacks
+    def test_versionOneJournalIsUpgraded(self):
+        """A journal from before content addressing and the keyed retry window opens
+        upgraded: it is indexed, and a retry of a write from before gets its index."""
+        yield self.store.append([entry(n) for n in [1, 2, 1]], ["a", "b", "c"])
+        yield self.store.close()
+        self.rows("DROP TABLE logsvc_hashes, logsvc_indexed")
+        self.rows("ALTER TABLE logsvc_writes DROP COLUMN key, ADD PRIMARY KEY (id, digest)")
+        self.rows("UPDATE logsvc_meta SET value = '1' WHERE key = 'schema'")
+        self.store = self.makeStore()
+        yield self.store.open()
+        self.addCleanup(self.store.close)
+        self.assertEqual(self.rows("SELECT value FROM logsvc_meta WHERE key = 'schema'"),
+                         [(str(pgstore.SCHEMA_VERSION),)])
+        yield self.deduplicated()
+        self.assertEqual(sorted(self.stored()), [entry(1), entry(2)])
+        self.assertEqual([data for _, data in (yield self.store.read(1, 5))],
+                         [entry(1), entry(2), entry(1)])
+        self.assertEqual((yield self.store.append([entry(2), entry(1)], ["b", "a"])), [2, 1])
+
