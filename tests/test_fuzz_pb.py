@@ -207,10 +207,12 @@ class PBFuzzTests(TestCase):
         self.assertEqual(hostile.call("subscribe", observer), 1)
         cases = [("clientLog", (123,)), ("clientState", (None,)), ("read", ("x", None)),
                  ("read", (True,)), ("read", (1, 10 ** 40)), ("append", ([1, 2],)),
-                 ("append", ({"x": float("nan")},)), ("append", ({"x": b"bytes"},)), ("subscribe", (1,)),
+                 ("append", ({"x": float("nan")},)), ("append", ({"x": b"bytes"},)),
+                 ("subscribe", (1,)),
                  ("subscribe", (observer, "entry")), ("subscribe", (observer, ["nope"])),
                  ("subscribe", (observer, None, 5)), ("subscribe", (observer, None, None, 0)),
-                 ("subscribe", (observer, None, None, 1.5)), ("unsubscribe", ([],)), ("unsubscribe", ({},)),
+                 ("subscribe", (observer, None, None, 1.5)), ("unsubscribe", ([],)),
+                 ("unsubscribe", ({},)),
                  ("unsubscribe", ("1",)),
                  ("noSuchMethod", ()), ("clientNames", (1, 2, 3)), ("head", (), {"x": 1}),
                  ("logout", ()), ("_lookup", ("x",))]
