@@ -3,8 +3,10 @@ logsvc's HTTP site: a deadline for each request head, because twisted.web's idle
 timeout restarts with every byte received, and a 503 for connections over the cap.
 """
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -33,9 +35,10 @@ class HeadTimeoutChannel(HTTPChannel):
     connections are still closed by the site's idle timeout.
     """
 
+    transport: ITransport
     log = Logger()
     headTimeout = HEAD_TIMEOUT
-    _headDeadline = None
+    _headDeadline: IDelayedCall | None = None
     _timedOut = False
 
     def dataReceived(self, data: bytes) -> None:
@@ -49,7 +52,7 @@ class HeadTimeoutChannel(HTTPChannel):
         self._cancelHeadDeadline()
         super().allHeadersReceived()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeadDeadline()
         super().connectionLost(reason)
 
@@ -75,6 +78,7 @@ def httpSite(resource: IResource, reactor: IReactorTime | None = None) -> Site:
     C{refusal} the connection cap sends past C{--max-connections}.
     """
     site = Site(resource, reactor=reactor)
-    site.protocol = HeadTimeoutChannel
-    site.refusal = _REFUSAL
+    # Twisted types a site's protocol as its HTTP/2-negotiating wrapper, not a channel.
+    site.protocol = HeadTimeoutChannel  # type: ignore[method-assign,assignment]
+    site.refusal = _REFUSAL  # type: ignore[attr-defined]  # read by the cap, not Twisted's
     return site

@@ -8,9 +8,10 @@ for a moment rather than memory for as long as the peer likes.
 """
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 DEFAULT_MAX_CONNECTIONS = 10000
@@ -19,6 +20,8 @@ DEFAULT_MAX_CONNECTIONS = 10000
 
 class _Refusal(Protocol):
     """Says why, then closes; never registered, so it does not count as open."""
+
+    transport: ITransport
 
     def __init__(self, message: bytes):
         self._message = message
@@ -36,10 +39,11 @@ class _CountedConnection(ProtocolWrapper):
     L{ConnectionLimit.closeAll} lets shutdown close the store.
     """
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.wrappedProtocol.connectionLost(reason)
         self.factory.unregisterProtocol(self)
-        self.wrappedProtocol = None
+        # Breaks the reference cycle, as ProtocolWrapper does (Twisted types it not None).
+        self.wrappedProtocol = None  # type: ignore[assignment]
 
 
 class ConnectionLimit(WrappingFactory):
@@ -68,7 +72,8 @@ class ConnectionLimit(WrappingFactory):
         self._refusedInBurst = 0
         self._emptied: list = []  # closeAll() callers waiting for the last connection
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    # A refusal is no wrapper: IProtocolFactory.buildProtocol may return any protocol.
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:  # type: ignore[override]
         if self.connections >= self.maxConnections:
             self.refused += 1
             self._refusedInBurst += 1
@@ -101,7 +106,7 @@ class ConnectionLimit(WrappingFactory):
         """
         if not self.connections:
             return succeed(None)
-        emptied = Deferred()
+        emptied: Deferred[None] = Deferred()
         self._emptied.append(emptied)
         for protocol in list(self.protocols):
             protocol.transport.loseConnection()

@@ -4,13 +4,14 @@ The line service (logatron protocol): ``IAM <name>``, then ``LOG`` and ``SET`` l
 
 import re
 
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from .errors import NameInUse
 from .interfaces import IClientRegistry
-from .producers import PausableFactory
+from .producers import IPausableTransport, PausableFactory
+from .registry import ClientRecord
 
 IDENTIFY_TIMEOUT = 30.0
 
@@ -34,10 +35,11 @@ class LineProtocol(LineReceiver):
     """
 
     log = Logger()
+    transport: IPausableTransport
     delimiter = b"\n"
-    record = None
+    record: ClientRecord | None = None
     _refused = False
-    _timeout = None
+    _timeout: IDelayedCall | None = None
 
     def __init__(self, registry: IClientRegistry, clock: IReactorTime, maxLine: int):
         self._registry = registry
@@ -98,6 +100,7 @@ class LineProtocol(LineReceiver):
 
     def rawDataReceived(self, data: bytes) -> None:
         """Every line after IAM, a received chunk at a time."""
+        assert self.record is not None  # raw mode starts once IAM has connected a record
         self.record.bytes += len(data)
         if self._skipping:
             end = data.find(b"\n")
@@ -160,6 +163,7 @@ class LineProtocol(LineReceiver):
         return True
 
     def _truncated(self, now: float, head: bytes) -> None:
+        assert self.record is not None  # lines after IAM only
         self.log.info("{name}: line longer than {n} bytes truncated",
                       name=self.record.name, n=self.MAX_LENGTH)
         if head.startswith(b"LOG ") or head == b"LOG":
@@ -172,6 +176,7 @@ class LineProtocol(LineReceiver):
         """Handle complete lines; runs of LOG lines go to the registry together."""
         registry = self._registry
         record = self.record
+        assert record is not None  # lines after IAM only
         logs = [line for line in lines if line[:4] == b"LOG "]
         if len(logs) == len(lines):
             self._logs(now, logs)
@@ -227,7 +232,7 @@ class LineFactory(PausableFactory):
         self.clock = clock
         self.maxLine = maxLine
 
-    def buildProtocol(self, addr: IAddress) -> LineProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> LineProtocol:
         protocol = LineProtocol(self.registry, self.clock, self.maxLine)
         protocol.factory = self
         return protocol

@@ -4,9 +4,22 @@ connections then stop reading from their sockets, so TCP slows the senders down 
 of the server buffering without bound.
 """
 
-from twisted.internet.interfaces import IProtocol, IPushProducer
+from typing import Protocol
+
+from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.internet.protocol import ServerFactory
 from zope.interface import implementer
+
+
+class IPausableTransport(ITransport, IPushProducer):
+    """A stream transport that is the push producer of its reading, as TCP's and UNIX's are."""
+
+
+class PausableConnection(Protocol):
+    """What a L{PausableFactory} needs of its protocols."""
+
+    @property
+    def transport(self) -> IPausableTransport: ...
 
 
 @implementer(IPushProducer)
@@ -19,15 +32,15 @@ class PausableFactory(ServerFactory):
     noisy = False
     paused = False
 
-    def __init__(self):
-        self._connected: set = set()
+    def __init__(self) -> None:
+        self._connected: set[PausableConnection] = set()
 
-    def connected(self, protocol: IProtocol) -> None:
+    def connected(self, protocol: PausableConnection) -> None:
         self._connected.add(protocol)
         if self.paused:
             protocol.transport.pauseProducing()
 
-    def disconnected(self, protocol: IProtocol) -> None:
+    def disconnected(self, protocol: PausableConnection) -> None:
         self._connected.discard(protocol)
 
     def pauseProducing(self) -> None:

@@ -4,6 +4,7 @@ that answers from the object it is given.
 """
 
 import json
+from typing import TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -84,7 +85,10 @@ class AsyncResource(Resource):
         return 200, body, JSON_TYPE
 
 
-def _positiveArg(request, name: str, default: int | None) -> int | None:
+_Default = TypeVar("_Default", int, None)
+
+
+def _positiveArg(request, name: str, default: _Default) -> int | _Default:
     values = request.args.get(name.encode())
     if not values:
         return default

@@ -7,7 +7,7 @@ import sys
 from typing import NamedTuple
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamServerEndpoint
 from twisted.python.failure import Failure
@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from .errors import StoreError
 from .interfaces import IClientRegistry, IJournalStore
 from .limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
+from .persistence import RegistryPersistence
 
 
 class ListenerState(NamedTuple):
@@ -36,7 +37,7 @@ class LogService(MultiService):
     already received.
     """
 
-    syslog = None
+    syslog: Service | None = None
     """The L{SyslogClients} when C{--syslog} is on, for /status and /metrics."""
 
     def __init__(self, registry: IClientRegistry, store: IJournalStore, clock: IReactorTime,
@@ -49,7 +50,7 @@ class LogService(MultiService):
         self.maxConnections = maxConnections
         self.startTime = clock.seconds() if startTime is None else startTime
         self.endpoints: dict[str, str] = {}
-        self.persistence = None     # a RegistryPersistence, for stores that persist
+        self.persistence: RegistryPersistence | None = None  # for stores that persist
 
     def addListener(self, name: str, description: str, endpoint: IStreamServerEndpoint,
                     factory: IProtocolFactory) -> None:
@@ -67,7 +68,7 @@ class LogService(MultiService):
     def listening(self, name: str) -> bool:
         """True when the named listener's port is bound right now."""
         waiting = self.getServiceNamed(name)._waitingForPort
-        return (self.running and waiting is not None and waiting.called
+        return (bool(self.running) and waiting is not None and waiting.called
                 and not isinstance(waiting.result, Failure))
 
     def listenerStates(self) -> dict[str, ListenerState]:
@@ -106,7 +107,7 @@ class LogService(MultiService):
         # twistd re-raises a terminating signal once stopped (exit status -15); a clean
         # stop on SIGTERM is a success, so report it as exit 0.
         if getattr(self.clock, "_exitSignal", None) is not None:
-            self.clock._exitSignal = None
+            setattr(self.clock, "_exitSignal", None)  # a reactor's, not in IReactorTime
         stopped = super().stopService()
         stopped.addBoth(lambda _: DeferredList(
             [listener.factory.closeAll(self.clock) for listener in self.listeners()]))

@@ -19,12 +19,13 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import LoopingCall
+from twisted.internet.udp import Port
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .errors import NameInUse
 from .interfaces import IClientRegistry
-from .producers import PausableFactory
+from .producers import IPausableTransport, PausableFactory
 from .syslogformat import FACILITIES, SEVERITIES, Framing, parse
 
 QUIET_PERIOD = 300.0
@@ -71,15 +72,15 @@ class SyslogClients(Service):
         self.quiet = quiet
         self.maxOnline = maxOnline
         self._online: OrderedDict = OrderedDict()  # name -> [record, last seen], quietest first
-        self._sweeper = None
+        self._sweeper: LoopingCall | None = None
         self.counters = {"messages": 0, "malformed": 0, "truncated": 0, "refused": 0,
                          "bytes": 0}
 
     def startService(self) -> None:
         super().startService()
-        self._sweeper = LoopingCall(self.sweep)
-        self._sweeper.clock = self._clock
-        self._sweeper.start(SWEEP_INTERVAL, now=False)
+        sweeper = self._sweeper = LoopingCall(self.sweep)
+        sweeper.clock = self._clock
+        sweeper.start(SWEEP_INTERVAL, now=False)
 
     def stopService(self) -> None:
         super().stopService()
@@ -117,6 +118,7 @@ class SyslogClients(Service):
                  truncated: bool = False) -> None:
         if not run:
             return
+        assert name is not None  # every message of a run has its client's name
         record = self._record(name, now)
         if record is None:
             self.counters["refused"] += len(run)
@@ -135,6 +137,7 @@ class SyslogClients(Service):
             counters["malformed"] += 1
             fields["malformed"] = True
         else:
+            assert message.facility is not None and message.severity is not None  # well formed
             fields["facility"] = FACILITIES[message.facility]
             fields["severity"] = SEVERITIES[message.severity]
             if message.timestamp is not None:
@@ -188,6 +191,8 @@ def _peerHost(address) -> str:
 class SyslogStreamProtocol(Protocol):
     """Per-connection state only: the framing of this sender's stream."""
 
+    transport: IPausableTransport
+
     def __init__(self, clients: SyslogClients, maxMessage: int):
         self._clients = clients
         self._framing = Framing(maxMessage)
@@ -217,7 +222,7 @@ class SyslogStreamFactory(PausableFactory):
         self.clients = clients
         self.maxMessage = maxMessage
 
-    def buildProtocol(self, addr: IAddress) -> SyslogStreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> SyslogStreamProtocol:
         protocol = SyslogStreamProtocol(self.clients, self.maxMessage)
         protocol.factory = self
         return protocol
@@ -230,6 +235,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
     drops datagrams, as it does for any UDP receiver that falls behind.
     """
 
+    transport: Port | None  # listenUDP's port, which stops and starts reading
     noisy = False
     paused = False
 
@@ -300,7 +306,7 @@ def datagramAddress(description: str) -> tuple[int, str] | None:
     return int(port), interface
 
 
-def syslogListener(reactor, description: str, clients: SyslogClients | None,
+def syslogListener(reactor, description: str, clients: SyslogClients,
                    maxMessage: int) -> tuple:
     """
     C{(endpoint, factory, producer)} for C{--syslog}: UDP for C{udp:...}, otherwise a

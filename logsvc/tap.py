@@ -9,6 +9,7 @@ import sys
 
 from twisted.cred import credentials, strcred
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
+from twisted.internet.interfaces import IPushProducer
 from twisted.python import usage
 
 from .auth import checkerFromString, makePortal
@@ -28,7 +29,7 @@ from .retention import Retention, RetentionService, parseDuration, parseSize
 from .service import LogService, exitWithError
 from .stores import storeFromString
 from .producers import ProducerGroup
-from .sysloglistener import SyslogClients, syslogListener
+from .sysloglistener import SyslogClients, datagramAddress, syslogListener
 from .web import httpResource, rootResource
 
 
@@ -134,7 +135,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["syslog"] = endpointDescription(self["syslog"])
         if self["syslog"] is not None:
             try:
-                syslogListener(_reactor(), self["syslog"], None, 1)
+                if datagramAddress(self["syslog"]) is None:  # a stream endpoint
+                    serverFromString(_reactor(), self["syslog"])
             except (ValueError, TypeError, KeyError) as e:
                 raise usage.UsageError(f"--syslog: malformed endpoint {self['syslog']!r}: {e}")
         if self["sync"] not in ("always", "os"):
@@ -189,7 +191,7 @@ def makeService(config, reactor=None) -> LogService:
         journalReaders = journal.readers
         service.addListener("journal", config["journal"],
                             serverFromString(reactor, config["journal"]), journal)
-    producer = lineFactory
+    producer: IPushProducer = lineFactory
     if config["syslog"] is not None:
         producer = _addSyslog(service, config, reactor, producer)
     if config["journal-lines"]:
