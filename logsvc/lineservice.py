@@ -42,6 +42,7 @@ class LineProtocol(Protocol):
         self._timeout = self._clock.callLater(IDENTIFY_TIMEOUT, self._identifyTimedOut)
 
     def connectionLost(self, reason=None) -> None:
+        self._lost = True
         self.factory.disconnected(self)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
@@ -63,9 +64,14 @@ class LineProtocol(Protocol):
 
     _dead = False
     _unattributed = 0  # bytes received before IAM, counted once the name is known
+    _held = None       # while the name's claim is on its way: what came meanwhile
+    _lost = False
 
     def dataReceived(self, data: bytes) -> None:
         if self._dead:
+            return
+        if self._held is not None:
+            self._held.append(lambda: self.dataReceived(data))
             return
         if self.record is not None:
             self.record.bytes += len(data)
@@ -100,6 +106,8 @@ class LineProtocol(Protocol):
                 self._identify(truncatedTail)
                 return
             if not self._identify(lines[0]):
+                if self._held is not None:
+                    self._held.append(lambda: self._handle(lines[1:], truncatedTail))
                 return
             del lines[0]
         if lines and len(max(lines, key=len)) > maxLine:
@@ -129,16 +137,37 @@ class LineProtocol(Protocol):
             self._refuse("invalid name: 1-128 of letters, digits, _ - .")
             return False
         name = name.decode("ascii")
-        try:
-            self.record = self._registry.connect(name)
-        except NameInUse:
-            self.log.info("{peer} refused: {name} is already connected",
-                          peer=self.transport.getPeer(), name=name)
-            self._refuse(f"name in use: {name}")
-            return False
-        self.record.bytes += self._unattributed
-        self.log.info("{name} connected from {peer}", name=name, peer=self.transport.getPeer())
-        return True
+        claimed = self._registry.claim(name).addCallbacks(self._claimed, self._inUse,
+                                                          errbackArgs=(name,))
+        if self.record is None and not self._dead:
+            # Another node is asked (off the reactor): hold what comes meanwhile.
+            self._held = []
+            self.transport.pauseProducing()
+            claimed.addCallback(self._release)
+        return self.record is not None
+
+    def _claimed(self, record) -> None:
+        self.record = record
+        record.bytes += self._unattributed
+        self.log.info("{name} connected from {peer}", name=record.name,
+                      peer=self.transport.getPeer())
+        if self._lost:
+            self._registry.disconnect(record)
+
+    def _inUse(self, failure, name: str) -> None:
+        failure.trap(NameInUse)
+        self.log.info("{peer} refused: {name} is already connected",
+                      peer=self.transport.getPeer(), name=name)
+        self._refuse(f"name in use: {name}")
+
+    def _release(self, _) -> None:
+        held, self._held = self._held, None
+        if self._dead or self._lost:
+            return
+        if not self.factory.paused:
+            self.transport.resumeProducing()
+        for then in held:
+            then()
 
     def _truncated(self, now: float, head: bytes) -> None:
         self.log.info("{name}: line longer than {n} bytes truncated",

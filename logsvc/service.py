@@ -24,6 +24,9 @@ class LogService(MultiService):
     syslog = None
     """The L{SyslogClients} when C{--syslog} is on, for /status and /metrics."""
 
+    nodeName = None
+    """C{--node-name}, if given (see L{logsvc.nodes.nodeName})."""
+
     def __init__(self, registry, store, clock, startTime: float | None = None,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS):
         super().__init__()

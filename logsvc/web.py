@@ -17,6 +17,7 @@ from . import __version__
 from .errors import NoSuchClient, Trimmed
 from .journal import entryLines
 from .metrics import ServiceMetrics
+from .nodes import nodeName
 from .stream import StreamResource
 
 JOURNAL_PAGE = 100
@@ -119,7 +120,7 @@ class StatusResource(AsyncResource):
     async def respond(self, request) -> dict:
         service = self.service
         syslog = {} if service.syslog is None else {"syslog": service.syslog.status()}
-        return {**syslog, "version": __version__,
+        return {**syslog, "version": __version__, "node": nodeName(service),
                 "uptime": service.clock.seconds() - service.startTime,
                 "clients": service.registry.counts(),
                 "lines": service.registry.totalLines,
@@ -215,8 +216,9 @@ class HealthResource(AsyncResource):
         journal = {"first": await service.store.first(), "head": await service.store.head()}
         if problems:
             raise HTTPError(503, "; ".join(problems), listeners=listeners, store=store,
-                            **journal)
-        return {"status": "ok", "listeners": listeners, "store": store, **journal}
+                            node=nodeName(service), **journal)
+        return {"status": "ok", "node": nodeName(service), "listeners": listeners,
+                "store": store, **journal}
 
 
 class MetricsResource(AsyncResource):

@@ -1,0 +1,478 @@
+"""
+Several nodes, one view of every client (C{--store postgresql://...}).
+
+Each node keeps its own clients' records and saves the changed ones once per tick
+(L{logsvc.persistence}); here the nodes share the rest through the database:
+
+  - a name online on one node is refused on the others: a line client's name is a
+    session-level advisory lock on this node's connection, which PostgreSQL releases
+    when that connection dies, with the node;
+  - every node reads the rows other nodes saved (a notification after each save, and
+    a poll), so any node answers about any client, at most about a tick behind;
+  - each node holds an advisory lock of its own and beats a heartbeat; a node whose
+    lock is free or whose heartbeat is stale is dead, and the first node to see it
+    marks its clients offline (rings kept);
+  - line events of this node's clients are sent on a channel, batched per tick, to the
+    PB and WebSocket subscribers of every other node.
+"""
+
+import json
+import socket
+import threading
+import uuid
+
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from .errors import StoreError
+from .interfaces import IEventObserver
+from .persistence import (CHANGES_CHANNEL, CLIENTS_LOCK, PostgreSQLClients,
+                          RegistryPersistence, SQLiteClients, createClients)
+
+HEARTBEAT = 1.0
+"""Seconds between a node's heartbeats, each followed by a look for dead nodes."""
+
+STALE = 5.0
+"""A node whose heartbeat is older than this (seconds) is dead, even if its lock is held
+(a lost network can leave its connection open on the server for minutes)."""
+
+EVENTS_TICK = 0.1
+"""Seconds between batches of this node's events sent to the other nodes."""
+
+EVENTS_PENDING = 20_000
+"""Events waiting for the next batch, at most; more are dropped (and counted)."""
+
+EVENTS_CHANNEL = "logsvc_events"
+
+PAYLOAD_BYTES = 7900
+"""Largest notification payload sent (PostgreSQL's limit is 8000 bytes)."""
+
+NODE_LOCKS = 0x6C6F6E64
+"""The first key of every node's advisory lock (the second is its key)."""
+
+POLL = 1.0
+"""Seconds the listening thread waits for a notification before reading anyway."""
+
+BACKOFF = (0.1, 2.0)
+
+
+def nodeName(service) -> str:
+    """C{--node-name}, or this host's name and the line service's port."""
+    if getattr(service, "nodeName", None):
+        return service.nodeName
+    port = service.endpoints.get("port", "")
+    if service.listening("port"):
+        port = service.getServiceNamed("port")._waitingForPort.result.getHost().port
+    return f"{socket.gethostname()}:{port}"
+
+
+def persistenceFor(registry, description: str, clock):
+    """What keeps the registry for a C{--store}: None for C{memory:}."""
+    from .pgstore import isPostgreSQL
+    if isPostgreSQL(description):
+        node = uuid.uuid4().hex
+        return SharedRegistry(registry, PostgreSQLClients(description, node),
+                              PostgreSQLNodes(description, node), clock)
+    if description.startswith("sqlite:"):
+        return RegistryPersistence(registry, SQLiteClients(description[len("sqlite:"):]),
+                                   clock)
+    return None
+
+
+def payloads(node: str, events: list, limit: int = PAYLOAD_BYTES) -> list:
+    """
+    C{events} as notification payloads of at most C{limit} UTF-8 bytes, in order:
+    C{{"node": node, "events": [[kind, name, time, fields], ...]}}.  An event too
+    large for one payload has its message (or value) cut to fit and is marked
+    C{truncated}.
+    """
+    head = len(json.dumps({"node": node, "events": []}).encode())
+    found, batch, size = [], [], head
+    for event in events:
+        encoded = json.dumps(event, ensure_ascii=False)
+        length = len(encoded.encode())
+        if head + length > limit:
+            encoded, length = _cut(event, limit - head)
+        if batch and size + length + 1 > limit:
+            found.append(_payload(node, batch))
+            batch, size = [], head
+        batch.append(encoded)
+        size += length + 1
+    if batch:
+        found.append(_payload(node, batch))
+    return found
+
+
+def _payload(node: str, encoded: list) -> str:
+    return '{"node": %s, "events": [%s]}' % (json.dumps(node), ",".join(encoded))
+
+
+def _cut(event: list, budget: int) -> tuple:
+    kind, name, time, fields = event
+    key = "message" if "message" in fields else "value" if "value" in fields else None
+    text = fields[key] if key else ""
+    while True:
+        cut = {**fields, key: text} if key else {}
+        encoded = json.dumps([kind, name, time, {**cut, "truncated": True}],
+                             ensure_ascii=False)
+        length = len(encoded.encode())
+        if length <= budget or not text:
+            return encoded, length
+        text = text[:max(0, len(text) - (length - budget))]
+
+
+@implementer(IEventObserver)
+class SharedRegistry(RegistryPersistence):
+    """
+    The registry's persistence on PostgreSQL and its part in the cluster: the name
+    claims the registry asks for, heartbeats and the look for dead nodes, the records
+    and events of other nodes' clients.  C{run(f, *args)} runs blocking work off the
+    reactor (one thread, so claims, releases and heartbeats keep their order).
+    """
+
+    log = Logger()
+
+    def __init__(self, registry, backend: PostgreSQLClients, nodes: "PostgreSQLNodes",
+                 clock, run=None):
+        super().__init__(registry, backend, clock)
+        self._nodes = nodes
+        self._nodePool = ThreadPool(minthreads=1, maxthreads=1, name="logsvc-nodes")
+        self._run = run or (lambda f, *args: deferToThreadPool(clock, self._nodePool, f,
+                                                               *args))
+        self._heartbeat = LoopingCall(self.beat)
+        self._heartbeat.clock = clock
+        self._beating = None
+        self._events: list = []
+        self.droppedEvents = 0
+        self._sending = None
+        self._sender = LoopingCall(self.sendEvents)
+        self._sender.clock = clock
+        self._listener = None
+        self._unreachable = False
+
+    def open(self) -> None:
+        """Synchronously: join the cluster, sweep dead nodes, load every record."""
+        self._nodes.open()
+        super().open()
+        for name, record, online in self._backend.others:
+            self._registry.applyRemote(name, json.loads(record), online)
+        self._registry.names = self
+        self._registry.addObserver(self, localOnly=True)
+        self._nodePool.start()
+        self._heartbeat.start(HEARTBEAT, now=False)
+        self._sender.start(EVENTS_TICK, now=False)
+        self._listener = Listener(self._nodes.uri, self._backend.version, self._clock,
+                                  self._nodes.node, self.remoteRows,
+                                  self._registry.remoteEvents)
+        self._listener.start()
+
+    # Names (the registry's claims)
+
+    def claim(self, name: str):
+        """Deferred firing with True once this node holds C{name}, False if another does."""
+        return self._run(self._nodes.lock, name)
+
+    def release(self, name: str) -> None:
+        self._run(self._nodes.unlock, name).addErrback(lambda _: None)
+
+    # Heartbeats and dead nodes
+
+    def beat(self):
+        """Beat, then mark dead nodes' clients offline; Deferred."""
+        if self._beating is not None:
+            return self._beating
+        self._beating = self._run(self._nodes.beat, self._registry.claimedNames(), STALE)
+        self._beating.addCallbacks(self._beaten, self._notBeaten)
+        return self._beating
+
+    def _beaten(self, result: tuple) -> None:
+        self._beating = None
+        swept, dead = result
+        if self._unreachable:
+            self._unreachable = False
+            self.log.info("the cluster's database is reachable again")
+        if swept:
+            # Other nodes took this one for dead: say again what is online here.
+            self.log.warn("this node was taken for dead; its clients are saved again")
+            self._registry.resave()
+        if dead:
+            self.log.info("marked offline the clients of {n} dead node(s)", n=dead)
+
+    def _notBeaten(self, failure) -> None:
+        self._beating = None
+        if not self._unreachable:
+            self._unreachable = True
+            self.log.error("heartbeat failed: {error}", error=failure.getErrorMessage())
+
+    def remoteRows(self, rows: list) -> None:
+        """Records saved by any node: C{(name, record JSON, online elsewhere)}."""
+        for name, record, online in rows:
+            self._registry.applyRemote(name, json.loads(record), online)
+
+    # This node's events, for the other nodes
+
+    def logged(self, name: str, time: float, messages: list, truncated: bool,
+               fields: list | None = None) -> None:
+        room = EVENTS_PENDING - len(self._events)
+        if room < len(messages):
+            self.droppedEvents += len(messages) - max(room, 0)
+            messages = messages[:max(room, 0)]
+        extra = {"truncated": True} if truncated else {}
+        for n, message in enumerate(messages):
+            self._events.append(["log", name, time, {
+                "message": message, **(extra if fields is None else fields[n])}])
+
+    def event(self, kind: str, name: str, time: float, fields: dict) -> None:
+        if len(self._events) >= EVENTS_PENDING:
+            self.droppedEvents += 1
+            return
+        self._events.append([kind, name, time, fields])
+
+    def sendEvents(self):
+        """Send the events since the last batch; Deferred."""
+        if self._sending is not None or not self._events:
+            return self._sending
+        events, self._events = self._events, []
+        self._sending = self._run(self._nodes.publish, events)
+        self._sending.addBoth(self._sent)
+        return self._sending
+
+    def _sent(self, result) -> None:
+        self._sending = None
+        if hasattr(result, "getErrorMessage"):
+            self.log.warn("events not sent to other nodes: {error}",
+                          error=result.getErrorMessage())
+
+    def close(self):
+        """Save everything (offline), leave the cluster, stop the threads."""
+        for loop in (self._heartbeat, self._sender):
+            if loop.running:
+                loop.stop()
+        self._registry.removeObserver(self)
+        closing = super().close()
+        closing.addBoth(lambda _: self._leave())
+        return closing
+
+    def _leave(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        if self._nodePool.started:
+            self._nodePool.stop()
+        self._nodes.close()
+
+
+class PostgreSQLNodes:
+    """
+    This node's own connection (thread side): it holds the node's lock and the
+    locks of the names online here, beats the heartbeat, sweeps dead nodes and
+    sends events.  If it breaks, the locks went with it: a new connection takes
+    them again.
+    """
+
+    log = Logger()
+
+    def __init__(self, uri: str, node: str, name: str | None = None):
+        self.uri = uri
+        self.node = node
+        self.name = name or socket.gethostname()
+        self._connection = None
+        self._fresh = False     # the connection is new: the names' locks are gone
+
+    def _connect(self):
+        from .pgstore import _connect
+        connection = self._connection
+        if connection is not None and not connection.closed and not connection.broken:
+            return connection
+        self._connection = connection = _connect(self.uri, autocommit=True)
+        self._fresh = True
+        createClients(connection)
+        with connection.transaction():
+            connection.execute(
+                "INSERT INTO logsvc_nodes (node, name, key, heartbeat) VALUES"
+                " (%s, %s, hashtext(%s), now()) ON CONFLICT (node) DO NOTHING",
+                (self.node, self.name, self.node))
+        connection.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                           (NODE_LOCKS, self.node))
+        return connection
+
+    def open(self) -> None:
+        """Join the cluster and sweep nodes that died (at start-up, before clients)."""
+        import psycopg
+        try:
+            self.sweep(STALE)
+        except (psycopg.Error, StoreError) as e:
+            raise StoreError(f"cannot join the cluster in postgresql: "
+                             f"{' '.join(str(e).split())}") from None
+        self._fresh = False
+
+    def lock(self, name: str) -> bool:
+        return self._connect().execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+            ("logsvc-name:" + name,)).fetchone()[0]
+
+    def unlock(self, name: str) -> None:
+        self._connect().execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                                ("logsvc-name:" + name,))
+
+    def beat(self, claimed: list, stale: float) -> tuple:
+        """
+        Beat; C{(swept, dead)}: whether another node had swept this one (its
+        clients must be saved again) and how many dead nodes this call swept.
+        """
+        connection = self._connect()
+        if self._fresh:
+            # A new connection: take again the names claimed here.
+            self._fresh = False
+            connection.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended('logsvc-name:' || n, 0))"
+                " FROM unnest(%s::text[]) AS n", (claimed,))
+        with connection.transaction():
+            row = connection.execute(
+                "SELECT swept FROM logsvc_nodes WHERE node = %s FOR UPDATE",
+                (self.node,)).fetchone()
+            connection.execute(
+                "INSERT INTO logsvc_nodes (node, name, key, heartbeat) VALUES"
+                " (%s, %s, hashtext(%s), now()) ON CONFLICT (node) DO UPDATE"
+                " SET heartbeat = now(), swept = false", (self.node, self.name, self.node))
+        return (row is None or row[0]), self.sweep(stale)
+
+    def sweep(self, stale: float) -> int:
+        """Mark offline the clients of every dead node not swept yet; how many nodes."""
+        connection = self._connect()
+        dead = [node for node, in connection.execute(DEAD, {
+            "me": self.node, "stale": stale, "locks": NODE_LOCKS})]
+        if not dead:
+            return 0
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (CLIENTS_LOCK,))
+            for statement in SWEEP:
+                connection.execute(statement, {"dead": dead})
+            connection.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self.node))
+        self.log.info("nodes {nodes} are dead: their clients are offline", nodes=dead)
+        return len(dead)
+
+    def publish(self, events: list) -> None:
+        connection = self._connect()
+        with connection.transaction():
+            for payload in payloads(self.node, events):
+                connection.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, payload))
+
+    def close(self) -> None:
+        """Leave the cluster: this node's row goes, and with the connection its locks."""
+        if self._connection is None or self._connection.closed:
+            return
+        try:
+            if not self._connection.broken:
+                self._connection.execute("DELETE FROM logsvc_nodes WHERE node = %s",
+                                         (self.node,))
+        except Exception as e:
+            self.log.warn("could not leave the cluster cleanly: {error}", error=e)
+        self._connection.close()
+
+
+DEAD = """
+SELECT node FROM logsvc_nodes n
+WHERE NOT swept AND node <> %(me)s
+AND (heartbeat < now() - %(stale)s * interval '1 second'
+     OR NOT EXISTS (SELECT 1 FROM pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                    AND l.database = (SELECT oid FROM pg_database
+                                      WHERE datname = current_database())
+                    AND l.classid = %(locks)s::bigint::oid
+                    AND l.objid = (n.key::bigint & 4294967295)::oid))
+"""
+"""Nodes that are dead: their lock is free, or their heartbeat is stale."""
+
+SWEEP = (
+    "UPDATE logsvc_clients c SET node = NULL, writer = NULL,"
+    " version = nextval('logsvc_clients_version'),"
+    " record = (c.record::jsonb || jsonb_build_object('online', false,"
+    " 'disconnectedAt', extract(epoch FROM n.heartbeat)::float8))::text"
+    " FROM logsvc_nodes n WHERE c.node = n.node AND n.node = ANY(%(dead)s)",
+    "UPDATE logsvc_nodes SET swept = true WHERE node = ANY(%(dead)s)",
+    "DELETE FROM logsvc_nodes WHERE swept AND heartbeat < now() - interval '1 day'",
+)
+
+
+class Listener:
+    """
+    A thread that hears other nodes' saves and events: after a save notification (or
+    a poll), it reads the rows changed since the last read and hands them to
+    C{onRows} on the reactor; event batches of other nodes go to C{onEvents}.
+    """
+
+    log = Logger()
+
+    def __init__(self, uri: str, version: int, reactor, node: str, onRows, onEvents):
+        self._uri = uri
+        self._version = version
+        self._reactor = reactor
+        self._node = node
+        self._onRows = onRows
+        self._onEvents = onEvents
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="logsvc-cluster",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(POLL + 5)
+
+    def _loop(self) -> None:
+        import psycopg
+        from .pgstore import _connect, _describe
+        wait = BACKOFF[0]
+        while not self._stopping.is_set():
+            try:
+                connection = _connect(self._uri, autocommit=True)
+            except StoreError as e:
+                self.log.warn("cannot hear other nodes: {error}", error=e)
+                self._stopping.wait(wait)
+                wait = min(wait * 2, BACKOFF[1])
+                continue
+            wait = BACKOFF[0]
+            try:
+                connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+                connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+                self._read(connection)
+                while not self._stopping.is_set():
+                    # The generator holds the connection: finish it before querying.
+                    heard = list(connection.notifies(timeout=POLL, stop_after=1))
+                    if heard:
+                        heard += connection.notifies(timeout=0.001, stop_after=1000)
+                    changed = not heard
+                    for notification in heard:
+                        if notification.channel == EVENTS_CHANNEL:
+                            self._events(notification.payload)
+                        else:
+                            changed = True
+                    if changed:
+                        self._read(connection)
+            except psycopg.Error as e:
+                if not self._stopping.is_set():
+                    self.log.warn("hearing other nodes interrupted: {error}",
+                                  error=_describe(e))
+                    self._stopping.wait(BACKOFF[0])
+            finally:
+                connection.close()
+
+    def _read(self, connection) -> None:
+        rows = connection.execute(
+            "SELECT name, record, node IS NOT NULL, version FROM logsvc_clients"
+            " WHERE version > %(version)s AND writer IS DISTINCT FROM %(node)s"
+            " ORDER BY version", {"node": self._node, "version": self._version}).fetchall()
+        if rows:
+            self._version = rows[-1][3]
+            self._reactor.callFromThread(self._onRows, [row[:3] for row in rows])
+
+    def _events(self, payload: str) -> None:
+        batch = json.loads(payload)
+        if batch["node"] != self._node:
+            self._reactor.callFromThread(self._onEvents, batch["events"])
