@@ -21,6 +21,7 @@ import socket
 import threading
 import uuid
 
+from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -121,7 +122,8 @@ def _cut(event: list, budget: int) -> tuple:
         length = len(encoded.encode())
         if length <= budget or not text:
             return encoded, length
-        text = text[:max(0, len(text) - (length - budget))]
+        perByte = len(text) / len(text.encode())
+        text = text[:max(0, len(text) - int((length - budget) * perByte) - 1)]
 
 
 @implementer(IEventObserver)
@@ -137,11 +139,11 @@ class SharedRegistry(RegistryPersistence):
 
     def __init__(self, registry, backend: PostgreSQLClients, nodes: "PostgreSQLNodes",
                  clock, run=None):
-        super().__init__(registry, backend, clock)
+        super().__init__(registry, backend, clock, run)
         self._nodes = nodes
         self._nodePool = ThreadPool(minthreads=1, maxthreads=1, name="logsvc-nodes")
-        self._run = run or (lambda f, *args: deferToThreadPool(clock, self._nodePool, f,
-                                                               *args))
+        self._runNodes = run or (lambda f, *args: deferToThreadPool(
+            clock, self._nodePool, f, *args))
         self._heartbeat = LoopingCall(self.beat)
         self._heartbeat.clock = clock
         self._beating = None
@@ -152,6 +154,7 @@ class SharedRegistry(RegistryPersistence):
         self._sender.clock = clock
         self._listener = None
         self._unreachable = False
+        self._leaving = None
 
     def open(self) -> None:
         """Synchronously: join the cluster, sweep dead nodes, load every record."""
@@ -164,19 +167,17 @@ class SharedRegistry(RegistryPersistence):
         self._nodePool.start()
         self._heartbeat.start(HEARTBEAT, now=False)
         self._sender.start(EVENTS_TICK, now=False)
-        self._listener = Listener(self._nodes.uri, self._backend.version, self._clock,
-                                  self._nodes.node, self.remoteRows,
-                                  self._registry.remoteEvents)
-        self._listener.start()
+        self._listener = self._nodes.listen(self._clock, self._backend.version,
+                                            self.remoteRows, self._registry.remoteEvents)
 
     # Names (the registry's claims)
 
     def claim(self, name: str):
         """Deferred firing with True once this node holds C{name}, False if another does."""
-        return self._run(self._nodes.lock, name)
+        return self._runNodes(self._nodes.lock, name)
 
     def release(self, name: str) -> None:
-        self._run(self._nodes.unlock, name).addErrback(lambda _: None)
+        self._runNodes(self._nodes.unlock, name).addErrback(lambda _: None)
 
     # Heartbeats and dead nodes
 
@@ -184,9 +185,10 @@ class SharedRegistry(RegistryPersistence):
         """Beat, then mark dead nodes' clients offline; Deferred."""
         if self._beating is not None:
             return self._beating
-        self._beating = self._run(self._nodes.beat, self._registry.claimedNames(), STALE)
-        self._beating.addCallbacks(self._beaten, self._notBeaten)
-        return self._beating
+        self._beating = beating = self._runNodes(self._nodes.beat,
+                                                 self._registry.claimedNames(), STALE)
+        beating.addCallbacks(self._beaten, self._notBeaten)
+        return beating
 
     def _beaten(self, result: tuple) -> None:
         self._beating = None
@@ -236,9 +238,9 @@ class SharedRegistry(RegistryPersistence):
         if self._sending is not None or not self._events:
             return self._sending
         events, self._events = self._events, []
-        self._sending = self._run(self._nodes.publish, events)
-        self._sending.addBoth(self._sent)
-        return self._sending
+        self._sending = sending = self._runNodes(self._nodes.publish, events)
+        sending.addBoth(self._sent)
+        return sending
 
     def _sent(self, result) -> None:
         self._sending = None
@@ -247,14 +249,19 @@ class SharedRegistry(RegistryPersistence):
                           error=result.getErrorMessage())
 
     def close(self):
-        """Save everything (offline), leave the cluster, stop the threads."""
+        """Send the last events, save everything, leave the cluster (once)."""
+        if self._leaving is not None:
+            return self._leaving
         for loop in (self._heartbeat, self._sender):
             if loop.running:
                 loop.stop()
         self._registry.removeObserver(self)
-        closing = super().close()
-        closing.addBoth(lambda _: self._leave())
-        return closing
+        sent = self._sending or succeed(None)
+        sent.addBoth(lambda _: self.sendEvents())
+        sent.addBoth(lambda _: super(SharedRegistry, self).close())
+        sent.addBoth(lambda _: self._leave())
+        self._leaving = sent
+        return sent
 
     def _leave(self) -> None:
         if self._listener is not None:
@@ -354,6 +361,12 @@ class PostgreSQLNodes:
             connection.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self.node))
         self.log.info("nodes {nodes} are dead: their clients are offline", nodes=dead)
         return len(dead)
+
+    def listen(self, reactor, version: int, onRows, onEvents) -> "Listener":
+        """Hear the other nodes from C{version} on, in a thread of its own."""
+        listener = Listener(self.uri, version, reactor, self.node, onRows, onEvents)
+        listener.start()
+        return listener
 
     def publish(self, events: list) -> None:
         connection = self._connect()

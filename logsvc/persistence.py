@@ -169,15 +169,20 @@ def createClients(connection) -> None:
 
 
 class RegistryPersistence:
-    """Restores the registry at start-up and writes its changed records once per tick."""
+    """
+    Restores the registry at start-up and writes its changed records once per tick.
+    C{run(f, *args)} runs the backend's blocking calls off the reactor (a thread of
+    its own unless given: tests run them in place).
+    """
 
     log = Logger()
 
-    def __init__(self, registry, backend, clock):
+    def __init__(self, registry, backend, clock, run=None):
         self._registry = registry
         self._backend = backend
         self._clock = clock
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="logsvc-clients")
+        self._run = run or (lambda f, *args: deferToThreadPool(clock, self._pool, f, *args))
         self._loop = LoopingCall(self.flush)
         self._loop.clock = clock
         self._saving = None
@@ -199,8 +204,7 @@ class RegistryPersistence:
         if not changed and not gone:
             return succeed(None)
         rows = [(name, json.dumps(state), state["online"]) for name, state in changed]
-        self._saving = deferToThreadPool(self._clock, self._pool, self._backend.save,
-                                         rows, gone)
+        self._saving = self._run(self._backend.save, rows, gone)
         self._saving.addCallbacks(self._saved, self._notSaved,
                                   errbackArgs=(changed, gone))
         return self._saving
