@@ -19,6 +19,7 @@ Each node keeps its own clients' records and saves the changed ones once per tic
 import json
 import socket
 import threading
+import time
 import uuid
 
 from twisted.internet.defer import succeed
@@ -83,14 +84,15 @@ def persistenceFor(registry, description: str, clock):
     return None
 
 
-def payloads(node: str, events: list, limit: int = PAYLOAD_BYTES) -> list:
+def payloads(node: str, events: list, limit: int = PAYLOAD_BYTES, seq: int = 0) -> list:
     """
     C{events} as notification payloads of at most C{limit} UTF-8 bytes, in order:
-    C{{"node": node, "events": [[kind, name, time, fields], ...]}}.  An event too
-    large for one payload has its message (or value) cut to fit and is marked
-    C{truncated}.
+    C{{"node": node, "seq": n, "events": [[kind, name, time, fields], ...]}}, C{n}
+    counting up from C{seq} (PostgreSQL delivers identical payloads of one
+    transaction once).  An event too large for one payload has its message (or
+    value) cut to fit and is marked C{truncated}.
     """
-    head = len(json.dumps({"node": node, "events": []}).encode())
+    head = len(_payload(node, 2 ** 63, []).encode())
     found, batch, size = [], [], head
     for event in events:
         encoded = json.dumps(event, ensure_ascii=False)
@@ -98,17 +100,18 @@ def payloads(node: str, events: list, limit: int = PAYLOAD_BYTES) -> list:
         if head + length > limit:
             encoded, length = _cut(event, limit - head)
         if batch and size + length + 1 > limit:
-            found.append(_payload(node, batch))
+            found.append(_payload(node, seq + len(found), batch))
             batch, size = [], head
         batch.append(encoded)
         size += length + 1
     if batch:
-        found.append(_payload(node, batch))
+        found.append(_payload(node, seq + len(found), batch))
     return found
 
 
-def _payload(node: str, encoded: list) -> str:
-    return '{"node": %s, "events": [%s]}' % (json.dumps(node), ",".join(encoded))
+def _payload(node: str, seq: int, encoded: list) -> str:
+    return '{"node": %s, "seq": %d, "events": [%s]}' % (json.dumps(node), seq,
+                                                        ",".join(encoded))
 
 
 def _cut(event: list, budget: int) -> tuple:
@@ -210,9 +213,9 @@ class SharedRegistry(RegistryPersistence):
             self.log.error("heartbeat failed: {error}", error=failure.getErrorMessage())
 
     def remoteRows(self, rows: list) -> None:
-        """Records saved by any node: C{(name, record JSON, online elsewhere)}."""
-        for name, record, online in rows:
-            self._registry.applyRemote(name, json.loads(record), online)
+        """Records saved by other nodes: C{(name, saved form, online there)}."""
+        for name, saved, online in rows:
+            self._registry.applyRemote(name, saved, online)
 
     # This node's events, for the other nodes
 
@@ -288,13 +291,23 @@ class PostgreSQLNodes:
         self.name = name or socket.gethostname()
         self._connection = None
         self._fresh = False     # the connection is new: the names' locks are gone
+        self._sent = 0          # event payloads sent
+        self._retryAt = 0.0     # the server was unreachable: not again before this
 
     def _connect(self):
         from .pgstore import _connect
         connection = self._connection
         if connection is not None and not connection.closed and not connection.broken:
             return connection
-        self._connection = connection = _connect(self.uri, autocommit=True)
+        if time.monotonic() < self._retryAt:
+            # Claims wait in line behind this thread: fail them fast while it is down.
+            raise StoreError("the cluster's database is unreachable")
+        try:
+            connection = _connect(self.uri, autocommit=True)
+        except StoreError:
+            self._retryAt = time.monotonic() + BACKOFF[1]
+            raise
+        self._connection = connection
         self._fresh = True
         createClients(connection)
         with connection.transaction():
@@ -370,8 +383,10 @@ class PostgreSQLNodes:
 
     def publish(self, events: list) -> None:
         connection = self._connect()
+        batches = payloads(self.node, events, seq=self._sent)
+        self._sent += len(batches)
         with connection.transaction():
-            for payload in payloads(self.node, events):
+            for payload in batches:
                 connection.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, payload))
 
     def close(self) -> None:
@@ -483,7 +498,8 @@ class Listener:
             " ORDER BY version", {"node": self._node, "version": self._version}).fetchall()
         if rows:
             self._version = rows[-1][3]
-            self._reactor.callFromThread(self._onRows, [row[:3] for row in rows])
+            self._reactor.callFromThread(self._onRows, [
+                (name, json.loads(record), online) for name, record, online, _ in rows])
 
     def _events(self, payload: str) -> None:
         batch = json.loads(payload)

@@ -302,7 +302,7 @@ class SharedRegistryTests(TestCase):
         self.assertEqual(len(self.nodes.published[0]), EVENTS_PENDING)
 
     def test_remoteRowsReachTheRegistry(self):
-        self.shared.remoteRows([("web-2", json.dumps(saved("a")), True)])
+        self.shared.remoteRows([("web-2", saved("a"), True)])
         self.assertTrue(self.registry.lookup("web-2").online)
 
 
@@ -315,6 +315,7 @@ class PayloadTests(TestCase):
         self.assertTrue(all(len(p.encode()) <= 2000 for p in found))
         batches = [json.loads(p) for p in found]
         self.assertEqual({b["node"] for b in batches}, {"node-a"})
+        self.assertEqual([b["seq"] for b in batches], list(range(len(batches))))
         self.assertEqual([e for b in batches for e in b["events"]], events)
 
     def test_largeEventIsCutAndMarked(self):
