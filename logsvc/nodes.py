@@ -26,6 +26,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -158,6 +159,7 @@ class SharedRegistry(RegistryPersistence):
         self._listener = None
         self._unreachable = False
         self._leaving = None
+        self._reportedDrops = 0
 
     def open(self) -> None:
         """Synchronously: join the cluster, sweep dead nodes, load every record."""
@@ -247,9 +249,13 @@ class SharedRegistry(RegistryPersistence):
 
     def _sent(self, result) -> None:
         self._sending = None
-        if hasattr(result, "getErrorMessage"):
+        if isinstance(result, Failure):
             self.log.warn("events not sent to other nodes: {error}",
                           error=result.getErrorMessage())
+        if self.droppedEvents > self._reportedDrops:
+            self.log.warn("{n} events not sent to other nodes: more than {limit} waited",
+                          n=self.droppedEvents - self._reportedDrops, limit=EVENTS_PENDING)
+            self._reportedDrops = self.droppedEvents
 
     def close(self):
         """Send the last events, save everything, leave the cluster (once)."""
@@ -266,13 +272,15 @@ class SharedRegistry(RegistryPersistence):
         self._leaving = sent
         return sent
 
-    def _leave(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+    def _leave(self):
+        """In the nodes' thread, after what is queued there; then stop that thread."""
+        listener, self._listener = self._listener, None
+        left = self._runNodes(self._nodes.close, listener)
+        left.addErrback(lambda failure: self.log.warn(
+            "could not leave the cluster cleanly: {error}", error=failure.getErrorMessage()))
         if self._nodePool.started:
-            self._nodePool.stop()
-        self._nodes.close()
+            left.addBoth(lambda _: self._nodePool.stop())
+        return left
 
 
 class PostgreSQLNodes:
@@ -389,17 +397,21 @@ class PostgreSQLNodes:
             for payload in batches:
                 connection.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, payload))
 
-    def close(self) -> None:
-        """Leave the cluster: this node's row goes, and with the connection its locks."""
-        if self._connection is None or self._connection.closed:
+    def close(self, listener: "Listener | None" = None) -> None:
+        """
+        Leave the cluster: stop C{listener}; this node's row goes, and with the
+        connection its locks.
+        """
+        if listener is not None:
+            listener.stop()
+        connection = self._connection
+        if connection is None or connection.closed:
             return
         try:
-            if not self._connection.broken:
-                self._connection.execute("DELETE FROM logsvc_nodes WHERE node = %s",
-                                         (self.node,))
-        except Exception as e:
-            self.log.warn("could not leave the cluster cleanly: {error}", error=e)
-        self._connection.close()
+            if not connection.broken:
+                connection.execute("DELETE FROM logsvc_nodes WHERE node = %s", (self.node,))
+        finally:
+            connection.close()
 
 
 DEAD = """

@@ -6,6 +6,7 @@ when A is killed (-9) its clients show offline on B within 10 seconds, rings kep
 """
 
 import json
+import select
 import socket
 import time
 
@@ -73,6 +74,27 @@ def test_clientOnAIsKnownOnB(nodes):
     assert [m for _, m in moved["log"]] == ["one", "two", "three"]
     assert refusal(a.ports["port"], "web-1") == b"ERR name in use: web-1\n"
     again.close()
+
+
+def test_nameClaimedOnBothNodesAtOnceIsGivenOnce(nodes):
+    a, b = nodes
+    for round in range(5):
+        name = f"race-{round}"
+        pair = [socket.create_connection(("127.0.0.1", node.ports["port"]), timeout=30)
+                for node in nodes]
+        for client in pair:
+            client.sendall(f"IAM {name}\nLOG from {client.getpeername()[1]}\n".encode())
+        readable, _, _ = select.select(pair, [], [], 15)
+        assert len(readable) >= 1, "neither node refused the name"
+        [refused] = readable
+        assert refused.recv(1024) == f"ERR name in use: {name}\n".encode()
+        kept = pair[1 - pair.index(refused)]
+        owner = nodes[pair.index(kept)]
+        found = waitFor(lambda: (info := clientInfo(owner, name)) and info["online"]
+                        and info["counters"]["lines"] == 1 and info, f"{name} online")
+        assert found["log"][0][1] == f"from {kept.getpeername()[1]}"
+        for client in pair:
+            client.close()
 
 
 def test_statusNamesTheNode(nodes):
