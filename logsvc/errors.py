@@ -46,3 +46,11 @@ class Trimmed(Exception):
                          f"(first {first}, head {head})")
         self.first = first
         self.head = head
+
+
+def oneLine(error: BaseException) -> str:
+    """
+    C{error}'s message on one line (libraries' messages can span several), or its
+    class name when it has none: what a log line, a health check or a usage error shows.
+    """
+    return " ".join(str(error).split()) or error.__class__.__name__

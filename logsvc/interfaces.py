@@ -1,8 +1,8 @@
 """
 The seams of logsvc: the client registry, its event observers and the journal store.
 
-Every listener (line, journal, PB, HTTP) talks to these interfaces only, so a store
-shared by several logsvc processes (Redis Streams) can replace the local ones.
+Every listener (line, journal, PB, HTTP) talks to these interfaces only, so one
+implementation can replace another (the memory, SQLite and PostgreSQL stores).
 """
 
 from zope.interface import Attribute, Interface
@@ -34,6 +34,10 @@ class IClientRegistry(Interface):
     """Per-name client records (ring of recent lines, state, counters) and the event hub."""
 
     totalLines = Attribute("LOG lines received since start, over all clients.")
+    bufferSize = Attribute("How many recent lines each record's ring keeps.")
+    observed = Attribute(
+        "True while an observer listens: callers may then not drop lines that cannot "
+        "reach the ring, since every line is an event.")
 
     def connect(name: str):
         """
@@ -50,8 +54,14 @@ class IClientRegistry(Interface):
     def disconnect(record) -> None:
         """Mark the record offline and emit C{close}."""
 
-    def log(record, time: float, messages: list, truncated: bool = False) -> None:
-        """Store LOG lines (already trimmed str) received together and emit C{log} events."""
+    def log(record, time: float, messages: list, received: int | None = None,
+            truncated: bool = False, fields: list | None = None) -> None:
+        """
+        Store LOG lines (already trimmed str) received together and hand them to
+        every observer's C{logged}.  C{received} is how many lines arrived when the
+        caller passes only the last C{bufferSize} (nobody observes the rest);
+        C{fields}, one dict per message, go to the observers with them.
+        """
 
     def set(record, time: float, key: str, value: str) -> None:
         """Set one state key and emit C{set}."""
@@ -67,6 +77,27 @@ class IClientRegistry(Interface):
         Records, online and offline, sorted by name: every one, or with C{limit} at
         most that many whose names sort after C{after} (a page).
         """
+
+    def counts() -> dict:
+        """C{{"online": n, "offline": m}}: how many records of each kind are kept."""
+
+    def totals() -> dict:
+        """
+        C{lines}, C{sets}, C{bytes}, C{ignored} and C{truncated} over every client
+        since start, evicted ones included.
+        """
+
+    def restore(name: str, saved: dict) -> None:
+        """Add an offline record as L{takeChanges} gave it before a restart."""
+
+    def takeChanges() -> tuple:
+        """
+        C{([(name, saved form)], [evicted names])}: what changed since the last call,
+        for persistence.
+        """
+
+    def unsaved(names: list, gone: list) -> None:
+        """A save of L{takeChanges}' result failed: give these again next time."""
 
     def addObserver(observer: IEventObserver, localOnly: bool = False) -> None:
         """

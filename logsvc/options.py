@@ -1,6 +1,24 @@
-"""Option parsing shared by ``twistd logatron`` and ``logsvc-query``."""
+"""Parsing shared by ``twistd logatron``, ``logsvc-query`` and the listeners' requests."""
 
 from twisted.python import usage
+
+
+def positive(value: object) -> int | None:
+    """
+    C{value} if it is an C{int} >= 1 (a bool is not one), else None: for counts and
+    indices that clients send as numbers (PB arguments, journal protocol messages).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value
+
+
+def positiveText(text: str | bytes) -> int | None:
+    """The integer >= 1 that C{text} holds in decimal, else None (options, query strings)."""
+    try:
+        return positive(int(text))
+    except ValueError:
+        return None
 
 
 def positiveInteger(what: str, most: int | None = None, why: str = ""):
@@ -9,15 +27,12 @@ def positiveInteger(what: str, most: int | None = None, why: str = ""):
     no more than C{most} if given, for the reason C{why}.
     """
     def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number < 1:
+        number = positiveText(value)
+        if number is None:
             raise usage.UsageError(f"{what} must be a positive integer, not {value!r}")
         if most is not None and number > most:
             raise usage.UsageError(f"{what} must be at most {most} ({why}), not {value!r}")
         return number
-    parse.coerceDoc = ("A positive integer." if most is None
+    parse.coerceDoc = ("A positive integer." if most is None  # type: ignore[attr-defined]
                        else f"A positive integer, at most {most}.")
     return parse

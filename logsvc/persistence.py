@@ -29,7 +29,7 @@ class SQLiteClients:
 
     def __init__(self, path: str):
         self.path = path
-        self._connection = None
+        self._connection: sqlite3.Connection | None = None
 
     def open(self) -> list:
         try:
@@ -44,6 +44,7 @@ class SQLiteClients:
 
     def save(self, rows: list, gone: list) -> None:
         connection = self._connection
+        assert connection is not None, "save before open"
         connection.execute("BEGIN IMMEDIATE")
         try:
             connection.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?)",

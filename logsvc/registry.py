@@ -265,6 +265,7 @@ class ClientRegistry:
         The saved form says whether the client is online; L{restore} ignores that.
         """
         changed = self._changed
+        record: ClientRecord | None
         for name, record in self._online.items():
             if self._saved.get(name) != _signature(record):
                 changed.add(name)

@@ -47,7 +47,7 @@ def parseDuration(value: str) -> int:
     return int(match[1]) * _UNITS[match[2].lower()]
 
 
-parseDuration.coerceDoc = "A duration: 90s, 30m, 12h, 7d."
+parseDuration.coerceDoc = "A duration: 90s, 30m, 12h, 7d."  # type: ignore[attr-defined]
 
 
 def parseSize(value: str) -> int:
@@ -59,7 +59,7 @@ def parseSize(value: str) -> int:
     return int(match[1]) * _SIZES[match[2].lower()]
 
 
-parseSize.coerceDoc = "A size: 500M, 20G (powers of 1024)."
+parseSize.coerceDoc = "A size: 500M, 20G (powers of 1024)."  # type: ignore[attr-defined]
 
 
 class RetentionService(Service):

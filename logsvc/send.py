@@ -4,8 +4,9 @@ C{logger(1)} sends them to syslog (C{make 2>&1 | logsvc-send build-42}).
 
 Exit 0 once every line was sent and the server closed the connection after reading
 them all; otherwise one line on stderr and exit 1 (server down, name refused,
-connection lost); bad arguments exit 2.  Standard input is read in a thread, a chunk at a time, and not
-faster than the connection takes it, so any input costs bounded memory.
+connection lost); bad arguments exit 2.  Standard input is read in a thread, a chunk
+at a time, and not faster than the connection takes it, so any input costs bounded
+memory.
 """
 
 import argparse
@@ -14,13 +15,15 @@ import sys
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import react
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import __version__
+from .errors import oneLine
 from .handler import checkKey, checkName
 
 CHUNK = 1 << 16
@@ -73,13 +76,19 @@ class SendFailed(Exception):
     """Ends the run with this one line and exit 1."""
 
 
+class _Transport(ITCPTransport, IConsumer):
+    """What L{SendProtocol} uses of its transport (TCP or TLS), for the type checker."""
+
+
 @implementer(IPushProducer)
 class SendProtocol(Protocol):
     """
     Sends IAM and state at once, then what L{run} reads from standard input; the
-    transport pauses it when its buffer is full.  C{done} fires when the connection is closed, C{reason}
-    saying how.
+    transport pauses it when its buffer is full.  C{done} fires when the connection is
+    closed, C{reason} saying how.
     """
+
+    transport: _Transport
 
     def __init__(self, name: str, state: list):
         self._name = name
@@ -88,7 +97,7 @@ class SendProtocol(Protocol):
         self.paused = False
         self.refusal = b""
         self.finished = False
-        self.done = Deferred()
+        self.done: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)
@@ -99,7 +108,7 @@ class SendProtocol(Protocol):
         # The line service only ever answers "ERR reason", then closes.
         self.refusal += data
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._resumed is not None:
             resumed, self._resumed = self._resumed, None
             resumed.callback(None)
@@ -153,7 +162,7 @@ async def run(reactor, options: dict, stdin) -> None:
     try:
         await connectProtocol(endpoint, protocol)
     except Exception as e:
-        raise SendFailed(f"cannot connect to {description}: {_oneLine(e)}")
+        raise SendFailed(f"cannot connect to {description}: {oneLine(e)}")
     pending = b""
     while not protocol.done.called:
         data = await deferToThread(stdin.read1, CHUNK)
@@ -179,10 +188,6 @@ async def run(reactor, options: dict, stdin) -> None:
         raise SendFailed(f"connection lost: {reason.getErrorMessage()}")
     if not protocol.finished:
         raise SendFailed("the server closed the connection before every line was sent")
-
-
-def _oneLine(error: BaseException) -> str:
-    return " ".join((str(error) or error.__class__.__name__).split())
 
 
 def main(argv: list | None = None) -> None:

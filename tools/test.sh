@@ -27,5 +27,10 @@ python3 -m venv .venv
 # Regenerate Twisted's plugin cache so twistd finds logatron at once.
 .venv/bin/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 
+# Layering, types and lint first: each is a few seconds, the suite is minutes.
+.venv/bin/lint-imports --no-logo
+.venv/bin/mypy logsvc
+.venv/bin/ruff check logsvc tests bench twisted
+
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec .venv/bin/python -m pytest "$@"
