@@ -94,7 +94,9 @@ def payloads(node: str, events: list, limit: int = PAYLOAD_BYTES, seq: int = 0) 
     value) cut to fit and is marked C{truncated}.
     """
     head = len(_payload(node, 2 ** 63, []).encode())
-    found, batch, size = [], [], head
+    found: list[str] = []
+    batch: list[str] = []
+    size = head
     for event in events:
         encoded = json.dumps(event, ensure_ascii=False)
         length = len(encoded.encode())
@@ -156,7 +158,7 @@ class SharedRegistry(RegistryPersistence):
         self._sending = None
         self._sender = LoopingCall(self.sendEvents)
         self._sender.clock = clock
-        self._listener = None
+        self._listener: Listener | None = None
         self._unreachable = False
         self._leaving = None
         self._reportedDrops = 0

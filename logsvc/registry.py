@@ -5,6 +5,7 @@ and the hub that hands line-service events to observers (journal, PB, WebSocket)
 
 from bisect import bisect_right
 from collections import OrderedDict, deque
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -14,6 +15,16 @@ from .errors import NameInUse, NoSuchClient
 from .interfaces import IClientRegistry, IEventObserver
 
 _NO_FIELDS: dict = {}
+
+
+class ClaimedNames(Protocol):
+    """Who owns names across nodes (L{logsvc.nodes.SharedRegistry})."""
+
+    def claim(self, name: str) -> Deferred:
+        """Fires with True when this node may have C{name}, False when another has it."""
+
+    def release(self, name: str) -> None:
+        """This node no longer has C{name}."""
 
 
 class ClientRecord:
@@ -72,7 +83,7 @@ class ClientRegistry:
         self._online: dict[str, ClientRecord] = {}
         self._offline: OrderedDict[str, ClientRecord] = OrderedDict()
         self._remote: dict[str, ClientRecord] = {}   # online on other nodes
-        self.names = None
+        self.names: ClaimedNames | None = None
         self._claiming: set = set()     # names whose claim is on its way
         self._claimed: set = set()      # online names claimed through names
         self._observers: tuple = ()
@@ -116,7 +127,7 @@ class ClientRegistry:
         try:
             record = self.connect(name)
         except NameInUse:
-            if free:
+            if free and self.names is not None:
                 self.names.release(name)
             raise
         if free:
@@ -141,7 +152,7 @@ class ClientRegistry:
         if self._online.get(record.name) is not record:
             return
         del self._online[record.name]
-        if record.name in self._claimed:
+        if record.name in self._claimed and self.names is not None:
             self._claimed.discard(record.name)
             self.names.release(record.name)
         record.online = False
