@@ -10,7 +10,6 @@ Getting logs in, each side by side with what users would otherwise run:
   to a file; done when logsvc's journal, or rsyslog's file, holds every message.
 """
 
-import json
 import logging
 import logging.handlers
 import os
@@ -21,9 +20,9 @@ import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 
 from .common import BenchError, Generators, Logsvc, cpuSeconds, report
+from .wire import accepts, status
 from tests.server import freePort
 
 _DISCARD = textwrap.dedent("""
@@ -47,11 +46,6 @@ _DISCARD = textwrap.dedent("""
             records += 1
     print(records, flush=True)
 """)
-
-
-def _status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as response:
-        return json.load(response)
 
 
 def _waitUntil(predicate, timeout: float, what: str) -> None:
@@ -82,7 +76,7 @@ def runHandler(records: int = 100_000, serverArgs: tuple = (), timeout: float = 
         handler = LogsvcHandler("bench", port=server.ports["port"], queueSize=records + 1)
         started = time.monotonic()
         emitted = _logThrough(handler, records)
-        _waitUntil(lambda: _status(server.ports["http"])["lines"] >= records, timeout,
+        _waitUntil(lambda: status(server.ports["http"])["lines"] >= records, timeout,
                    "logsvc to receive every record")
         delivered = time.monotonic() - started
         handler.close()
@@ -157,16 +151,16 @@ def runSyslog(senders: int = 4, messages: int = 100_000, serverArgs: tuple = (),
     syslogPort = int(server._server.extra[1].split(":")[1])
     with server:
         server.start()
-        _waitUntil(lambda: _accepts(syslogPort), 30, "the syslog port")
+        _waitUntil(lambda: accepts(syslogPort), 30, "the syslog port")
         http = server.ports["http"]
         before = server.cpu()
         started, generatorCPU = _drive(syslogPort, senders, messages, timeout)
         if "--no-journal-lines" in serverArgs:
-            _waitUntil(lambda: _status(http)["syslog"]["messages"] >= total, timeout,
+            _waitUntil(lambda: status(http)["syslog"]["messages"] >= total, timeout,
                        "logsvc to receive every message")
         else:
             # The journal holds each sender's ready event and every message.
-            _waitUntil(lambda: _status(http)["head"] >= total + senders, timeout,
+            _waitUntil(lambda: status(http)["head"] >= total + senders, timeout,
                        "logsvc to journal every message")
         seconds = time.monotonic() - started
         figures = {"seconds": round(seconds, 3), "messages_per_s": round(total / seconds)}
@@ -185,7 +179,7 @@ def runSyslog(senders: int = 4, messages: int = 100_000, serverArgs: tuple = (),
                                     os.path.join(work, "pid")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _waitUntil(lambda: _accepts(port), 30, "rsyslogd's imtcp port")
+            _waitUntil(lambda: accepts(port), 30, "rsyslogd's imtcp port")
             before = cpuSeconds(process.pid)
             counter = _LineCounter(output)
             started, generatorCPU = _drive(port, senders, messages, timeout)
@@ -227,11 +221,3 @@ class _LineCounter:
         self._offset += len(data)
         self._lines += data.count(b"\n")
         return self._lines
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False

@@ -16,27 +16,10 @@ import socket
 import time
 
 from .common import BenchError, Generators, Logsvc, TcpLogServer, percentiles, report
+from .wire import RECV_BYTES, Reader, connect, message, parseMessages, readHead
 
-# Under glibc malloc's mmap threshold: a larger recv buffer costs a mmap per call.
-RECV_BYTES = 64 * 1024
 # tcp-log-server 10.0.0 only serves reads with a "read" count; this stands for "all".
 EVERYTHING = 2**31 - 1
-
-
-def connect(port: int) -> socket.socket:
-    connection = socket.create_connection(("127.0.0.1", port))
-    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return connection
-
-
-def parseMessages(buffer: bytes) -> tuple[list, bytes]:
-    """Complete JSON messages in C{buffer}, and the incomplete rest."""
-    *complete, rest = buffer.split(b"\n")
-    return [json.loads(line) for line in complete if line.strip()], rest
-
-
-def message(body: dict) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
 def writeMessage(writer: int, number: int, size: int) -> bytes:
@@ -45,73 +28,6 @@ def writeMessage(writer: int, number: int, size: int) -> bytes:
     tail = b'","writer":%d}}\n' % writer
     padding = max(0, size - 30)
     return head + b"x" * padding + tail
-
-
-class Reader:
-    """A blocking reader of one journal connection's messages."""
-
-    def __init__(self, port: int):
-        self.socket = connect(port)
-        self._rest = b""
-        self._queue: collections.deque = collections.deque()
-
-    def send(self, body: dict) -> None:
-        self.socket.sendall(message(body))
-
-    def next(self) -> dict:
-        while not self._queue:
-            data = self.socket.recv(RECV_BYTES)
-            if not data:
-                raise BenchError("the server closed the journal connection")
-            messages, self._rest = parseMessages(self._rest + data)
-            self._queue.extend(messages)
-        return self._queue.popleft()
-
-    def close(self) -> None:
-        self.socket.close()
-
-
-def readHead(port: int, timeout: float = 30.0) -> int | None:
-    """
-    The head, from a pull read of one entry (the log must not be empty); None when the
-    server answers C{current} instead, as tcp-log-server 10.0.0 on LevelDB does because
-    it sends old entries without their index and so never sees the read complete.
-    """
-    reader = Reader(port)
-    reader.socket.settimeout(timeout)
-    try:
-        reader.send({"from": 1, "read": 1})
-        indexed = False
-        while True:
-            answer = reader.next()
-            if "head" in answer:
-                return answer["head"]
-            if "entry" in answer:
-                indexed = "index" in answer
-            if "current" in answer and not indexed:
-                return None
-            if "error" in answer and "index" not in answer:
-                raise BenchError(f"reading the head: {answer}")
-    finally:
-        reader.close()
-
-
-def waitForIndex(port: int, index: int, timeout: float) -> None:
-    """Return once entry C{index} is committed: a read from it answers with it."""
-    reader = Reader(port)
-    reader.socket.settimeout(timeout)
-    try:
-        reader.send({"from": index, "read": 1})
-        while True:
-            answer = reader.next()
-            if answer.get("index") == index:
-                return
-            if "error" in answer:
-                raise BenchError(f"waiting for index {index}: {answer}")
-    except TimeoutError:
-        raise BenchError(f"entry {index} was not committed within {timeout} s")
-    finally:
-        reader.close()
 
 
 def write(port: int, inFlight: int, size: int, duration: float | None, limit: int | None,

@@ -13,7 +13,7 @@ import threading
 import time
 
 from .common import BenchError, Generators, Logsvc, report
-from .journal import waitForIndex
+from .wire import lineClient, waitForIndex
 
 CHUNK_BYTES = 256 * 1024
 
@@ -31,9 +31,7 @@ def sendLines(port: int, lines: int, size: int, clients: list, ready, go) -> lis
     chunk, count, rest = payload(lines, size)
     sockets = []
     for number in clients:
-        connection = socket.create_connection(("127.0.0.1", port))
-        connection.sendall(f"IAM bench-{number}\n".encode())
-        sockets.append(connection)
+        sockets.append(lineClient(port, f"bench-{number}"))
     ready.put(("ready", len(sockets)))
     go.wait()
     finished: list = [None] * len(sockets)

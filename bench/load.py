@@ -10,10 +10,10 @@ import resource
 import selectors
 import socket
 import time
-import urllib.request
 
 from .common import BenchError, Generators, Logsvc, procStatus, report
-from .journal import RECV_BYTES, connect, message, waitForIndex, write
+from .journal import write
+from .wire import RECV_BYTES, connect, lineClient, message, status, waitForIndex
 
 
 def raiseFileLimit(needed: int) -> int:
@@ -27,14 +27,9 @@ def raiseFileLimit(needed: int) -> int:
     return soft
 
 
-def onlineClients(httpPort: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{httpPort}/status", timeout=30) as r:
-        return json.load(r)["clients"]["online"]
-
-
 def waitOnline(httpPort: int, clients: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while (online := onlineClients(httpPort)) != clients:
+    while (online := status(httpPort)["clients"]["online"]) != clients:
         if time.monotonic() > deadline:
             raise BenchError(f"{online} of {clients} line clients online after {timeout} s")
         time.sleep(0.1)
@@ -64,9 +59,7 @@ def manyLineClients(port: int, lines: int, size: int, clients: list, ready, go) 
     payload = (b"LOG " + b"x" * (size - 5) + b"\n") * lines
     sockets = []
     for number in clients:
-        connection = socket.create_connection(("127.0.0.1", port), timeout=60)
-        connection.sendall(b"IAM load-%d\n" % number)
-        sockets.append(connection)
+        sockets.append(lineClient(port, f"load-{number}", timeout=60))
     ready.put(("ready", len(sockets)))
     go.wait()
     selector = selectors.DefaultSelector()

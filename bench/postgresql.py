@@ -11,6 +11,7 @@ import time
 from bench import journal
 from bench.common import BenchError, Generators, Logsvc, percentiles, report
 from bench.lines import sendLines
+from bench.wire import waitForIndex
 from tests.postgres import Cluster, available
 
 
@@ -83,7 +84,7 @@ def lineIngest(uri: str, nodes: int, clients: int, lines: int, timeout: float) -
                 group.go()
             for group in groups:
                 group.results(timeout)
-            journal.waitForIndex(servers[0].journalPort, clients * (lines + 2), timeout)
+            waitForIndex(servers[0].journalPort, clients * (lines + 2), timeout)
             seconds = time.monotonic() - started
         finally:
             for group in groups:

@@ -10,20 +10,13 @@ The servers check retention every 10 s: a run of a few minutes holds as many che
 a steady production rate.
 """
 
-import json
 import os
 import sys
 import time
-import urllib.request
 
 from .common import BenchError, Logsvc, procStatus, report
 from .journal import writeAll
-
-
-def status(server: Logsvc) -> dict:
-    url = f"http://127.0.0.1:{server.ports['http']}/status"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.load(response)
+from .wire import status
 
 
 def fileSize(path: str) -> int:
@@ -35,7 +28,7 @@ def fileSize(path: str) -> int:
 
 def sample(server: Logsvc, started: float) -> dict:
     path = server.store.partition(":")[2]
-    journal = status(server)
+    journal = status(server.ports["http"])
     return {"t_s": round(time.monotonic() - started), "head": journal["head"],
             "first": journal["first"], "db_mb": round(fileSize(path) / 2**20, 1),
             "wal_mb": round(fileSize(path + "-wal") / 2**20, 1),

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import floor, ingest, journal, lines, load, postgresql, retention, watch  # noqa: E402  (needs the repository on the path)
+from bench import fanout, floor, ingest, journal, lines, load, postgresql, retention, watch  # noqa: E402  (needs the repository on the path)
 from bench.common import BenchError, report  # noqa: E402
 
 
@@ -32,6 +32,10 @@ def followersScenario(args) -> None:
 
 def watchScenario(args) -> None:
     watch.run(args.count, args.pause, tuple(args.server_arg), args.timeout)
+
+
+def fanoutScenario(args) -> None:
+    fanout.run(args.subscribers, args.clients, args.lines, args.size, timeout=args.timeout)
 
 
 def floorScenario(args) -> None:
@@ -211,6 +215,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--count", type=int, default=50, help="lines, one at a time")
     sub.add_argument("--pause", type=float, default=0.05, help="seconds between lines")
 
+    sub = scenario("fanout", fanoutScenario, "S WebSocket subscribers on /stream?events=log "
+                   "while N line clients each send M LOG lines as fast as they can",
+                   targets=False)
+    sub.add_argument("--subscribers", type=int, default=50)
+    sub.add_argument("--clients", type=int, default=8, help="line clients logging")
+    sub.add_argument("--lines", type=int, default=5000, help="LOG lines per client")
+    sub.add_argument("--size", type=int, default=100, help="bytes per line, newline included")
+
     sub = scenario("handler", handlerScenario, "records/s one Python thread logs through "
                    "logsvc.handler.LogsvcHandler, and through stdlib SocketHandler to a "
                    "discarding listener, side by side", targets=False)
@@ -259,8 +271,8 @@ def main(argv=None) -> int:
         args.target = ["logsvc"]
     if args.scenario == "floor":
         args.run(args)
-    elif args.scenario in ("lines", "clients", "followers", "watch", "handler", "syslog",
-                           "postgresql", "retention"):
+    elif args.scenario in ("lines", "clients", "followers", "watch", "fanout", "handler",
+                           "syslog", "postgresql", "retention"):
         attempt(args.scenario, "logsvc", args.run, args)
     else:
         for target in args.target:

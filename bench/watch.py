@@ -4,52 +4,27 @@ time and the time until watch prints it is taken, COUNT times, paced by PAUSE.
 The goal is a median under 100 ms.
 """
 
-import json
-import os
-import selectors
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 from bench.common import BenchError, Logsvc, percentiles, report
-
-QUERY = os.path.join(os.path.dirname(sys.executable), "logsvc-query")
+from bench.wire import Watch, lineClient
 
 
 def run(count: int, pause: float, serverArgs: tuple, timeout: float) -> dict:
     server = Logsvc(*serverArgs, store="memory:", listeners=("port", "pb")).start()
-    watcher = subprocess.Popen(
-        [QUERY, "--connect", f"tcp:127.0.0.1:{server.ports['pb']}", "watch", "--json",
-         "--client", "watched", "--events", "log"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        if watcher.stderr.readline() != "watching; Ctrl-C to stop\n":
-            raise BenchError("logsvc-query watch did not start")
-        selector = selectors.DefaultSelector()
-        selector.register(watcher.stdout, selectors.EVENT_READ)
         samples = []
-        with socket.create_connection(("127.0.0.1", server.ports["port"]), timeout) as client:
-            client.sendall(b"IAM watched\n")
+        with Watch(server.ports["pb"], "--client", "watched", "--events", "log") as watch, \
+                lineClient(server.ports["port"], "watched", timeout) as client:
             for n in range(count):
                 sent = time.perf_counter_ns()
                 client.sendall(b"LOG line %d\n" % n)
-                if not selector.select(timeout):
-                    raise BenchError(f"watch printed nothing for {timeout} s")
-                message = json.loads(watcher.stdout.readline())
+                message = watch.next(timeout)
                 samples.append(time.perf_counter_ns() - sent)
                 if message.get("message") != f"line {n}":
                     raise BenchError(f"watch printed {message!r}, not line {n}")
                 time.sleep(pause)
-        watcher.send_signal(signal.SIGINT)
-        watcher.wait(timeout)
     finally:
-        if watcher.poll() is None:
-            watcher.kill()
-        watcher.wait()
-        watcher.stdout.close()
-        watcher.stderr.close()
         server.stop()
     return report("watch", "logsvc", {"count": count, "pause_s": pause,
                                       "server_args": list(serverArgs)},

@@ -48,17 +48,17 @@ def checkerFromString(description: str):
 class LogRealm:
     """Hands out a PB perspective or the HTTP resource tree over the shared service."""
 
-    def __init__(self, service):
+    def __init__(self, service, webRoot=None):
         self.service = service
+        self.webRoot = webRoot
 
     def requestAvatar(self, avatarId, mind, *interfaces):
         if pb.IPerspective in interfaces:
             from .pb import QueryPerspective
             avatar = QueryPerspective(self.service, avatarId)
             return pb.IPerspective, avatar, avatar.logout
-        if IResource in interfaces:
-            from .web import rootResource
-            return IResource, rootResource(self.service), lambda: None
+        if IResource in interfaces and self.webRoot is not None:
+            return IResource, self.webRoot, lambda: None
         raise NotImplementedError(f"no avatar for {interfaces}")
 
 
@@ -68,13 +68,13 @@ class LogPortal(Portal):
     passwordInClear = False
 
 
-def makePortal(service, checkers: list) -> LogPortal:
+def makePortal(service, checkers: list, webRoot=None) -> LogPortal:
     """
     Checkers from --auth, any of which may accept a login; without any, anonymous
     access (loopback only, see tap).
     """
     checkers = [_bytesUsers(c) for c in checkers]
-    portal = LogPortal(LogRealm(service), [AnyOf(checkers)] if checkers
+    portal = LogPortal(LogRealm(service, webRoot), [AnyOf(checkers)] if checkers
                        else [AllowAnonymousAccess()])
     portal.passwordInClear = any(_needsPassword(c) for c in checkers)
     return portal

@@ -622,6 +622,8 @@ class JournalFactory(Factory):
     """
 
     noisy = False
+    refusal = b'{"error":"too many connections"}\n'
+    """What a connection past C{--max-connections} receives before it is closed."""
 
     def __init__(self, store, maxEntry: int = 1048576, clock=None):
         self.store = store

@@ -1,47 +1,20 @@
 """
-Connection limits and slow-peer deadlines that every listener shares.
+The connection cap every listener shares.
 
 A listener's factory is wrapped once, in L{LogService.addListener}: past
-C{--max-connections} open connections, a new one gets a single refusal in its
-protocol's language and is closed, so a flood costs a file descriptor for a moment
-rather than memory for as long as the peer likes.  HTTP gets a deadline for each request
-head, because twisted.web's idle timeout restarts with every byte received.
+C{--max-connections} open connections, a new one gets the factory's C{refusal} (a
+message in its protocol's language) and is closed, so a flood costs a file descriptor
+for a moment rather than memory for as long as the peer likes.
 """
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.web.http import HTTPChannel
-from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 DEFAULT_MAX_CONNECTIONS = 10000
 """Open connections per listener (Redis's C{maxclients} default)."""
-
-HEAD_TIMEOUT = 30.0
-"""Seconds an HTTP client has from the first byte of a request to its blank line."""
-
-_HTTP_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\n"
-                 b"Content-Type: text/plain; charset=utf-8\r\n"
-                 b"Content-Length: 21\r\n"
-                 b"Connection: close\r\n\r\n"
-                 b"too many connections\n")
-
-REFUSALS = {
-    "port": b"ERR too many connections\n",
-    "journal": b'{"error":"too many connections"}\n',
-    "http": _HTTP_REFUSAL,
-    "pb": b"",  # Banana has no message a client would show before login: just close.
-}
-"""What a connection over the limit receives, by listener name."""
-
-_HEAD_TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\n"
-                   b"Content-Type: text/plain; charset=utf-8\r\n"
-                   b"Content-Length: 16\r\n"
-                   b"Connection: close\r\n\r\n"
-                   b"request timeout\n")
 
 
 class _Refusal(Protocol):
@@ -74,8 +47,10 @@ class ConnectionLimit(WrappingFactory):
     Caps one listener's open connections and counts them in C{connections}, which
     L{logsvc.metrics} reports for every listener.
 
-    Refusals are logged once per burst: when the first is refused, and with their
-    number when a connection is accepted again.
+    A refused connection receives the wrapped factory's C{refusal} bytes; a factory
+    without one (PB's: Banana has no message a client would show before login) is
+    closed silently.  Refusals are logged once per burst: when the first is refused,
+    and with their number when a connection is accepted again.
     """
 
     log = Logger()
@@ -83,12 +58,12 @@ class ConnectionLimit(WrappingFactory):
     protocol = _CountedConnection
     connections = 0
 
-    def __init__(self, wrappedFactory: Factory, name: str,
+    def __init__(self, wrappedFactory: IProtocolFactory, name: str,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS):
         super().__init__(wrappedFactory)
         self.name = name
         self.maxConnections = maxConnections
-        self.refusal = REFUSALS.get(name, b"")
+        self.refusal: bytes = getattr(wrappedFactory, "refusal", b"")
         self.refused = 0
         self._refusedInBurst = 0
         self._emptied: list = []  # closeAll() callers waiting for the last connection
@@ -119,7 +94,7 @@ class ConnectionLimit(WrappingFactory):
             for waiting in emptied:
                 waiting.callback(None)
 
-    def closeAll(self, clock, grace: float = 2.0) -> Deferred:
+    def closeAll(self, clock: IReactorTime, grace: float = 2.0) -> Deferred:
         """
         Close every open connection, aborting those whose peers have not taken what is
         queued for them after C{grace} seconds; fires once none is left.
@@ -141,54 +116,3 @@ class ConnectionLimit(WrappingFactory):
     def _abortAll(self) -> None:
         for protocol in list(self.protocols):
             protocol.transport.abortConnection()
-
-
-class HeadTimeoutChannel(HTTPChannel):
-    """
-    An HTTP channel that answers 408 and closes when a request head (request line and
-    headers) is not complete within C{headTimeout} seconds of its first byte, so a
-    client trickling headers cannot hold a connection forever.  Idle keep-alive
-    connections are still closed by the site's idle timeout.
-    """
-
-    log = Logger()
-    headTimeout = HEAD_TIMEOUT
-    _headDeadline = None
-    _timedOut = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._timedOut:
-            return
-        if self._headDeadline is None and self.line_mode:
-            self._headDeadline = self.callLater(self.headTimeout, self._headTimedOut)
-        super().dataReceived(data)
-
-    def allHeadersReceived(self) -> None:
-        self._cancelHeadDeadline()
-        super().allHeadersReceived()
-
-    def connectionLost(self, reason) -> None:
-        self._cancelHeadDeadline()
-        super().connectionLost(reason)
-
-    def _cancelHeadDeadline(self) -> None:
-        if self._headDeadline is not None:
-            if self._headDeadline.active():
-                self._headDeadline.cancel()
-            self._headDeadline = None
-
-    def _headTimedOut(self) -> None:
-        self._headDeadline = None
-        self._timedOut = True
-        self.log.info("{peer} sent no complete request head within {s:.0f} s; closing",
-                      peer=self.transport.getPeer(), s=self.headTimeout)
-        self.transport.write(_HEAD_TIMED_OUT)
-        self.setTimeout(None)  # as when the idle timer fires: one close, then abort
-        self.timeoutConnection()
-
-
-def httpSite(resource: IResource, reactor=None) -> Site:
-    """A twisted.web site whose connections have a request-head deadline."""
-    site = Site(resource, reactor=reactor)
-    site.protocol = HeadTimeoutChannel
-    return site

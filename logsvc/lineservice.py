@@ -1,17 +1,18 @@
 """
 The line service (logatron protocol): ``IAM <name>``, then ``LOG`` and ``SET`` lines.
-
-The hot path splits whole received chunks with C{bytes.split} instead of
-LineReceiver's per-line callbacks, and hands runs of LOG lines to the registry at once.
 """
 
 import re
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from .errors import NameInUse
+from .interfaces import IClientRegistry
 from .producers import PausableFactory
+from .registry import ClientRecord
 
 IDENTIFY_TIMEOUT = 30.0
 
@@ -23,19 +24,30 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-class LineProtocol(Protocol):
-    """Per-connection state only: the partial line, the skip flag and the record."""
+class LineProtocol(LineReceiver):
+    """
+    Per-connection state only: the partial line, the skip flag and the record.
+
+    The IAM line is read in line mode, at most C{MAX_LENGTH} (C{--max-line}) bytes.
+    Once identified the connection switches to raw mode, as twisted.web does for a
+    body: C{rawDataReceived} splits each received chunk with one C{bytes.split} and
+    hands runs of LOG lines to the registry at once, where line mode would make a
+    Python call per line.
+    """
 
     log = Logger()
+    delimiter = b"\n"
+    record = None
+    _refused = False
+    _lost = False
+    _timeout = None
 
-    def __init__(self, registry, clock, maxLine: int):
+    def __init__(self, registry: IClientRegistry, clock: IReactorTime, maxLine: int):
         self._registry = registry
         self._clock = clock
-        self._maxLine = maxLine
-        self._pending = b""
-        self._skipping = False
-        self._timeout = None
-        self.record = None
+        self.MAX_LENGTH = maxLine
+        self._pending = b""  # raw mode: the last, still open line
+        self._skipping = False  # raw mode: the rest of a cut line is being discarded
 
     def connectionMade(self) -> None:
         self.factory.connected(self)
@@ -44,12 +56,15 @@ class LineProtocol(Protocol):
     def connectionLost(self, reason=None) -> None:
         self._lost = True
         self.factory.disconnected(self)
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
+        self._cancelTimeout()
         if self.record is not None:
             self._registry.disconnect(self.record)
             self.log.info("{name} disconnected", name=self.record.name)
+
+    def _cancelTimeout(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
 
     def _identifyTimedOut(self) -> None:
         self._timeout = None
@@ -60,23 +75,30 @@ class LineProtocol(Protocol):
     def _refuse(self, reason: str) -> None:
         self.transport.write(b"ERR " + reason.encode() + b"\n")
         self.transport.loseConnection()
-        self._dead = True
+        self._refused = True
 
-    _dead = False
-    _unattributed = 0  # bytes received before IAM, counted once the name is known
-    _held = None       # while the name's claim is on its way: what came meanwhile
-    _lost = False
+    def lineReceived(self, line: bytes) -> None:
+        """The first line: IAM, then raw mode for the rest once the name is claimed."""
+        if not self._refused:
+            self._identify(line, len(line) + 1)
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._dead:
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        A first line over C{MAX_LENGTH}: judged as IAM whole if it has ended, else by
+        its head while the rest of it is skipped.  LineReceiver hands over everything
+        it held, so what follows a complete first line is read in raw mode here.
+        """
+        if self._refused:
             return
-        if self._held is not None:
-            self._held.append(lambda: self.dataReceived(data))
-            return
-        if self.record is not None:
-            self.record.bytes += len(data)
+        first, newline, rest = line.partition(b"\n")
+        if newline:
+            self._identify(first, len(first) + 1, rest)
         else:
-            self._unattributed += len(data)
+            self._identify(line[: self.MAX_LENGTH], len(line), skipping=True)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """Every line after IAM, a received chunk at a time."""
+        self.record.bytes += len(data)
         if self._skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -87,11 +109,11 @@ class LineProtocol(Protocol):
             data = self._pending + data
         lines = data.split(b"\n")
         rest = lines.pop()
-        if len(rest) > self._maxLine:
+        if len(rest) > self.MAX_LENGTH:
             # Over-long line still open: keep its head as a truncated line, skip the rest.
             self._pending = b""
             self._skipping = True
-            self._handle(lines, rest[: self._maxLine])
+            self._handle(lines, rest[: self.MAX_LENGTH])
         else:
             self._pending = rest
             if lines:
@@ -99,17 +121,7 @@ class LineProtocol(Protocol):
 
     def _handle(self, lines: list, truncatedTail: bytes | None) -> None:
         now = self._clock.seconds()
-        maxLine = self._maxLine
-        if self.record is None:
-            if not lines:
-                # A first line longer than any name can be: refuse it now.
-                self._identify(truncatedTail)
-                return
-            if not self._identify(lines[0]):
-                if self._held is not None:
-                    self._held.append(lambda: self._handle(lines[1:], truncatedTail))
-                return
-            del lines[0]
+        maxLine = self.MAX_LENGTH
         if lines and len(max(lines, key=len)) > maxLine:
             for line in lines:
                 if len(line) > maxLine:
@@ -118,60 +130,68 @@ class LineProtocol(Protocol):
                     self._commands(now, [line])
         elif lines:
             self._commands(now, lines)
-        if truncatedTail is not None and self.record is not None:
+        if truncatedTail is not None:
             self._truncated(now, truncatedTail)
 
-    def _identify(self, line: bytes) -> bool:
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
+    def _identify(self, line: bytes, received: int, rest: bytes = b"",
+                  skipping: bool = False) -> None:
+        """
+        Claim the name C{line} gives, counting the C{received} bytes that sent it;
+        C{rest} follows in raw mode, after the rest of an over-long IAM line if
+        C{skipping}.  While another node is asked, the connection is paused and what
+        arrives meanwhile waits in LineReceiver's buffer.
+        """
+        self._cancelTimeout()
         if line[-1:] == b"\r":
             line = line[:-1]
         if not line.startswith(b"IAM "):
             self.log.info("{peer} refused: first line is not IAM", peer=self.transport.getPeer())
             self._refuse("expected IAM <name>")
-            return False
-        name = line[4:].strip()
-        if not _NAME.match(name):
+            return
+        raw = line[4:].strip()
+        if not _NAME.match(raw):
             self.log.info("{peer} refused: invalid name", peer=self.transport.getPeer())
             self._refuse("invalid name: 1-128 of letters, digits, _ - .")
-            return False
-        name = name.decode("ascii")
-        claimed = self._registry.claim(name).addCallbacks(self._claimed, self._inUse,
-                                                          errbackArgs=(name,))
-        if self.record is None and not self._dead:
-            # Another node is asked (off the reactor): hold what comes meanwhile.
-            self._held = []
-            self.transport.pauseProducing()
-            claimed.addCallback(self._release)
-        return self.record is not None
+            return
+        name = raw.decode("ascii")
+        claimed = self._registry.claim(name)
+        claimed.addCallbacks(self._claimed, self._inUse, callbackArgs=(received, rest, skipping),
+                             errbackArgs=(name,))
+        if not claimed.called:
+            self.pauseProducing()
+            claimed.addBoth(self._answered)
 
-    def _claimed(self, record) -> None:
+    def _claimed(self, record: ClientRecord, received: int, rest: bytes, skipping: bool) -> None:
         self.record = record
-        record.bytes += self._unattributed
+        record.bytes += received
         self.log.info("{name} connected from {peer}", name=record.name,
                       peer=self.transport.getPeer())
         if self._lost:
             self._registry.disconnect(record)
+            return
+        self.setRawMode()
+        self._skipping = skipping
+        if rest:
+            self.rawDataReceived(rest)
 
-    def _inUse(self, failure, name: str) -> None:
+    def _inUse(self, failure: Failure, name: str) -> None:
         failure.trap(NameInUse)
         self.log.info("{peer} refused: {name} is already connected",
                       peer=self.transport.getPeer(), name=name)
         self._refuse(f"name in use: {name}")
 
-    def _release(self, _) -> None:
-        held, self._held = self._held, None
-        if self._dead or self._lost:
-            return
-        if not self.factory.paused:
-            self.transport.resumeProducing()
-        for then in held:
-            then()
+    def _answered(self, result: object) -> object:
+        """The claim has its answer: read again, held bytes first."""
+        self.paused = False
+        if not (self._refused or self._lost):
+            if not self.factory.paused:
+                self.transport.resumeProducing()
+            self.dataReceived(b"")
+        return result
 
     def _truncated(self, now: float, head: bytes) -> None:
         self.log.info("{name}: line longer than {n} bytes truncated",
-                      name=self.record.name, n=self._maxLine)
+                      name=self.record.name, n=self.MAX_LENGTH)
         if head.startswith(b"LOG ") or head == b"LOG":
             self._registry.log(self.record, now, [_text(head[4:]).strip()], truncated=True)
         else:
@@ -221,21 +241,23 @@ class LineProtocol(Protocol):
 
 class LineFactory(PausableFactory):
     """
-    Points every connection at the shared registry; holds no per-client state.
+    Holds what every connection shares: the registry, the clock and C{--max-line}.
 
     It is also the push producer of all line traffic: the journal pauses it while its
     backlog is high, and every connection then stops reading from its socket, so TCP
     slows the clients down instead of the server buffering without bound.
     """
 
-    def __init__(self, registry, clock, maxLine: int = 65536):
+    refusal = b"ERR too many connections\n"
+    """What a connection past C{--max-connections} receives before it is closed."""
+
+    def __init__(self, registry: IClientRegistry, clock: IReactorTime, maxLine: int = 65536):
         super().__init__()
         self.registry = registry
         self.clock = clock
         self.maxLine = maxLine
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress) -> LineProtocol:
         protocol = LineProtocol(self.registry, self.clock, self.maxLine)
         protocol.factory = self
         return protocol
-

@@ -1,10 +1,12 @@
 """
-Prometheus metrics for one service, read from its counters at scrape time.
+Prometheus metrics for one service, read from its shared objects' counters at scrape time.
 
 Nothing here runs per line: the collector reads the registry's totals and the listeners'
 connection counts only when C{/metrics} is scraped.  Only store commits (a histogram)
 and slow-subscriber drops are counted as they happen, and both are rare by comparison.
 """
+
+from collections.abc import Callable, Collection
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -13,18 +15,29 @@ from prometheus_client.metrics_core import (
 )
 
 from . import __version__
+from .interfaces import IClientRegistry, IJournalStore
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class ServiceMetrics:
     """
-    The metrics of one L{LogService} in a registry of their own, so two services in one
-    process (as in tests) never share or clash.
+    The metrics of one service in a registry of their own, so two services in one
+    process (as in tests) never share or clash.  It is given what it reads: the client
+    registry and store, the start time, C{listenerStates} (L{LogService.listenerStates}),
+    the syslog listener's clients if any, and the journal factory's C{readers} (the
+    reads in progress on the journal port, for the reader-lag gauge).
     """
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, registry: IClientRegistry, store: IJournalStore, startTime: float,
+                 listenerStates: Callable[[], dict], syslog=None,
+                 journalReaders: Collection = ()):
+        self.clients = registry
+        self.store = store
+        self.startTime = startTime
+        self.listenerStates = listenerStates
+        self.syslog = syslog
+        self.journalReaders = journalReaders
         self.head = self.first = self.deduplicationLag = 0
         self.streams: set = set()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -39,7 +52,7 @@ class ServiceMetrics:
             "Messages not delivered to WebSocket subscribers that could not keep up.",
             registry=self.registry)
         self.registry.register(_ServiceCollector(self))
-        service.store.addCommitObserver(self._committed)
+        store.addCommitObserver(self._committed)
 
     def _committed(self, seconds: float, count: int) -> None:
         self.commitSeconds.observe(seconds)
@@ -47,15 +60,15 @@ class ServiceMetrics:
 
     async def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from C{accept}."""
-        self.head = await self.service.store.head()
-        self.first = await self.service.store.first()
-        self.deduplicationLag = await self.service.store.deduplicationLag()
+        self.head = await self.store.head()
+        self.first = await self.store.first()
+        self.deduplicationLag = await self.store.deduplicationLag()
         encoder, contentType = choose_encoder(accept or "")
         return encoder(self.registry), contentType
 
 
 class _ServiceCollector:
-    """Reads the service's own counters when scraped."""
+    """Reads the shared objects' counters when scraped."""
 
     def __init__(self, metrics: ServiceMetrics):
         self._metrics = metrics
@@ -65,13 +78,12 @@ class _ServiceCollector:
 
     def collect(self):
         metrics = self._metrics
-        service = metrics.service
-        registry = service.registry
+        registry = metrics.clients
         totals = registry.totals()
 
         yield InfoMetricFamily("logsvc_build", "logsvc version.", value={"version": __version__})
         yield GaugeMetricFamily("logsvc_start_time_seconds", "When the service started (epoch).",
-                                value=service.startTime)
+                                value=metrics.startTime)
 
         up = GaugeMetricFamily("logsvc_listener_up", "1 when the listener's port is bound.",
                                labels=["listener"])
@@ -80,10 +92,10 @@ class _ServiceCollector:
         refused = CounterMetricFamily("logsvc_refused_connections",
                                       "Connections refused at --max-connections, by listener.",
                                       labels=["listener"])
-        for listener in service.listeners():
-            up.add_metric([listener.name], 1 if service.listening(listener.name) else 0)
-            connections.add_metric([listener.name], listener.factory.connections)
-            refused.add_metric([listener.name], listener.factory.refused)
+        for name, state in metrics.listenerStates().items():
+            up.add_metric([name], 1 if state.up else 0)
+            connections.add_metric([name], state.connections)
+            refused.add_metric([name], state.refused)
         yield up
         yield connections
         yield refused
@@ -102,8 +114,8 @@ class _ServiceCollector:
                 ("logsvc_ignored_lines", "ignored", "Lines that were neither LOG nor SET.")):
             yield CounterMetricFamily(name, text, value=totals[key])
 
-        if service.syslog is not None:
-            syslog = service.syslog.counters
+        if metrics.syslog is not None:
+            syslog = metrics.syslog.counters
             for key, text in (
                     ("messages", "Syslog messages received and logged."),
                     ("malformed", "Syslog messages without a valid PRI, kept as raw text."),
@@ -124,9 +136,7 @@ class _ServiceCollector:
         yield GaugeMetricFamily("logsvc_stream_subscribers", "Open WebSocket subscribers.",
                                 value=len(metrics.streams))
         positions = [s.position for s in metrics.streams if s.position is not None]
-        if "journal" in service.endpoints:
-            journal = service.getServiceNamed("journal").factory.wrappedFactory
-            positions += [read.next - 1 for read in journal.readers]
+        positions += [read.next - 1 for read in metrics.journalReaders]
         yield GaugeMetricFamily(
             "logsvc_journal_reader_lag",
             "Entries the furthest-behind journal reader (journal port or WebSocket) has "

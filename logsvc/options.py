@@ -36,3 +36,19 @@ def positiveInteger(what: str, most: int | None = None, why: str = ""):
     parse.coerceDoc = ("A positive integer." if most is None  # type: ignore[attr-defined]
                        else f"A positive integer, at most {most}.")
     return parse
+
+
+def portEndpoint(value: str, host: str = "") -> str:
+    """
+    The Twisted endpoint string C{value}, where a bare port number N means C{tcp:N}, or
+    C{tcp:HOST:N} given C{host} (Twisted itself refuses a bare number).
+    """
+    value = value.strip()
+    if not value.isdigit():
+        return value
+    return f"tcp:{host}:{value}" if host else f"tcp:{value}"
+
+
+def localEndpoint(value: str) -> str:
+    """A client's endpoint string: a bare port number N means C{tcp:127.0.0.1:N}."""
+    return portEndpoint(value, "127.0.0.1")

@@ -4,13 +4,13 @@ connections then stop reading from their sockets, so TCP slows the senders down 
 of the server buffering without bound.
 """
 
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IProtocol, IPushProducer
+from twisted.internet.protocol import ServerFactory
 from zope.interface import implementer
 
 
 @implementer(IPushProducer)
-class PausableFactory(Factory):
+class PausableFactory(ServerFactory):
     """
     A factory that is the push producer of all its connections' reading.  Its
     protocols call L{connected} and L{disconnected}.
@@ -22,12 +22,12 @@ class PausableFactory(Factory):
     def __init__(self):
         self._connected: set = set()
 
-    def connected(self, protocol) -> None:
+    def connected(self, protocol: IProtocol) -> None:
         self._connected.add(protocol)
         if self.paused:
             protocol.transport.pauseProducing()
 
-    def disconnected(self, protocol) -> None:
+    def disconnected(self, protocol: IProtocol) -> None:
         self._connected.discard(protocol)
 
     def pauseProducing(self) -> None:
@@ -51,7 +51,7 @@ class PausableFactory(Factory):
 class ProducerGroup:
     """Several producers paused and resumed as one (the journal pauses all ingest)."""
 
-    def __init__(self, producers: list):
+    def __init__(self, producers: list[IPushProducer]):
         self.producers = producers
 
     def pauseProducing(self) -> None:

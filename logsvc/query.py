@@ -24,7 +24,7 @@ from twisted.spread import pb
 
 from . import __version__
 from .errors import NoSuchClient
-from .options import positiveInteger
+from .options import localEndpoint, positiveInteger
 from .pb import READ_LIMIT, BadRequest, JournalError, TrimmedError
 from .subscription import LINE_EVENTS, eventKinds
 
@@ -42,12 +42,6 @@ def localTime(seconds) -> str:
     if not isinstance(seconds, (int, float)):
         return "-"
     return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
-
-
-def connectDescription(value: str) -> str:
-    """A bare port number means the local PB port C{tcp:127.0.0.1:N}."""
-    value = value.strip()
-    return f"tcp:127.0.0.1:{value}" if value.isdigit() else value
 
 
 PROGRAM = "logsvc-query"
@@ -194,7 +188,7 @@ class Options(usage.Options):
         for name in ("connect", "user", "password"):
             if self.subOptions[name] is not None:
                 self[name] = self.subOptions[name]
-        self["connect"] = connectDescription(self["connect"] or DEFAULT_CONNECT)
+        self["connect"] = localEndpoint(self["connect"] or DEFAULT_CONNECT)
         self["json"] = self["json"] or self.subOptions["json"]
 
 

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from . import __version__
 from .errors import oneLine
 from .handler import checkKey, checkName
+from .options import localEndpoint
 
 CHUNK = 1 << 16
 
@@ -53,16 +54,12 @@ def _assignment(value: str) -> tuple:
     return key, " ".join(rest.split())
 
 
-def _endpoint(value: str) -> str:
-    return f"tcp:127.0.0.1:{value}" if value.isdigit() else value
-
-
 def parseArguments(argv: list | None = None) -> dict:
     parser = _Parser(prog="logsvc-send", description=(
         "Send standard input's lines to logsvc's line service as LOG lines of client "
         "NAME, after any --set KEY=VALUE state."))
     parser.add_argument("name", metavar="NAME", type=_name, help="client name")
-    parser.add_argument("--connect", "-c", default="tcp:127.0.0.1:2212", type=_endpoint,
+    parser.add_argument("--connect", "-c", default="tcp:127.0.0.1:2212", type=localEndpoint,
                         metavar="ENDPOINT",
                         help="line service endpoint (a Twisted client endpoint string; "
                              "a bare number means tcp:127.0.0.1:N); default %(default)s")

@@ -1,19 +1,34 @@
-"""The one service object that every listener's factory points at."""
+"""
+The service tree twistd runs: the listeners, started after the store is open and
+stopped before it is closed.
+"""
 
 import sys
+from typing import NamedTuple
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamServerEndpoint
 from twisted.python.failure import Failure
 
 from .errors import StoreError
+from .interfaces import IClientRegistry, IJournalStore
 from .limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
+
+
+class ListenerState(NamedTuple):
+    """One listener as /metrics shows it."""
+
+    up: bool
+    connections: int
+    refused: int
 
 
 class LogService(MultiService):
     """
-    Holds the shared state (client registry, journal store, clock) and the listeners.
+    The listeners, and the shared objects that PB avatars and subscriptions read
+    (client registry, journal store, clock).
 
     Listeners are named children, after their options (C{"port"}, C{"journal"},
     C{"pb"}, C{"http"}), so health checks and tests can find them; they start after the
@@ -27,7 +42,8 @@ class LogService(MultiService):
     nodeName = None
     """C{--node-name}, if given (see L{logsvc.nodes.nodeName})."""
 
-    def __init__(self, registry, store, clock, startTime: float | None = None,
+    def __init__(self, registry: IClientRegistry, store: IJournalStore, clock: IReactorTime,
+                 startTime: float | None = None,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS):
         super().__init__()
         self.registry = registry
@@ -38,7 +54,8 @@ class LogService(MultiService):
         self.endpoints: dict[str, str] = {}
         self.persistence = None     # a RegistryPersistence, for stores that persist
 
-    def addListener(self, name: str, description: str, endpoint, factory) -> None:
+    def addListener(self, name: str, description: str, endpoint: IStreamServerEndpoint,
+                    factory: IProtocolFactory) -> None:
         """Listen with C{factory}, capped at C{maxConnections} open connections."""
         listener = StreamServerEndpointService(
             endpoint, ConnectionLimit(factory, name, self.maxConnections))
@@ -56,6 +73,13 @@ class LogService(MultiService):
         return (self.running and waiting is not None and waiting.called
                 and not isinstance(waiting.result, Failure))
 
+    def listenerStates(self) -> dict[str, ListenerState]:
+        """Each listener's state by name: bound or not, open and refused connections."""
+        return {listener.name: ListenerState(self.listening(listener.name),
+                                             listener.factory.connections,
+                                             listener.factory.refused)
+                for listener in self.listeners()}
+
     def privilegedStartService(self) -> None:
         """Open the store, then bind every port; any failure is one line and exit 1."""
         self._openStore()
@@ -66,15 +90,7 @@ class LogService(MultiService):
                 exitWithError(f"cannot listen on --{listener.name} "
                               f"{self.endpoints[listener.name]}: {_oneLine(e)}")
 
-    def startService(self) -> None:
-        if not self._storeOpened:
-            self._openStore()
-        super().startService()
-
-    _storeOpened = False
-
     def _openStore(self) -> None:
-        self._storeOpened = True
         failures: list = []
         self.store.open().addErrback(failures.append)
         if failures:

@@ -14,13 +14,16 @@ from functools import lru_cache
 from twisted.application.service import Service
 from twisted.internet.defer import fail, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IPushProducer, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IAddress, IPushProducer, IReactorTime, IReactorUDP, IStreamServerEndpoint,
+)
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .errors import NameInUse
+from .interfaces import IClientRegistry
 from .producers import PausableFactory
 from .syslogformat import FACILITIES, SEVERITIES, Framing, parse
 
@@ -61,8 +64,8 @@ class SyslogClients(Service):
 
     log = Logger()
 
-    def __init__(self, registry, clock, quiet: float = QUIET_PERIOD,
-                 maxOnline: int = MAX_ONLINE):
+    def __init__(self, registry: IClientRegistry, clock: IReactorTime,
+                 quiet: float = QUIET_PERIOD, maxOnline: int = MAX_ONLINE):
         self._registry = registry
         self._clock = clock
         self.quiet = quiet
@@ -214,7 +217,7 @@ class SyslogStreamFactory(PausableFactory):
         self.clients = clients
         self.maxMessage = maxMessage
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress) -> SyslogStreamProtocol:
         protocol = SyslogStreamProtocol(self.clients, self.maxMessage)
         protocol.factory = self
         return protocol
@@ -261,7 +264,8 @@ class DatagramEndpoint:
     datagrams have no connections (the listener shows 0 open).
     """
 
-    def __init__(self, reactor, port: int, interface: str, protocol: DatagramProtocol):
+    def __init__(self, reactor: IReactorUDP, port: int, interface: str,
+                 protocol: DatagramProtocol):
         self._reactor = reactor
         self.port = port
         self._interface = interface

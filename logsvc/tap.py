@@ -1,4 +1,8 @@
-"""``twistd logatron``: options and the service they build."""
+"""
+``twistd logatron``: options, and the service they build.  The shared objects (client
+registry, store, portal, metrics, web tree) are built here once and handed to each
+listener's factory, as Twisted words' tap builds one realm and portal for every listener.
+"""
 
 import ipaddress
 import sys
@@ -10,10 +14,12 @@ from twisted.python import usage
 from .auth import checkerFromString, makePortal
 from .errors import StoreError
 from .journal import JournalFactory, JournalLines
-from .limits import DEFAULT_MAX_CONNECTIONS, httpSite
+from .httptimeouts import httpSite
+from .limits import DEFAULT_MAX_CONNECTIONS
 from .lineservice import LineFactory
-from .options import positiveInteger
+from .metrics import ServiceMetrics
 from .nodes import persistenceFor
+from .options import portEndpoint, positiveInteger
 from .pb import LONGEST_LINE
 from .pb import serverFactory as pbServerFactory
 from .registry import ClientRegistry
@@ -22,17 +28,14 @@ from .service import LogService, exitWithError
 from .store import storeFromString
 from .producers import ProducerGroup
 from .sysloglistener import SyslogClients, syslogListener
-from .web import httpResource
+from .web import httpResource, rootResource
 
 
 def endpointDescription(value: str) -> str | None:
     """A bare port number means C{tcp:N}; C{none} disables the listener."""
-    value = value.strip()
-    if value.lower() == "none":
+    if value.strip().lower() == "none":
         return None
-    if value.isdigit():
-        return f"tcp:{value}"
-    return value
+    return portEndpoint(value)
 
 
 def isLoopback(endpoint) -> bool:
@@ -96,7 +99,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     def opt_auth(self, description: str) -> None:
         # One line: twistd shows a docstring's line breaks and indentation in --help.
-        """A twisted.cred checker for PB and HTTP logins (repeatable): file:PATH, memory:USER:PASSWORD or unix."""
+        """A twisted.cred checker for PB and HTTP logins (repeatable): file:PATH, memory:USER:PASSWORD or unix."""  # noqa: E501
         try:
             self.addChecker(checkerFromString(description))
         except (ValueError, strcred.UnsupportedInterfaces) as e:
@@ -142,7 +145,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                                       self.pop("retain-bytes"))
         if not self.get("credCheckers"):
             for name in ("pb", "http"):
-                if self[name] is not None and not isLoopback(serverFromString(_reactor(), self[name])):
+                if self[name] is None:
+                    continue
+                if not isLoopback(serverFromString(_reactor(), self[name])):
                     raise usage.UsageError(
                         f"--{name} {self[name]} is reachable from other hosts: "
                         f"give --auth, or bind it to 127.0.0.1")
@@ -178,10 +183,12 @@ def makeService(config, reactor=None) -> LogService:
     lineFactory = LineFactory(registry, reactor, config["max-line"])
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         lineFactory)
+    journalReaders: set = set()
     if config["journal"] is not None:
+        journal = JournalFactory(store, config["max-entry"], reactor)
+        journalReaders = journal.readers
         service.addListener("journal", config["journal"],
-                            serverFromString(reactor, config["journal"]),
-                            JournalFactory(store, config["max-entry"], reactor))
+                            serverFromString(reactor, config["journal"]), journal)
     producer = lineFactory
     if config["syslog"] is not None:
         producer = _addSyslog(service, config, reactor, producer)
@@ -189,19 +196,22 @@ def makeService(config, reactor=None) -> LogService:
         registry.addObserver(JournalLines(store, producer=producer), localOnly=True)
     if config["retention"]:
         RetentionService(store, config["retention"], reactor).setServiceParent(service)
-    portal = makePortal(service, config.get("credCheckers") or [])
+    metrics = ServiceMetrics(registry, store, service.startTime, service.listenerStates,
+                             service.syslog, journalReaders)
+    webRoot = rootResource(service, metrics)
+    checkers = config.get("credCheckers") or []
+    portal = makePortal(service, checkers, webRoot)
     if config["pb"] is not None:
         service.addListener("pb", config["pb"], serverFromString(reactor, config["pb"]),
                             pbServerFactory(portal))
-    authenticated = bool(config.get("credCheckers"))
     if config["http"] is not None:
         service.addListener("http", config["http"], serverFromString(reactor, config["http"]),
-                            httpSite(httpResource(service, portal if authenticated else None),
+                            httpSite(httpResource(webRoot, portal if checkers else None),
                                      reactor))
     return service
 
 
-def _addSyslog(service: LogService, config, reactor, lineProducer):
+def _addSyslog(service: LogService, config, reactor, lineProducer) -> ProducerGroup:
     """The syslog listener; returns what the journal pauses: line and syslog ingest."""
     clients = service.syslog = SyslogClients(service.registry, reactor)
     clients.setServiceParent(service)

@@ -4,8 +4,10 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from logsvc.metrics import ServiceMetrics
 from logsvc.service import LogService
 from logsvc.tap import Options, makeService
+from logsvc.web import rootResource
 
 
 def parse(*args: str) -> Options:
@@ -21,3 +23,15 @@ def buildService(testCase: SynchronousTestCase, *args: str, reactor=None) -> Log
     """
     testCase.addCleanup(sys.setswitchinterval, sys.getswitchinterval())
     return makeService(parse(*args), reactor=reactor)
+
+
+def serviceMetrics(service: LogService, journal=None) -> ServiceMetrics:
+    """The metrics tap builds, over a service built by hand (and its journal factory)."""
+    return ServiceMetrics(service.registry, service.store, service.startTime,
+                          service.listenerStates, service.syslog,
+                          () if journal is None else journal.readers)
+
+
+def webRoot(service: LogService, journal=None):
+    """The resource tree tap builds, over a service built by hand."""
+    return rootResource(service, serviceMetrics(service, journal))

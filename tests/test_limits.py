@@ -1,9 +1,6 @@
 """
-Connection limits and slow-peer deadlines: in memory (StringTransport and task.Clock),
-then the refusals end to end against a real twistd.
+Connection limits and slow-peer deadlines, in memory (StringTransport and task.Clock).
 """
-
-import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
@@ -22,19 +19,28 @@ from zope.interface.verify import verifyObject
 from logsvc.auth import makePortal
 from logsvc.errors import NoSuchClient
 from logsvc.journal import MESSAGE_TIMEOUT, JournalFactory
-from logsvc.limits import (DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT, REFUSALS, ConnectionLimit,
-                           httpSite)
+from logsvc.httptimeouts import HEAD_TIMEOUT, httpSite
+from logsvc.limits import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
-from logsvc.metrics import ServiceMetrics
 from logsvc.pb import serverFactory as pbServerFactory
 from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore
-from tests.clients import httpGet, lineClient, query
-from tests.polling import waitFor
-from tests.services import buildService
+from tests.services import buildService, serviceMetrics
 
 PEER = IPv4Address("TCP", "10.0.0.1", 40000)
+
+REFUSALS = {
+    "port": b"ERR too many connections\n",
+    "journal": b'{"error":"too many connections"}\n',
+    "http": (b"HTTP/1.1 503 Service Unavailable\r\n"
+             b"Content-Type: text/plain; charset=utf-8\r\n"
+             b"Content-Length: 21\r\n"
+             b"Connection: close\r\n\r\n"
+             b"too many connections\n"),
+    "pb": b"",
+}
+"""What a connection over the limit receives, by listener: each factory's refusal."""
 
 
 class Ok(Resource):
@@ -198,7 +204,7 @@ class ServiceWiringTests(TestCase):
             protocol, _ = connect(listener.factory)
             self.addCleanup(close, protocol)
             connect(listener.factory)
-        metrics = ServiceMetrics(self.service)
+        metrics = serviceMetrics(self.service)
         body, _ = self.successResultOf(Deferred.fromCoroutine(metrics.render(None)))
         samples = {(s.name, s.labels.get("listener")): s.value
                    for family in text_string_to_metric_families(body.decode())
@@ -343,56 +349,3 @@ class HTTPHeadTimeoutTests(TestCase):
         self.clock.advance(HEAD_TIMEOUT)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 5)
-
-
-# End to end: a real twistd with --max-connections 1 on every listener.
-
-def _openConnections(server) -> dict:
-    """C{logsvc_connections} by listener, from the /metrics scrape that is one of them."""
-    status, body = httpGet(server.ports["http"], "/metrics")
-    assert status == 200, (status, body)
-    return {s.labels["listener"]: s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples if s.name == "logsvc_connections"}
-
-
-def _everything(port: int) -> bytes:
-    """What the server sends before it closes the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
-        received = b""
-        while chunk := refused.recv(4096):
-            received += chunk
-        return received
-
-
-def test_refusalsAgainstRealTwistd(twistd):
-    server = twistd("--max-connections", "1", store="memory:")
-    assert _openConnections(server) == {"port": 0, "journal": 0, "pb": 0, "http": 1}
-    logStart = len(server.output())
-    held = [socket.create_connection(("127.0.0.1", server.ports[name]), timeout=10)
-            for name in ("port", "journal", "pb", "http")]
-    held[0].sendall(b"IAM holder\n")
-    assert held[2].recv(4096), "the first PB connection is served (Banana greeting)"
-    for _ in range(3):
-        assert _everything(server.ports["port"]) == b"ERR too many connections\n"
-    assert _everything(server.ports["journal"]) == b'{"error":"too many connections"}\n'
-    assert _everything(server.ports["pb"]) == b""
-    refused = query(server, "clients")
-    assert (refused.returncode, refused.stderr) == (
-        1, "logsvc-query: connection to the server lost\n")
-    assert httpGet(server.ports["http"], "/status") == (503, b"too many connections\n")
-
-    held[0].close()
-
-    def connectAgain() -> bool:
-        with lineClient(server.ports["port"], "again"):
-            pass
-        return "--port: accepting connections again after refusing 3" in server.output()
-    waitFor(connectAgain, "the line listener to accept again")
-    for connection in held[1:]:
-        connection.close()
-    assert server.stop() == 0
-    log = server.output()[logStart:]
-    for name in ("port", "journal", "pb", "http"):
-        assert log.count(f"--{name}: 1 connections open (--max-connections); "
-                         f"refusing new connections") == 1, log

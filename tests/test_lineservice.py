@@ -163,6 +163,35 @@ class LineServiceTests(TestCase):
             protocol.dataReceived(b"z" * 1000)
             self.assertLessEqual(len(protocol._pending), 100)
 
+    def test_endedFirstLineOverMaxLine(self):
+        """An IAM line longer than --max-line is judged whole; what follows it is read."""
+        factory = LineFactory(self.registry, self.clock, maxLine=8)
+        protocol, transport = self.connect(factory)
+        data = b"IAM abcdef  \nLOG x\nSET k v\n"
+        protocol.dataReceived(data)
+        record = self.registry.lookup("abcdef")
+        self.assertEqual((self.messages("abcdef"), record.state, record.bytes),
+                         (["x"], {"k": "v"}, len(data)))
+        self.assertFalse(transport.disconnecting)
+
+    def test_openFirstLineOverMaxLine(self):
+        """An IAM line still open past --max-line is judged by its head, the rest skipped."""
+        factory = LineFactory(self.registry, self.clock, maxLine=8)
+        protocol, transport = self.connect(factory)
+        chunks = [b"IAM ab" + b" " * 20, b"  ignored\nLOG y\n"]
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+        self.assertEqual(self.messages("ab"), ["y"])
+        self.assertEqual(self.registry.lookup("ab").bytes, sum(map(len, chunks)))
+        self.assertFalse(transport.disconnecting)
+
+    def test_refusedConnectionReadsNoMore(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"HELLO\n")
+        protocol.dataReceived(b"IAM late\nLOG x\n")
+        self.assertEqual(transport.value(), b"ERR expected IAM <name>\n")
+        self.assertEqual(self.registry.counts(), {"online": 0, "offline": 0})
+
     def test_duplicateNameRefusedFirstUnaffected(self):
         first, firstTransport = self.client("api")
         second, secondTransport = self.client("api")

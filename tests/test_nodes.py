@@ -195,6 +195,19 @@ class LineServiceClaimTests(TestCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(transport.value(), b"")
 
+    def test_overLongFirstLineWaitsForTheClaim(self):
+        """An IAM line over --max-line: what follows it waits for the claim too."""
+        self.factory.maxLine = 16
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"IAM web-1" + b" " * 20 + b"\nLOG one\n")
+        protocol.dataReceived(b"LOG two\n")
+        self.assertEqual(self.registry.onlineNames(), [])
+        self.names.asked["web-1"].callback(True)
+        record = self.registry.lookup("web-1")
+        self.assertEqual([m for _, m in record.log()], ["one", "two"])
+        self.assertEqual(record.bytes, 30 + len(b"LOG one\nLOG two\n"))
+        self.assertEqual(transport.producerState, "producing")
+
     def test_refusedWhenOnlineElsewhere(self):
         protocol, transport = self.connect()
         protocol.dataReceived(b"IAM web-1\nLOG one\n")

@@ -7,6 +7,7 @@ import sys
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import IResource
 
 from logsvc.lineservice import LineFactory
 from logsvc.pb import LONGEST_LINE
@@ -130,3 +131,14 @@ class MakeServiceTests(TestCase):
             self.addCleanup(store.close)
             self.assertEqual(store._write.execute("PRAGMA synchronous").fetchone()[0],
                              synchronous, mode)
+
+    def test_sharedObjectsAreBuiltOnce(self):
+        """The site and the auth realm serve one tree; metrics read the journal's readers."""
+        service = buildService(self, "--store", "memory:", "--pb", "none",
+                               "--auth", "memory:alice:secret", reactor=Clock())
+        journal = service.getServiceNamed("journal").factory.wrappedFactory
+        guard = service.getServiceNamed("http").factory.wrappedFactory.resource
+        root = guard._portal.realm.webRoot
+        self.assertIs(root.children[b"metrics"].metrics.journalReaders, journal.readers)
+        self.assertIs(root.children[b"clients"].registry, service.registry)
+        self.assertIs(guard._portal.realm.requestAvatar("alice", None, IResource)[1], root)

@@ -1,5 +1,8 @@
-"""What the README's truncated-line example says, against a real ``twistd`` at defaults:
---max-line (65,536) counts the whole line, ``LOG `` included, so the message keeps 65,532."""
+"""
+What the truncated-line example of docs/lines.rst says, against a real ``twistd`` at
+defaults: --max-line (65,536) counts the whole line, ``LOG `` included, so the message
+keeps 65,532.
+"""
 
 import json
 import socket

@@ -27,7 +27,9 @@ from logsvc.registry import ClientRegistry
 from logsvc.service import LogService
 from logsvc.store import MemoryStore, canonical
 from logsvc.stream import CLOSE_TIMEOUT, CLOSE_TOO_SLOW, StreamOptions, StreamProtocol
-from logsvc.web import JOURNAL_PAGE_MAX, httpResource, rootResource
+from logsvc.resources import JOURNAL_PAGE_MAX
+from logsvc.web import httpResource
+from tests.services import serviceMetrics, webRoot
 
 BASE = "http://logsvc.test"
 
@@ -59,7 +61,7 @@ class WebTestCase(TestCase):
     def setUp(self):
         self.service = makeService()
         self.clock = self.service.clock
-        self.client = StubTreq(rootResource(self.service))
+        self.client = StubTreq(webRoot(self.service))
 
     def get(self, path, client=None, **kwargs):
         client = client or self.client
@@ -106,11 +108,13 @@ class ExternalURLsTests(TestCase):
 
 class RootTests(WebTestCase):
     def test_oneTreePerService(self):
-        """The realm asks for the tree on every request: it is built once per service."""
-        root = rootResource(self.service)
+        """The realm asks for the tree on every request: it hands out the one it was given."""
+        root = webRoot(self.service)
         verifyObject(IResource, root)
-        self.assertIs(rootResource(self.service), root)
-        self.assertIsNot(rootResource(makeService()), root)
+        realm = makePortal(self.service, [], root).realm
+        self.assertIs(realm.requestAvatar(None, None, IResource)[1], root)
+        self.assertIs(realm.requestAvatar(None, None, IResource)[1], root)
+        self.assertIsNot(webRoot(makeService()), root)
 
     def test_page(self):
         response, body = self.get("/")
@@ -227,13 +231,13 @@ class HealthTests(WebTestCase):
             "first": 1, "head": 0, "node": f"{socket.gethostname()}:2212"})
 
     def test_listenerDown(self):
-        self.client = StubTreq(rootResource(makeService(listen=False)))
+        self.client = StubTreq(webRoot(makeService(listen=False)))
         body = self.getJSON("/health", 503)
         self.assertEqual(body["error"], "listener http is not listening")
         self.assertEqual(body["listeners"], {"port": "up", "http": "down"})
 
     def test_storeDown(self):
-        self.client = StubTreq(rootResource(makeService(BrokenStore(Clock()))))
+        self.client = StubTreq(webRoot(makeService(BrokenStore(Clock()))))
         body = self.getJSON("/health", 503)
         self.assertEqual(body["error"], "store: disk full: /var/lib/logsvc")
 
@@ -260,7 +264,7 @@ class AsyncRenderTests(TestCase):
     def test_clientGoesAway(self):
         """A client that disconnects cancels the work; nothing is written afterwards."""
         store = PendingStore(Clock())
-        resource = rootResource(makeService(store)).children[b"status"]
+        resource = webRoot(makeService(store)).children[b"status"]
         request = DummyRequest([b""])
         resource.render(request)
         self.assertEqual(request.written, [])
@@ -270,7 +274,7 @@ class AsyncRenderTests(TestCase):
 
     def test_lateResult(self):
         store = PendingStore(Clock())
-        resource = rootResource(makeService(store)).children[b"status"]
+        resource = webRoot(makeService(store)).children[b"status"]
         request = DummyRequest([b""])
         resource.render(request)
         store.pending[0].callback(41)
@@ -279,7 +283,7 @@ class AsyncRenderTests(TestCase):
 
     def test_internalError(self):
         store = PendingStore(Clock())
-        resource = rootResource(makeService(store)).children[b"status"]
+        resource = webRoot(makeService(store)).children[b"status"]
         request = DummyRequest([b""])
         resource.render(request)
         store.pending[0].errback(ZeroDivisionError())
@@ -335,6 +339,7 @@ class MetricsTests(WebTestCase):
         self.service.addListener("journal", "tcp:8089",
                                  TCP4ServerEndpoint(MemoryReactor(), 8089), journal)
         self.service.getServiceNamed("journal").privilegedStartService()
+        self.client = StubTreq(webRoot(self.service, journal))
         self.append(*({"n": n} for n in range(5)))
         reader = journal.buildProtocol(None)
         transport = StringTransport()
@@ -367,7 +372,7 @@ class MetricsTests(WebTestCase):
     def test_ownRegistry(self):
         """Two services in one process keep apart metrics."""
         self.append({"n": 1})
-        other = StubTreq(rootResource(makeService()))
+        other = StubTreq(webRoot(makeService()))
         response = self.successResultOf(other.get(BASE + "/metrics"))
         body = self.successResultOf(response.content()).decode()
         self.assertIn("logsvc_journal_head 0.0", body)
@@ -400,7 +405,7 @@ class FakeWebSocket:
 class StreamProtocolTests(TestCase):
     def setUp(self):
         self.service = makeService()
-        self.metrics = rootResource(self.service).metrics
+        self.metrics = serviceMetrics(self.service)
         self.registry = self.service.registry
 
     def connect(self, query: dict | None = None) -> tuple:
@@ -490,7 +495,8 @@ class AuthTests(WebTestCase):
     def setUp(self):
         super().setUp()
         checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
-        self.guarded = StubTreq(httpResource(self.service, makePortal(self.service, [checker])))
+        root = webRoot(self.service)
+        self.guarded = StubTreq(httpResource(root, makePortal(self.service, [checker], root)))
 
     def test_noCredentials(self):
         for path in ("/", "/status", "/metrics", "/stream", "/clients/x"):
@@ -512,4 +518,5 @@ class AuthTests(WebTestCase):
 
     def test_anonymous(self):
         """Without a portal the tree is served as it is."""
-        self.assertIs(httpResource(self.service), rootResource(self.service))
+        root = webRoot(self.service)
+        self.assertIs(httpResource(root), root)

@@ -31,6 +31,8 @@ python3 -m venv .venv
 .venv/bin/lint-imports --no-logo
 .venv/bin/mypy logsvc
 .venv/bin/ruff check logsvc tests bench twisted
+# The documentation builds without a warning (docs/conf.py).
+.venv/bin/python -m sphinx -W -q -b html docs docs/_build/html
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec .venv/bin/python -m pytest "$@"

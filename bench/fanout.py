@@ -4,22 +4,17 @@ send M ``LOG`` lines; prints one JSON line with the events delivered per second.
 
 Every subscriber must account for every line, as a delivered event or inside a
 ``dropped`` notice; the run is timed from the first line sent to the last subscriber
-done.  ``python bench/websocket_fanout.py [--subscribers 50 --clients 8 --lines 5000]``
+done.  ``python bench/run.py fanout [--subscribers 50 --clients 8 --lines 5000]``
 """
 
-import argparse
 import asyncio
 import functools
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import websockets
 
-import websockets  # noqa: E402
-
-from bench.common import BenchError, Generators, Logsvc, processes, report  # noqa: E402
-from bench.lines import sendLines  # noqa: E402
+from bench.common import BenchError, Generators, Logsvc, processes, report
+from bench.lines import sendLines
 
 DROPPED_PREFIX = '{"type": "dropped"'
 
@@ -96,23 +91,4 @@ def run(subscribers: int = 50, clients: int = 8, lines: int = 5000, size: int = 
                    "delivered": delivered,
                    "dropped": sum(d for _, d, _ in done),
                    **server.figures(since=before)}
-    return report("websocket_fanout", "logsvc", parameters, figures)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=50)
-    parser.add_argument("--clients", type=int, default=8, help="line clients logging")
-    parser.add_argument("--lines", type=int, default=5000, help="LOG lines per client")
-    parser.add_argument("--size", type=int, default=100, help="bytes per line, newline included")
-    parser.add_argument("--timeout", type=float, default=300.0)
-    args = parser.parse_args()
-    try:
-        run(args.subscribers, args.clients, args.lines, args.size, timeout=args.timeout)
-    except BenchError as e:
-        report("websocket_fanout", "logsvc", {}, {"error": str(e)})
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+    return report("fanout", "logsvc", parameters, figures)
