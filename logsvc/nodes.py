@@ -13,11 +13,20 @@ Each node keeps its own clients' records and saves the changed ones once per tic
     lock is free or whose heartbeat is stale is dead, and the first node to see it
     marks its clients offline (rings kept);
   - line events of this node's clients are sent on a channel, batched per tick, to the
-    PB and WebSocket subscribers of every other node.
+    PB and WebSocket subscribers of every other node, but only while some other node
+    has such subscribers: a node says so in its row and with a notification when its
+    first subscriber arrives (and when its last leaves), and every node reads the rows
+    with each heartbeat.  Meanwhile a node holds its last L{HOLD} seconds of events;
+    the node that learns of a new subscriber sends those since the subscriber's node
+    had it (less one tick), so a subscriber misses nothing from its acknowledgement on
+    as long as its announcement arrives within L{HOLD} seconds (the notification takes
+    milliseconds; the heartbeat reads it within a second anyway).  The comparison uses
+    each node's clock: keep the nodes' clocks in step (NTP).
 """
 
 import json
 import socket
+from collections import deque
 import threading
 import time
 import uuid
@@ -49,6 +58,9 @@ EVENTS_PENDING = 20_000
 """Events waiting for the next batch, at most; more are dropped (and counted)."""
 
 EVENTS_CHANNEL = "logsvc_events"
+
+HOLD = 2.0
+"""Seconds of events a node holds while no other node has subscribers (see above)."""
 
 PAYLOAD_BYTES = 7900
 """Largest notification payload sent (PostgreSQL's limit is 8000 bytes)."""
@@ -154,6 +166,10 @@ class SharedRegistry(RegistryPersistence):
         self._heartbeat.clock = clock
         self._beating = None
         self._events: list = []
+        self._held: deque = deque(maxlen=EVENTS_PENDING)  # calls, while nobody listens
+        self._subscribed: dict[str, float] = {}     # other nodes with subscribers: since
+        self._heard = 0         # announcements heard: a heartbeat read before is stale
+        self._since: float | None = None    # since when this node has subscribers
         self.droppedEvents = 0
         self._sending = None
         self._sender = LoopingCall(self.sendEvents)
@@ -169,13 +185,16 @@ class SharedRegistry(RegistryPersistence):
         super().open()
         for name, record, online in self._backend.others:
             self._registry.applyRemote(name, json.loads(record), online)
+        self._subscribed = self._nodes.subscribed()
         self._registry.names = self
         self._registry.addObserver(self, localOnly=True)
+        self._registry.subscribersChanged = self.subscribersChanged
         self._nodePool.start()
         self._heartbeat.start(HEARTBEAT, now=False)
         self._sender.start(EVENTS_TICK, now=False)
         self._listener = self._nodes.listen(self._clock, self._backend.version,
-                                            self.remoteRows, self._registry.remoteEvents)
+                                            self.remoteRows, self._registry.remoteEvents,
+                                            self.othersSubscribed)
 
     # Names (the registry's claims)
 
@@ -193,13 +212,19 @@ class SharedRegistry(RegistryPersistence):
         if self._beating is not None:
             return self._beating
         self._beating = beating = self._runNodes(self._nodes.beat,
-                                                 self._registry.claimedNames(), STALE)
-        beating.addCallbacks(self._beaten, self._notBeaten)
+                                                 self._registry.claimedNames(), STALE,
+                                                 self._since)
+        beating.addCallbacks(self._beaten, self._notBeaten, callbackArgs=(self._heard,))
         return beating
 
-    def _beaten(self, result: tuple) -> None:
+    def _beaten(self, result: tuple, heard: int) -> None:
         self._beating = None
-        swept, dead = result
+        swept, dead, subscribed = result
+        if heard == self._heard:
+            for node in set(self._subscribed) - set(subscribed):
+                self.othersSubscribed(node, None)
+            for node, since in subscribed.items():
+                self.othersSubscribed(node, since)
         if self._unreachable:
             self._unreachable = False
             self.log.info("the cluster's database is reachable again")
@@ -221,10 +246,40 @@ class SharedRegistry(RegistryPersistence):
         for name, saved, online in rows:
             self._registry.applyRemote(name, saved, online)
 
+    # Subscribers to other nodes' events, here and there
+
+    def subscribersChanged(self, present: bool) -> None:
+        """This node's first subscriber arrived, or its last left: tell the others."""
+        self._since = self._clock.seconds() if present else None
+        self._runNodes(self._nodes.announce, self._since).addErrback(
+            lambda failure: self.log.warn("could not announce subscribers: {error}",
+                                          error=failure.getErrorMessage()))
+
+    def othersSubscribed(self, node: str, since: float | None) -> None:
+        """C{node} has subscribers since C{since} (its clock), or none (None)."""
+        self._heard += 1
+        if since is None:
+            self._subscribed.pop(node, None)
+            return
+        first = not self._subscribed
+        self._subscribed[node] = since
+        if first:
+            held, self._held = self._held, deque(maxlen=EVENTS_PENDING)
+            for call in held:
+                if call[2] >= since - EVENTS_TICK:
+                    call[0](*call[1:])
+
     # This node's events, for the other nodes
 
     def logged(self, name: str, time: float, messages: list, truncated: bool,
                fields: list | None = None) -> None:
+        if not self._subscribed:
+            self._held.append((self._logged, name, time, messages, truncated, fields))
+            return
+        self._logged(name, time, messages, truncated, fields)
+
+    def _logged(self, name: str, time: float, messages: list, truncated: bool,
+                fields: list | None) -> None:
         room = EVENTS_PENDING - len(self._events)
         if room < len(messages):
             self.droppedEvents += len(messages) - max(room, 0)
@@ -235,6 +290,12 @@ class SharedRegistry(RegistryPersistence):
                 "message": message, **(extra if fields is None else fields[n])}])
 
     def event(self, kind: str, name: str, time: float, fields: dict) -> None:
+        if not self._subscribed:
+            self._held.append((self._event, name, time, kind, fields))
+            return
+        self._event(name, time, kind, fields)
+
+    def _event(self, name: str, time: float, kind: str, fields: dict) -> None:
         if len(self._events) >= EVENTS_PENDING:
             self.droppedEvents += 1
             return
@@ -242,6 +303,10 @@ class SharedRegistry(RegistryPersistence):
 
     def sendEvents(self):
         """Send the events since the last batch; Deferred."""
+        held = self._held
+        old = self._clock.seconds() - HOLD
+        while held and held[0][2] < old:
+            held.popleft()
         if self._sending is not None or not self._events:
             return self._sending
         events, self._events = self._events, []
@@ -267,6 +332,7 @@ class SharedRegistry(RegistryPersistence):
             if loop.running:
                 loop.stop()
         self._registry.removeObserver(self)
+        self._registry.subscribersChanged = None
         sent = self._sending or succeed(None)
         sent.addBoth(lambda _: self.sendEvents())
         sent.addBoth(lambda _: super(SharedRegistry, self).close())
@@ -348,10 +414,11 @@ class PostgreSQLNodes:
         self._connect().execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
                                 ("logsvc-name:" + name,))
 
-    def beat(self, claimed: list, stale: float) -> tuple:
+    def beat(self, claimed: list, stale: float, since: float | None) -> tuple:
         """
-        Beat; C{(swept, dead)}: whether another node had swept this one (its
-        clients must be saved again) and how many dead nodes this call swept.
+        Beat, saying since when this node has subscribers (C{since}); C{(swept, dead,
+        subscribed)}: whether another node had swept this one (its clients must be saved
+        again), how many dead nodes this call swept, and L{subscribed}.
         """
         connection = self._connect()
         if self._fresh:
@@ -365,10 +432,27 @@ class PostgreSQLNodes:
                 "SELECT swept FROM logsvc_nodes WHERE node = %s FOR UPDATE",
                 (self.node,)).fetchone()
             connection.execute(
-                "INSERT INTO logsvc_nodes (node, name, key, heartbeat) VALUES"
-                " (%s, %s, hashtext(%s), now()) ON CONFLICT (node) DO UPDATE"
-                " SET heartbeat = now(), swept = false", (self.node, self.name, self.node))
-        return (row is None or row[0]), self.sweep(stale)
+                "INSERT INTO logsvc_nodes (node, name, key, heartbeat, subscribed) VALUES"
+                " (%s, %s, hashtext(%s), now(), %s) ON CONFLICT (node) DO UPDATE"
+                " SET heartbeat = now(), swept = false, subscribed = excluded.subscribed",
+                (self.node, self.name, self.node, since))
+        dead = self.sweep(stale)
+        return (row is None or row[0]), dead, self.subscribed()
+
+    def subscribed(self) -> dict:
+        """The other live nodes with subscribers to events: since when, by node."""
+        return dict(self._connect().execute(
+            "SELECT node, subscribed FROM logsvc_nodes"
+            " WHERE node <> %s AND NOT swept AND subscribed IS NOT NULL", (self.node,)))
+
+    def announce(self, since: float | None) -> None:
+        """This node has subscribers since C{since}, or none: in its row, and notified."""
+        connection = self._connect()
+        with connection.transaction():
+            connection.execute("UPDATE logsvc_nodes SET subscribed = %s WHERE node = %s",
+                               (since, self.node))
+            connection.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, json.dumps(
+                {"node": self.node, "subscribed": since})))
 
     def sweep(self, stale: float) -> int:
         """Mark offline the clients of every dead node not swept yet; how many nodes."""
@@ -385,9 +469,10 @@ class PostgreSQLNodes:
         self.log.info("nodes {nodes} are dead: their clients are offline", nodes=dead)
         return len(dead)
 
-    def listen(self, reactor, version: int, onRows, onEvents) -> "Listener":
+    def listen(self, reactor, version: int, onRows, onEvents, onSubscribed) -> "Listener":
         """Hear the other nodes from C{version} on, in a thread of its own."""
-        listener = Listener(self.uri, version, reactor, self.node, onRows, onEvents)
+        listener = Listener(self.uri, version, reactor, self.node, onRows, onEvents,
+                            onSubscribed)
         listener.start()
         return listener
 
@@ -444,18 +529,21 @@ class Listener:
     """
     A thread that hears other nodes' saves and events: after a save notification (or
     a poll), it reads the rows changed since the last read and hands them to
-    C{onRows} on the reactor; event batches of other nodes go to C{onEvents}.
+    C{onRows} on the reactor; event batches of other nodes go to C{onEvents}, their
+    announcements of subscribers to C{onSubscribed}.
     """
 
     log = Logger()
 
-    def __init__(self, uri: str, version: int, reactor, node: str, onRows, onEvents):
+    def __init__(self, uri: str, version: int, reactor, node: str, onRows, onEvents,
+                 onSubscribed):
         self._uri = uri
         self._version = version
         self._reactor = reactor
         self._node = node
         self._onRows = onRows
         self._onEvents = onEvents
+        self._onSubscribed = onSubscribed
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="logsvc-cluster",
                                         daemon=True)
@@ -517,5 +605,9 @@ class Listener:
 
     def _events(self, payload: str) -> None:
         batch = json.loads(payload)
-        if batch["node"] != self._node:
+        if batch["node"] == self._node:
+            return
+        if "subscribed" in batch:
+            self._reactor.callFromThread(self._onSubscribed, batch["node"], batch["subscribed"])
+        else:
             self._reactor.callFromThread(self._onEvents, batch["events"])

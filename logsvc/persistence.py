@@ -79,12 +79,14 @@ CREATE INDEX IF NOT EXISTS logsvc_clients_by_version ON logsvc_clients (version)
 CREATE TABLE IF NOT EXISTS logsvc_nodes (
     node text PRIMARY KEY, name text NOT NULL, key integer NOT NULL,
     heartbeat timestamptz NOT NULL, swept boolean NOT NULL DEFAULT false);
+ALTER TABLE logsvc_nodes ADD COLUMN IF NOT EXISTS subscribed double precision;
 """
 """
 C{logsvc_clients}: C{node} is the node a client is online on (NULL: offline),
 C{writer} the node that saved the row last (NULL: a sweep), C{version} its place in
 the order of changes.  C{logsvc_nodes}: the nodes of the cluster, their heartbeats,
-and whether their clients were marked offline since they died.
+whether their clients were marked offline since they died, and since when (the node's
+clock) they have subscribers to other nodes' events (NULL: none).
 """
 
 SAVE = """

@@ -5,6 +5,7 @@ and the hub that hands line-service events to observers (journal, PB, WebSocket)
 
 from bisect import bisect_right
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -88,6 +89,8 @@ class ClientRegistry:
         self._claimed: set = set()      # online names claimed through names
         self._observers: tuple = ()
         self._everyNode: tuple = ()     # observers of other nodes' events too
+        # Told True when the first of those arrives, False when the last leaves.
+        self.subscribersChanged: Callable[[bool], None] | None = None
         self.totalLines = 0
         self.totalSets = 0
         self._evicted = {"bytes": 0, "ignored": 0, "truncated": 0}
@@ -307,10 +310,15 @@ class ClientRegistry:
         self._observers = self._observers + (observer,)
         if not localOnly:
             self._everyNode = self._everyNode + (observer,)
+            if len(self._everyNode) == 1 and self.subscribersChanged is not None:
+                self.subscribersChanged(True)
 
     def removeObserver(self, observer: IEventObserver) -> None:
+        had = bool(self._everyNode)
         self._observers = tuple(o for o in self._observers if o is not observer)
         self._everyNode = tuple(o for o in self._everyNode if o is not observer)
+        if had and not self._everyNode and self.subscribersChanged is not None:
+            self.subscribersChanged(False)
 
     def remoteEvents(self, events: list) -> None:
         """

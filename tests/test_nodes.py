@@ -13,8 +13,8 @@ from twisted.trial.unittest import TestCase
 
 from logsvc.errors import NameInUse
 from logsvc.lineservice import LineFactory
-from logsvc.nodes import EVENTS_PENDING, EVENTS_TICK, HEARTBEAT, SharedRegistry, payloads
-from logsvc.registry import ClientRegistry
+from logsvc.nodes import EVENTS_PENDING, EVENTS_TICK, HEARTBEAT, HOLD, SharedRegistry, payloads
+from logsvc.registry import ClientRecord, ClientRegistry
 
 
 
@@ -234,11 +234,16 @@ class FakeNodes:
         self.published: list = []
         self.sweptHere = False
         self.dead = 0
+        self.subscribed = {"node-b": 0.0}   # other nodes with subscribers, since when
+        self.announced: list = []
 
-    def beat(self, claimed: list, stale: float) -> tuple:
+    def beat(self, claimed: list, stale: float, since: float | None) -> tuple:
         self.beats.append(sorted(claimed))
         swept, self.sweptHere = self.sweptHere, False
-        return swept, self.dead
+        return swept, self.dead, dict(self.subscribed)
+
+    def announce(self, since: float | None) -> None:
+        self.announced.append(since)
 
     def publish(self, events: list) -> None:
         self.published.append(events)
@@ -264,6 +269,8 @@ class SharedRegistryTests(TestCase):
                                      run=maybeDeferred)
         self.registry.names = self.shared
         self.registry.addObserver(self.shared, localOnly=True)
+        self.registry.subscribersChanged = self.shared.subscribersChanged
+        self.shared.othersSubscribed("node-b", 0.0)
         self.shared._heartbeat.start(HEARTBEAT, now=False)
         self.shared._sender.start(EVENTS_TICK, now=False)
         self.addCleanup(self.shared._heartbeat.stop)
@@ -313,6 +320,65 @@ class SharedRegistryTests(TestCase):
         self.assertEqual(self.shared.droppedEvents, 11)
         self.clock.advance(EVENTS_TICK)
         self.assertEqual(len(self.nodes.published[0]), EVENTS_PENDING)
+
+    def test_subscribersAnnouncedFirstAndLast(self):
+        first, second = Recorder(), Recorder()
+        self.clock.advance(3)
+        self.registry.addObserver(first)
+        self.registry.addObserver(second)
+        self.registry.removeObserver(first)
+        self.assertEqual(self.nodes.announced, [3.0])
+        self.registry.removeObserver(second)
+        self.assertEqual(self.nodes.announced, [3.0, None])
+
+    def unsubscribed(self) -> ClientRecord:
+        """No other node has subscribers: web-1's events are held."""
+        self.nodes.subscribed = {}
+        self.shared.othersSubscribed("node-b", None)
+        return self.successResultOf(self.registry.claim("web-1"))
+
+    def test_nothingSentWhileNoOtherNodeSubscribes(self):
+        record = self.unsubscribed()
+        self.registry.log(record, 0.05, ["a"])
+        self.clock.pump([EVENTS_TICK, HEARTBEAT])
+        self.assertEqual(self.nodes.published, [])
+
+    def test_heldEventsSinceTheSubscriptionAreSent(self):
+        record = self.unsubscribed()
+        self.clock.advance(1.0)
+        self.registry.log(record, 1.0, ["before"])
+        self.registry.log(record, 1.2, ["after"])
+        self.registry.set(record, 1.3, "k", "v")
+        self.shared.othersSubscribed("node-b", 1.25)
+        self.registry.log(record, 1.4, ["then"])
+        self.clock.advance(EVENTS_TICK)
+        self.assertEqual(self.nodes.published, [[
+            ["log", "web-1", 1.2, {"message": "after"}],
+            ["set", "web-1", 1.3, {"key": "k", "value": "v"}],
+            ["log", "web-1", 1.4, {"message": "then"}]]])
+
+    def test_eventsHeldForHoldSeconds(self):
+        record = self.unsubscribed()
+        self.registry.log(record, 0.0, ["old"])
+        self.clock.pump([EVENTS_TICK] * int((HOLD + 1) / EVENTS_TICK))
+        self.shared.othersSubscribed("node-b", 0.0)
+        self.clock.advance(EVENTS_TICK)
+        self.assertEqual(self.nodes.published, [])
+
+    def test_heartbeatLearnsOfSubscribers(self):
+        record = self.unsubscribed()
+        self.nodes.subscribed = {"node-c": 0.5}
+        self.registry.log(record, 0.5, ["a"])
+        self.clock.advance(HEARTBEAT)
+        self.clock.advance(EVENTS_TICK)
+        self.assertEqual(self.nodes.published, [[["log", "web-1", 0.5, {"message": "a"}]]])
+
+    def test_heartbeatReadBeforeAnAnnouncementIsIgnored(self):
+        self.nodes.subscribed = {}
+        heard = self.shared._heard
+        self.shared.othersSubscribed("node-c", 1.0)
+        self.shared._beaten((False, 0, {}), heard)
+        self.assertEqual(self.shared._subscribed, {"node-b": 0.0, "node-c": 1.0})
 
     def test_remoteRowsReachTheRegistry(self):
         self.shared.remoteRows([("web-2", saved("a"), True)])
