@@ -26,10 +26,10 @@ Each node keeps its own clients' records and saves the changed ones once per tic
 
 import json
 import socket
-from collections import deque
 import threading
 import time
 import uuid
+from collections import deque
 
 from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
