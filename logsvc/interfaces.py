@@ -45,6 +45,12 @@ class IClientRegistry(Interface):
         offline record and emptying its state.  Raise L{NameInUse} if it is online.
         """
 
+    def claim(name: str):
+        """
+        L{connect} once no other node sharing the store has C{name} online: a
+        Deferred firing with the record or failing with L{NameInUse}.
+        """
+
     def disconnect(record) -> None:
         """Mark the record offline and emit C{close}."""
 
@@ -93,8 +99,11 @@ class IClientRegistry(Interface):
     def unsaved(names: list, gone: list) -> None:
         """A save of L{takeChanges}' result failed: give these again next time."""
 
-    def addObserver(observer: IEventObserver) -> None:
-        """Deliver every later event to C{observer}."""
+    def addObserver(observer: IEventObserver, localOnly: bool = False) -> None:
+        """
+        Deliver every later event to C{observer}, those of clients on other nodes
+        too unless C{localOnly}.
+        """
 
     def removeObserver(observer: IEventObserver) -> None:
         """Stop delivering events to C{observer}; unknown observers are ignored."""

@@ -7,6 +7,7 @@ import re
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from .errors import NameInUse
 from .interfaces import IClientRegistry
@@ -39,6 +40,7 @@ class LineProtocol(LineReceiver):
     delimiter = b"\n"
     record: ClientRecord | None = None
     _refused = False
+    _lost = False
     _timeout: IDelayedCall | None = None
 
     def __init__(self, registry: IClientRegistry, clock: IReactorTime, maxLine: int):
@@ -53,6 +55,7 @@ class LineProtocol(LineReceiver):
         self._timeout = self._clock.callLater(IDENTIFY_TIMEOUT, self._identifyTimedOut)
 
     def connectionLost(self, reason=None) -> None:
+        self._lost = True
         self.factory.disconnected(self)
         self._cancelTimeout()
         if self.record is not None:
@@ -76,9 +79,9 @@ class LineProtocol(LineReceiver):
         self._refused = True
 
     def lineReceived(self, line: bytes) -> None:
-        """The first line: IAM, then raw mode for the rest of what was received."""
-        if not self._refused and self._identify(line, len(line) + 1):
-            self.setRawMode()
+        """The first line: IAM, then raw mode for the rest once the name is claimed."""
+        if not self._refused:
+            self._identify(line, len(line) + 1)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
@@ -89,14 +92,10 @@ class LineProtocol(LineReceiver):
         if self._refused:
             return
         first, newline, rest = line.partition(b"\n")
-        if not newline:
-            if self._identify(line[: self.MAX_LENGTH], len(line)):
-                self._skipping = True
-                self.setRawMode()
-        elif self._identify(first, len(first) + 1):
-            self.setRawMode()
-            if rest:
-                self.rawDataReceived(rest)
+        if newline:
+            self._identify(first, len(first) + 1, rest)
+        else:
+            self._identify(line[: self.MAX_LENGTH], len(line), skipping=True)
 
     def rawDataReceived(self, data: bytes) -> None:
         """Every line after IAM, a received chunk at a time."""
@@ -136,31 +135,61 @@ class LineProtocol(LineReceiver):
         if truncatedTail is not None:
             self._truncated(now, truncatedTail)
 
-    def _identify(self, line: bytes, received: int) -> bool:
-        """Connect the name C{line} gives, counting the C{received} bytes that sent it."""
+    def _identify(self, line: bytes, received: int, rest: bytes = b"",
+                  skipping: bool = False) -> None:
+        """
+        Claim the name C{line} gives, counting the C{received} bytes that sent it;
+        C{rest} follows in raw mode, after the rest of an over-long IAM line if
+        C{skipping}.  While another node is asked, the connection is paused and what
+        arrives meanwhile waits in LineReceiver's buffer.
+        """
         self._cancelTimeout()
         if line[-1:] == b"\r":
             line = line[:-1]
         if not line.startswith(b"IAM "):
             self.log.info("{peer} refused: first line is not IAM", peer=self.transport.getPeer())
             self._refuse("expected IAM <name>")
-            return False
+            return
         raw = line[4:].strip()
         if not _NAME.match(raw):
             self.log.info("{peer} refused: invalid name", peer=self.transport.getPeer())
             self._refuse("invalid name: 1-128 of letters, digits, _ - .")
-            return False
+            return
         name = raw.decode("ascii")
-        try:
-            self.record = self._registry.connect(name)
-        except NameInUse:
-            self.log.info("{peer} refused: {name} is already connected",
-                          peer=self.transport.getPeer(), name=name)
-            self._refuse(f"name in use: {name}")
-            return False
-        self.record.bytes += received
-        self.log.info("{name} connected from {peer}", name=name, peer=self.transport.getPeer())
-        return True
+        claimed = self._registry.claim(name)
+        claimed.addCallbacks(self._claimed, self._inUse, callbackArgs=(received, rest, skipping),
+                             errbackArgs=(name,))
+        if not claimed.called:
+            self.pauseProducing()
+            claimed.addBoth(self._answered)
+
+    def _claimed(self, record: ClientRecord, received: int, rest: bytes, skipping: bool) -> None:
+        self.record = record
+        record.bytes += received
+        self.log.info("{name} connected from {peer}", name=record.name,
+                      peer=self.transport.getPeer())
+        if self._lost:
+            self._registry.disconnect(record)
+            return
+        self.setRawMode()
+        self._skipping = skipping
+        if rest:
+            self.rawDataReceived(rest)
+
+    def _inUse(self, failure: Failure, name: str) -> None:
+        failure.trap(NameInUse)
+        self.log.info("{peer} refused: {name} is already connected",
+                      peer=self.transport.getPeer(), name=name)
+        self._refuse(f"name in use: {name}")
+
+    def _answered(self, result: object) -> object:
+        """The claim has its answer: read again, held bytes first."""
+        self.paused = False
+        if not (self._refused or self._lost):
+            if not self.factory.paused:
+                self.transport.resumeProducing()
+            self.dataReceived(b"")
+        return result
 
     def _truncated(self, now: float, head: bytes) -> None:
         assert self.record is not None  # lines after IAM only

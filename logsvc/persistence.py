@@ -47,7 +47,8 @@ class SQLiteClients:
         assert connection is not None, "save before open"
         connection.execute("BEGIN IMMEDIATE")
         try:
-            connection.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?)", rows)
+            connection.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?)",
+                                   [(name, record) for name, record, _ in rows])
             connection.executemany("DELETE FROM clients WHERE name = ?",
                                    [(name,) for name in gone])
             connection.execute("COMMIT")
@@ -61,12 +62,58 @@ class SQLiteClients:
             self._connection = None
 
 
-class PostgreSQLClients:
-    """The C{logsvc_clients} table, on a connection of its own (reconnected on need)."""
+CLIENTS_LOCK = 0x6C6F6763
+"""Advisory lock (per transaction) that orders every change of C{logsvc_clients}, so
+versions are in commit order and a node reading after version V misses nothing."""
 
-    def __init__(self, uri: str):
+CHANGES_CHANNEL = "logsvc_clients"
+"""Notified after each save, with the saving node's id."""
+
+CLIENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS logsvc_clients (name text PRIMARY KEY, record text NOT NULL);
+ALTER TABLE logsvc_clients ADD COLUMN IF NOT EXISTS node text,
+    ADD COLUMN IF NOT EXISTS writer text,
+    ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0;
+CREATE SEQUENCE IF NOT EXISTS logsvc_clients_version;
+CREATE INDEX IF NOT EXISTS logsvc_clients_by_version ON logsvc_clients (version);
+CREATE TABLE IF NOT EXISTS logsvc_nodes (
+    node text PRIMARY KEY, name text NOT NULL, key integer NOT NULL,
+    heartbeat timestamptz NOT NULL, swept boolean NOT NULL DEFAULT false);
+ALTER TABLE logsvc_nodes ADD COLUMN IF NOT EXISTS subscribed double precision;
+"""
+"""
+C{logsvc_clients}: C{node} is the node a client is online on (NULL: offline),
+C{writer} the node that saved the row last (NULL: a sweep), C{version} its place in
+the order of changes.  C{logsvc_nodes}: the nodes of the cluster, their heartbeats,
+whether their clients were marked offline since they died, and since when (the node's
+clock) they have subscribers to other nodes' events (NULL: none).
+"""
+
+SAVE = """
+INSERT INTO logsvc_clients (name, record, node, writer, version)
+SELECT n, r, CASE WHEN o THEN %(node)s END, %(node)s, nextval('logsvc_clients_version')
+FROM unnest(%(names)s::text[], %(records)s::text[], %(online)s::boolean[]) AS t(n, r, o)
+ON CONFLICT (name) DO UPDATE SET record = excluded.record, node = excluded.node,
+    writer = excluded.writer, version = excluded.version
+WHERE excluded.node IS NOT NULL OR logsvc_clients.node IS NULL
+    OR logsvc_clients.node = %(node)s
+"""
+"""A node's save: online rows are its own (it holds their names); an offline row does
+not overwrite a client that went online on another node in the meantime."""
+
+
+class PostgreSQLClients:
+    """
+    The C{logsvc_clients} table, on a connection of its own (reconnected on need),
+    shared by every node of the cluster; C{node} is this node's id.
+    """
+
+    def __init__(self, uri: str, node: str):
         self._uri = uri
+        self.node = node
         self._connection = None
+        self.others: list = []      # at open: (name, record, True) of other nodes' clients
+        self.version = 0            # at open: the last change read
 
     def _connect(self):
         from .pgstore import _connect
@@ -75,31 +122,36 @@ class PostgreSQLClients:
         return self._connection
 
     def open(self) -> list:
+        """The offline records; those online on other nodes go to C{others}."""
         import psycopg
         try:
             connection = self._connect()
-            with connection.transaction():
-                connection.execute("CREATE TABLE IF NOT EXISTS logsvc_clients"
-                                   " (name text PRIMARY KEY, record text NOT NULL)")
-            rows = connection.execute("SELECT name, record FROM logsvc_clients").fetchall()
+            createClients(connection)
+            rows = connection.execute("SELECT name, record, node, version"
+                                      " FROM logsvc_clients").fetchall()
             connection.rollback()
-            return rows
         except (psycopg.Error, StoreError) as e:
             raise StoreError(f"cannot open clients in postgresql: {' '.join(str(e).split())}"
                              ) from None
+        self.version = max((row[3] for row in rows), default=0)
+        self.others = [(name, record, True) for name, record, node, _ in rows
+                       if node is not None]
+        return [(name, record) for name, record, node, _ in rows if node is None]
 
     def save(self, rows: list, gone: list) -> None:
         connection = self._connect()
         try:
             with connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (CLIENTS_LOCK,))
                 if rows:
-                    connection.execute(
-                        "INSERT INTO logsvc_clients SELECT * FROM unnest(%s::text[], %s::text[])"
-                        " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
-                        ([name for name, _ in rows], [record for _, record in rows]))
+                    connection.execute(SAVE, {
+                        "node": self.node, "names": [row[0] for row in rows],
+                        "records": [row[1] for row in rows],
+                        "online": [row[2] for row in rows]})
                 if gone:
-                    connection.execute("DELETE FROM logsvc_clients WHERE name = ANY(%s)",
-                                       (gone,))
+                    connection.execute("DELETE FROM logsvc_clients WHERE name = ANY(%s)"
+                                       " AND (node IS NULL OR node = %s)", (gone, self.node))
+                connection.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, self.node))
         except Exception:
             if connection.broken:
                 connection.close()
@@ -111,26 +163,29 @@ class PostgreSQLClients:
             self._connection = None
 
 
-def backendFor(description: str):
-    """Where a C{--store} keeps client records; None for C{memory:}."""
-    from .pgstore import isPostgreSQL
-    if isPostgreSQL(description):
-        return PostgreSQLClients(description)
-    if description.startswith("sqlite:"):
-        return SQLiteClients(description[len("sqlite:"):])
-    return None
+def createClients(connection) -> None:
+    """The tables of the shared registry, created or upgraded (one node at a time)."""
+    from .pgstore import SCHEMA_LOCK
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        connection.execute(CLIENTS_SCHEMA)
 
 
 class RegistryPersistence:
-    """Restores the registry at start-up and writes its changed records once per tick."""
+    """
+    Restores the registry at start-up and writes its changed records once per tick.
+    C{run(f, *args)} runs the backend's blocking calls off the reactor (a thread of
+    its own unless given: tests run them in place).
+    """
 
     log = Logger()
 
-    def __init__(self, registry, backend, clock):
+    def __init__(self, registry, backend, clock, run=None):
         self._registry = registry
         self._backend = backend
         self._clock = clock
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="logsvc-clients")
+        self._run = run or (lambda f, *args: deferToThreadPool(clock, self._pool, f, *args))
         self._loop = LoopingCall(self.flush)
         self._loop.clock = clock
         self._saving = None
@@ -151,9 +206,8 @@ class RegistryPersistence:
         changed, gone = self._registry.takeChanges()
         if not changed and not gone:
             return succeed(None)
-        rows = [(name, json.dumps(state)) for name, state in changed]
-        self._saving = deferToThreadPool(self._clock, self._pool, self._backend.save,
-                                         rows, gone)
+        rows = [(name, json.dumps(state), state["online"]) for name, state in changed]
+        self._saving = self._run(self._backend.save, rows, gone)
         self._saving.addCallbacks(self._saved, self._notSaved,
                                   errbackArgs=(changed, gone))
         return self._saving

@@ -5,7 +5,10 @@ and the hub that hands line-service events to observers (journal, PB, WebSocket)
 
 from bisect import bisect_right
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Protocol
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -13,6 +16,16 @@ from .errors import NameInUse, NoSuchClient
 from .interfaces import IClientRegistry, IEventObserver
 
 _NO_FIELDS: dict = {}
+
+
+class ClaimedNames(Protocol):
+    """Who owns names across nodes (L{logsvc.nodes.SharedRegistry})."""
+
+    def claim(self, name: str) -> Deferred:
+        """Fires with True when this node may have C{name}, False when another has it."""
+
+    def release(self, name: str) -> None:
+        """This node no longer has C{name}."""
 
 
 class ClientRecord:
@@ -55,6 +68,11 @@ class ClientRegistry:
     """
     Records survive disconnects so the last lines of a crashed program stay readable;
     offline records beyond C{maxOffline} are evicted longest-offline first.
+
+    With C{names} (an object whose C{claim(name)} fires with True when this node may
+    have the name and whose C{release(name)} gives it back, see L{logsvc.nodes}), the
+    names line clients take in L{claim} are owned across every node sharing the store,
+    and records of clients online on other nodes (L{applyRemote}) are answered too.
     """
 
     log_ = Logger()
@@ -65,7 +83,14 @@ class ClientRegistry:
         self.maxOffline = maxOffline
         self._online: dict[str, ClientRecord] = {}
         self._offline: OrderedDict[str, ClientRecord] = OrderedDict()
+        self._remote: dict[str, ClientRecord] = {}   # online on other nodes
+        self.names: ClaimedNames | None = None
+        self._claiming: set = set()     # names whose claim is on its way
+        self._claimed: set = set()      # online names claimed through names
         self._observers: tuple = ()
+        self._everyNode: tuple = ()     # observers of other nodes' events too
+        # Told True when the first of those arrives, False when the last leaves.
+        self.subscribersChanged: Callable[[bool], None] | None = None
         self.totalLines = 0
         self.totalSets = 0
         self._evicted = {"bytes": 0, "ignored": 0, "truncated": 0}
@@ -78,10 +103,45 @@ class ClientRegistry:
         """True when someone listens to events, so every line must be decoded."""
         return bool(self._observers)
 
+    def claim(self, name: str) -> Deferred:
+        """
+        L{connect} once C{names} agrees that no other node has C{name} online: a
+        Deferred firing with the record or failing with L{NameInUse}.  Without
+        C{names} it has fired already.  When C{names} cannot answer (the shared store
+        is down), the name is taken locally: the line service keeps working.
+        """
+        if name in self._online or name in self._claiming:
+            return fail(NameInUse(name))
+        if self.names is None:
+            return succeed(self.connect(name))
+        self._claiming.add(name)
+        claimed = self.names.claim(name)
+        claimed.addErrback(self._claimFailed, name)
+        return claimed.addCallback(self._claimAnswered, name)
+
+    def _claimFailed(self, failure, name: str) -> None:
+        self.log_.warn("{name} taken on this node only: {error}", name=name,
+                       error=failure.getErrorMessage())
+
+    def _claimAnswered(self, free: bool | None, name: str) -> ClientRecord:
+        self._claiming.discard(name)
+        if free is False:
+            raise NameInUse(name)
+        try:
+            record = self.connect(name)
+        except NameInUse:
+            if free and self.names is not None:
+                self.names.release(name)
+            raise
+        if free:
+            self._claimed.add(name)
+        return record
+
     def connect(self, name: str) -> ClientRecord:
         if name in self._online:
             raise NameInUse(name)
-        record = self._offline.pop(name, None) or ClientRecord(name, self.bufferSize)
+        record = (self._offline.pop(name, None) or self._remote.pop(name, None)
+                  or ClientRecord(name, self.bufferSize))
         record.online = True
         record.connectedAt = self._clock.seconds()
         record.disconnectedAt = None
@@ -95,6 +155,9 @@ class ClientRegistry:
         if self._online.get(record.name) is not record:
             return
         del self._online[record.name]
+        if record.name in self._claimed and self.names is not None:
+            self._claimed.discard(record.name)
+            self.names.release(record.name)
         record.online = False
         record.disconnectedAt = self._clock.seconds()
         self._offline[record.name] = record
@@ -137,22 +200,23 @@ class ClientRegistry:
         self._emit("set", record.name, time, {"key": key, "value": value})
 
     def lookup(self, name: str) -> ClientRecord:
-        record = self._online.get(name) or self._offline.get(name)
+        record = self._online.get(name) or self._remote.get(name) or self._offline.get(name)
         if record is None:
             raise NoSuchClient(name)
         return record
 
     def onlineNames(self) -> list:
-        return sorted(self._online)
+        return sorted([*self._online, *self._remote])
 
     def records(self, after: str | None = None, limit: int | None = None) -> list:
-        names = sorted([*self._online, *self._offline])
+        names = sorted([*self._online, *self._remote, *self._offline])
         if after is not None:
             names = names[bisect_right(names, after):]
-        return [self._online.get(name) or self._offline[name] for name in names[:limit]]
+        return [self.lookup(name) for name in names[:limit]]
 
     def counts(self) -> dict:
-        return {"online": len(self._online), "offline": len(self._offline)}
+        return {"online": len(self._online) + len(self._remote),
+                "offline": len(self._offline)}
 
     def totals(self) -> dict:
         """Counters over every client since start, evicted ones included (for metrics)."""
@@ -167,6 +231,29 @@ class ClientRegistry:
 
     def restore(self, name: str, saved: dict) -> None:
         """An offline record as saved before a restart (at start-up, before clients)."""
+        self._offline[name] = record = self._fromSaved(name, saved)
+        self._saved[name] = _signature(record)
+
+    def applyRemote(self, name: str, saved: dict, online: bool) -> None:
+        """
+        A record as another node last saved it: C{online} there, or offline.  Names
+        online here are this node's to say; an offline record beyond C{maxOffline}
+        is dropped from memory here only (the node that evicts it deletes it).
+        """
+        if name in self._online:
+            return
+        record = self._fromSaved(name, saved)
+        self._offline.pop(name, None)
+        self._remote.pop(name, None)
+        if online:
+            record.online = True
+            self._remote[name] = record
+            return
+        self._offline[name] = record
+        while len(self._offline) > self.maxOffline:
+            self._offline.popitem(last=False)
+
+    def _fromSaved(self, name: str, saved: dict) -> ClientRecord:
         record = ClientRecord(name, self.bufferSize)
         record.connectedAt = saved["connectedAt"]
         record.disconnectedAt = saved["disconnectedAt"]
@@ -174,14 +261,22 @@ class ClientRegistry:
         record.state = saved["state"]
         for counter, value in saved["counters"].items():
             setattr(record, counter, value)
-        self._offline[name] = record
-        self._saved[name] = _signature(record)
+        return record
+
+    def claimedNames(self) -> list:
+        """Names online here that were claimed through C{names} (and are held)."""
+        return list(self._claimed)
+
+    def resave(self) -> None:
+        """Take every record online here again at the next L{takeChanges}."""
+        self._changed.update(self._online)
 
     def takeChanges(self) -> tuple[list, list]:
         """
         C{([(name, saved form)], [evicted names])} since the last call: records that
         connected, disconnected or were set, and online ones whose counters moved
         (lines and bytes are counted without a call here, so they are compared).
+        The saved form says whether the client is online; L{restore} ignores that.
         """
         changed = self._changed
         record: ClientRecord | None
@@ -195,7 +290,7 @@ class ClientRegistry:
             record = self._online.get(name) or self._offline.get(name)
             if record is not None:
                 self._saved[name] = _signature(record)
-                rows.append((name, {**record.summary(), "online": False,
+                rows.append((name, {**record.summary(),
                                     "disconnectedAt": record.disconnectedAt}))
         for name in gone:
             self._saved.pop(name, None)
@@ -206,11 +301,39 @@ class ClientRegistry:
         self._changed.update(names)
         self._gone.update(gone)
 
-    def addObserver(self, observer: IEventObserver) -> None:
+    def addObserver(self, observer: IEventObserver, localOnly: bool = False) -> None:
+        """
+        Deliver every later event to C{observer}: those of clients on other nodes
+        too (L{remoteEvents}), unless C{localOnly} (the journal's: each node
+        journals its own clients).
+        """
         self._observers = self._observers + (observer,)
+        if not localOnly:
+            self._everyNode = self._everyNode + (observer,)
+            if len(self._everyNode) == 1 and self.subscribersChanged is not None:
+                self.subscribersChanged(True)
 
     def removeObserver(self, observer: IEventObserver) -> None:
+        had = bool(self._everyNode)
         self._observers = tuple(o for o in self._observers if o is not observer)
+        self._everyNode = tuple(o for o in self._everyNode if o is not observer)
+        if had and not self._everyNode and self.subscribersChanged is not None:
+            self.subscribersChanged(False)
+
+    def remoteEvents(self, events: list) -> None:
+        """
+        Events of clients on other nodes, in their order: C{(kind, name, time,
+        fields)}, a C{log} event's fields holding its C{message}.
+        """
+        for kind, name, time, fields in events:
+            if kind == "log":
+                extra = {k: v for k, v in fields.items() if k != "message"}
+                for observer in self._everyNode:
+                    observer.logged(name, time, [fields["message"]], False,
+                                    [extra])
+            else:
+                for observer in self._everyNode:
+                    observer.event(kind, name, time, fields)
 
     def _emit(self, kind: str, name: str, time: float, fields: dict) -> None:
         for observer in self._observers:

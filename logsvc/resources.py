@@ -4,6 +4,7 @@ that answers from the object it is given.
 """
 
 import json
+from collections.abc import Callable
 from typing import TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -102,14 +103,15 @@ def _positiveArg(request, name: str, default: _Default) -> int | _Default:
 
 
 class StatusResource(AsyncResource):
-    def __init__(self, service):
+    def __init__(self, service, node: Callable[[], str]):
         super().__init__()
         self.service = service
+        self.node = node
 
     async def respond(self, request) -> dict:
         service = self.service
         syslog = {} if service.syslog is None else {"syslog": service.syslog.status()}
-        return {**syslog, "version": __version__,
+        return {**syslog, "version": __version__, "node": self.node(),
                 "uptime": service.clock.seconds() - service.startTime,
                 "clients": service.registry.counts(),
                 "lines": service.registry.totalLines,
@@ -183,10 +185,11 @@ class JournalResource(AsyncResource):
 class HealthResource(AsyncResource):
     """200 only when every listener is bound and the store can be written right now."""
 
-    def __init__(self, listenerStates, store: IJournalStore):
+    def __init__(self, listenerStates, store: IJournalStore, node: Callable[[], str]):
         super().__init__()
         self.listenerStates = listenerStates
         self.store = store
+        self.node = node
 
     async def respond(self, request) -> dict:
         store = self.store
@@ -206,8 +209,9 @@ class HealthResource(AsyncResource):
         journal = {"first": await store.first(), "head": await store.head()}
         if problems:
             raise HTTPError(503, "; ".join(problems), listeners=listeners, store=state,
-                            **journal)
-        return {"status": "ok", "listeners": listeners, "store": state, **journal}
+                            node=self.node(), **journal)
+        return {"status": "ok", "node": self.node(), "listeners": listeners, "store": state,
+                **journal}
 
 
 class MetricsResource(AsyncResource):

@@ -40,6 +40,9 @@ class LogService(MultiService):
     syslog: Service | None = None
     """The L{SyslogClients} when C{--syslog} is on, for /status and /metrics."""
 
+    nodeName = None
+    """C{--node-name}, if given (see L{logsvc.nodes.nodeName})."""
+
     def __init__(self, registry: IClientRegistry, store: IJournalStore, clock: IReactorTime,
                  startTime: float | None = None,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS):

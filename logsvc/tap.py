@@ -20,8 +20,8 @@ from .journal.protocol import JournalFactory
 from .limits import DEFAULT_MAX_CONNECTIONS
 from .lineservice import LineFactory
 from .metrics import ServiceMetrics
+from .nodes import persistenceFor
 from .options import portEndpoint, positiveInteger
-from .persistence import RegistryPersistence, backendFor
 from .pb.avatar import LONGEST_LINE
 from .pb.login import serverFactory as pbServerFactory
 from .registry import ClientRegistry
@@ -71,6 +71,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "Syslog listener: udp:PORT[:interface=ADDR], a stream endpoint (tcp:514), "
          "or none."],
         ["store", None, "sqlite:logsvc.db", "Journal storage: sqlite:PATH or memory:."],
+        ["node-name", None, None,
+         "This node's name in /status and /health (default: hostname:port)."],
         ["sync", None, "always",
          "When appends reach the disk: 'always' (fsync before every ack, grouped) or "
          "'os' (acks once written to the OS; a power loss may lose the last writes)."],
@@ -179,9 +181,8 @@ def makeService(config, reactor=None) -> LogService:
     except StoreError as e:
         exitWithError(str(e))
     service = LogService(registry, store, reactor, maxConnections=config["max-connections"])
-    backend = backendFor(config["store"])
-    if backend is not None:
-        service.persistence = RegistryPersistence(registry, backend, reactor)
+    service.nodeName = config["node-name"]
+    service.persistence = persistenceFor(registry, config["store"], reactor)
     lineFactory = LineFactory(registry, reactor, config["max-line"])
     service.addListener("port", config["port"], serverFromString(reactor, config["port"]),
                         lineFactory)
@@ -195,7 +196,7 @@ def makeService(config, reactor=None) -> LogService:
     if config["syslog"] is not None:
         producer = _addSyslog(service, config, reactor, producer)
     if config["journal-lines"]:
-        registry.addObserver(JournalLines(store, producer=producer))
+        registry.addObserver(JournalLines(store, producer=producer), localOnly=True)
     if config["retention"]:
         RetentionService(store, config["retention"], reactor).setServiceParent(service)
     metrics = ServiceMetrics(registry, store, service.startTime, service.listenerStates,

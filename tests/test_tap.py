@@ -29,6 +29,7 @@ DEFAULTS = {
     "max-line": 65536,
     "max-entry": 1048576,
     "max-offline": 10000,
+    "node-name": None,
     "max-connections": 10000,
     "journal-lines": True,
     "retention": Retention(),
@@ -55,13 +56,14 @@ class OptionsTests(TestCase):
                         "--buffer-size", "16", "--max-line", "1000", "--max-entry", "2000",
                         "--max-offline", "5", "--max-connections", "7",
                         "--no-journal-lines", "--syslog", "udp:5514", "--retain-entries",
-                        "1000000", "--retain-age", "7d", "--retain-bytes", "20G")
+                        "1000000", "--retain-age", "7d", "--retain-bytes", "20G",
+                        "--node-name", "eu-1")
         self.assertEqual(dict(options), {
             "retention": Retention(1_000_000, 7 * 86400, 20 << 30),
             "port": "tcp:2300", "journal": None, "pb": "unix:/tmp/pb.sock", "http": None,
             "syslog": "udp:5514", "store": "memory:", "sync": "os", "buffer-size": 16,
             "max-line": 1000, "max-entry": 2000, "max-offline": 5, "max-connections": 7,
-            "journal-lines": False})
+            "node-name": "eu-1", "journal-lines": False})
 
     def test_journalLinesLastFlagWins(self):
         self.assertTrue(parse("--no-journal-lines", "--journal-lines")["journal-lines"])

@@ -2,6 +2,7 @@
 
 import json
 import re
+import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
@@ -138,7 +139,13 @@ class StatusTests(WebTestCase):
         self.clock.advance(7.5)
         self.assertEqual(self.getJSON("/status"), {
             "version": __version__, "uptime": 7.5, "clients": {"online": 1, "offline": 1},
-            "lines": 2, "first": 1, "head": 2, "journal_id": self.service.store.journalId})
+            "lines": 2, "first": 1, "head": 2, "journal_id": self.service.store.journalId,
+            "node": f"{socket.gethostname()}:2212"})
+
+    def test_nodeNamed(self):
+        self.service.nodeName = "eu-west-2"
+        self.assertEqual(self.getJSON("/status")["node"], "eu-west-2")
+        self.assertEqual(self.getJSON("/health")["node"], "eu-west-2")
 
 
 class ClientsTests(WebTestCase):
@@ -222,7 +229,7 @@ class HealthTests(WebTestCase):
     def test_healthy(self):
         self.assertEqual(self.getJSON("/health"), {
             "status": "ok", "listeners": {"port": "up", "http": "up"}, "store": "ok",
-            "first": 1, "head": 0})
+            "first": 1, "head": 0, "node": f"{socket.gethostname()}:2212"})
 
     def test_listenerDown(self):
         self.client = StubTreq(webRoot(makeService(listen=False)))
