@@ -99,7 +99,7 @@ class RecentWrites:
 class Followers:
     """Fan committed batches out to followers on the reactor thread."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._callbacks: tuple = ()
 
     def add(self, callback) -> "Following":
