@@ -111,7 +111,8 @@ def crossNodeLatency(uri: str, rate: float, count: int, timeout: float) -> dict:
         roles = dict(results)
         return report("latency-across-nodes", "logsvc",
                       {"rate": rate, "count": count, "store": "postgresql"},
-                      {"delivered": len(roles["reader"]), **percentiles(roles["reader"], 50, 99, 100),
+                      {"delivered": len(roles["reader"]),
+                       **percentiles(roles["reader"], 50, 99, 100),
                        **{f"ack_{k}": v for k, v in percentiles(roles["writer"], 50, 99).items()}})
     finally:
         for node in nodes:

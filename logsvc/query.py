@@ -403,7 +403,8 @@ class WatchObserver(pb.Referenceable):
                                  f"retention (head {payload['head']}); going on from "
                                  f"{payload['first']} --")
         if kind == "dropped":
-            return self.out.line(f"-- {payload['dropped']} events dropped: this watch fell behind --")
+            return self.out.line(
+                f"-- {payload['dropped']} events dropped: this watch fell behind --")
         detail = {"ready": "connected", "close": "disconnected",
                   "log": payload.get("message", ""),
                   "set": f"{payload.get('key')}={payload.get('value')}"}.get(kind, "")

@@ -44,7 +44,8 @@ def test_unreadablePasswordFile(tmp_path):
     passwords = tmp_path / "passwords"
     passwords.write_text("alice:secret\n")
     passwords.chmod(0)
-    assertRefused(f"file:{passwords}", f"--auth file:{passwords}: cannot read it: Permission denied")
+    assertRefused(f"file:{passwords}",
+                  f"--auth file:{passwords}: cannot read it: Permission denied")
 
 
 def test_memoryPasswordsAreNotEchoed():

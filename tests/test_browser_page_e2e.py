@@ -26,7 +26,8 @@ const visible = [...list.children].filter((li) => {
   const r = li.getBoundingClientRect();
   return r.bottom > box.top + 1 && r.top < box.bottom - 1;
 }).map((li) => li.querySelector(".msg").textContent);
-return {scrollTop: list.scrollTop, atBottom: list.scrollHeight - list.scrollTop - list.clientHeight < 8,
+return {scrollTop: list.scrollTop,
+        atBottom: list.scrollHeight - list.scrollTop - list.clientHeight < 8,
         scrollable: list.scrollHeight > list.clientHeight + 8, visible,
         last: list.lastElementChild.querySelector(".msg").textContent,
         more: !more || more.hidden ? null : more.textContent};
@@ -63,7 +64,8 @@ def test_paneFollowsNewestLineUnlessScrolledUp(pageServer, browser, tmp_path):
 
         # The person scrolls up: the pane stays where they put it.
         lines = browser.find_element(By.CSS_SELECTOR, f'{card("ticker")[1]} .lines')
-        ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(lines), 0, -300).perform()
+        origin = ScrollOrigin.from_element(lines)
+        ActionChains(browser).scroll_from_origin(origin, 0, -300).perform()
         before = waitFor(browser, lambda: (p := pane(browser, "ticker"))["scrollTop"] > 0
                          and not p["atBottom"] and p)
         client.sendall(ticks(105, 110))
@@ -75,8 +77,8 @@ def test_paneFollowsNewestLineUnlessScrolledUp(pageServer, browser, tmp_path):
 
         # Back to the newest line: it follows again.
         browser.find_element(By.CSS_SELECTOR, f'{card("ticker")[1]} .more').click()
-        back = waitFor(browser, lambda: (p := pane(browser, "ticker"))["visible"][-1:] == ["tick 109"]
-                       and p)
+        back = waitFor(browser, lambda: (p := pane(browser, "ticker"))["visible"][-1:]
+                       == ["tick 109"] and p)
         assert back["more"] is None and back["atBottom"], back
         client.sendall(ticks(110, 112))
         waitFor(browser, lambda: pane(browser, "ticker")["visible"][-1:] == ["tick 111"])

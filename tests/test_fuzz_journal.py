@@ -162,7 +162,8 @@ ids = strings | jsonValues
 writes = st.fixed_dictionaries({"id": ids, "entry": entries | jsonValues})
 notReads = st.one_of(
     st.fixed_dictionaries({"from": st.integers(max_value=0) | finite | st.booleans()
-                           | st.text(max_size=3) | st.none() | st.lists(st.integers(), max_size=2)}),
+                           | st.text(max_size=3) | st.none()
+                           | st.lists(st.integers(), max_size=2)}),
     st.fixed_dictionaries({"from": st.integers(1, 5),
                            "read": st.integers(max_value=0) | finite | st.booleans()
                            | st.none() | st.text(max_size=2)}),
@@ -233,8 +234,8 @@ class JournalFuzzTests(TestCase):
         return raw[:-1]
 
     @SETTINGS
-    @given(messages=st.lists(lines, max_size=25), endings=st.lists(st.sampled_from([b"\n", b"\r\n"]),
-                                                                    min_size=1),
+    @given(messages=st.lists(lines, max_size=25),
+           endings=st.lists(st.sampled_from([b"\n", b"\r\n"]), min_size=1),
            points=st.lists(st.floats(0, 1), max_size=12), maxEntry=st.integers(64, 3000))
     def test_messagesSplitAnywhereMatchTheModel(self, messages, endings, points, maxEntry):
         self.serve(maxEntry)
@@ -321,8 +322,8 @@ class JournalFuzzTests(TestCase):
         self.assertEqual(self.factory.readers, set())
 
     @SETTINGS
-    @given(size=st.integers(0, 4000), maxEntry=st.integers(2, 3000), points=st.lists(st.floats(0, 1),
-                                                                                      max_size=6))
+    @given(size=st.integers(0, 4000), maxEntry=st.integers(2, 3000),
+           points=st.lists(st.floats(0, 1), max_size=6))
     def test_longestMessageIsMaxEntry(self, size, maxEntry, points):
         """A message of --max-entry bytes is taken; one more byte closes, split anywhere."""
         self.serve(maxEntry)
@@ -590,7 +591,8 @@ class JournalMachine(RuleBasedStateMachine):
                            "target": len(self.model.log), "current": False}
         self.send(peer, encode(message), points)
 
-    @rule(peer=st.integers(0, PEERS - 1), line=st.sampled_from([b"{", b"x" * ((1 << 16) + 1), b"\xff"]))
+    @rule(peer=st.integers(0, PEERS - 1),
+          line=st.sampled_from([b"{", b"x" * ((1 << 16) + 1), b"\xff"]))
     def fatal(self, peer, line):
         """The peer is closed after its error; a new connection takes its place."""
         target = self.peers[peer]

@@ -84,7 +84,8 @@ class WriteTests(JournalTestCase):
 
     def test_storedCanonically(self):
         connection = self.connect()
-        connection.send(b'{"entry": {"b": [1, 2.5, "\xc3\xa9"], "a": {"z": null, "y": true}}, "id": "i"}')
+        connection.send(b'{"entry": {"b": [1, 2.5, "\xc3\xa9"], "a": {"z": null, "y": true}},'
+                        b' "id": "i"}')
         self.assertEqual(self.store.read(1, 1).result,
                          [(1, '{"a":{"y":true,"z":null},"b":[1,2.5,"é"]}'.encode())])
 

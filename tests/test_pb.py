@@ -424,7 +424,8 @@ class PBTests(TestCase):
             d.callback(None)
         observer.stalled = None
         self.pump.flush()
-        messages = [payload.get("message", payload.get("dropped")) for _, payload in observer.events]
+        messages = [payload.get("message", payload.get("dropped"))
+                    for _, payload in observer.events]
         self.assertEqual(messages, [str(n) for n in range(14)] + [16])
         # Stalled again, past the limit: unsubscribed and told why.
         observer.stalled, observer.events = [], []

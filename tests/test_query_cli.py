@@ -52,9 +52,12 @@ class OptionPlacementTests(TestCase):
 
     def test_usageLinesNameTheProgram(self):
         self.assertTrue(str(Options()).startswith("Usage: logsvc-query [options] clients |"))
-        for command, synopsis in [("read", "read [options] FROM"), ("log", "log [options] NAME"),
-                                  ("state", "state [options] NAME"), ("clients", "clients [options]"),
-                                  ("watch", "watch [options]"), ("append", "append [options] JSON")]:
+        for command, synopsis in [("read", "read [options] FROM"),
+                                  ("log", "log [options] NAME"),
+                                  ("state", "state [options] NAME"),
+                                  ("clients", "clients [options]"),
+                                  ("watch", "watch [options]"),
+                                  ("append", "append [options] JSON")]:
             options = Options()
             options.subCommand = command
             sub = dict((c, cls) for c, _, cls, _ in Options.subCommands)[command]()

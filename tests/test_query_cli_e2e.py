@@ -45,4 +45,5 @@ def test_readHelpNamesTheProgram():
                             timeout=30)
     assert result.returncode == 0
     assert result.stdout.splitlines()[0] == "Usage: logsvc-query [options] read [options] FROM"
-    assert "Print at most this many entries. A positive integer." in " ".join(result.stdout.split())
+    help = " ".join(result.stdout.split())
+    assert "Print at most this many entries. A positive integer." in help

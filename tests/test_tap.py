@@ -59,8 +59,8 @@ class OptionsTests(TestCase):
         self.assertEqual(dict(options), {
             "retention": Retention(1_000_000, 7 * 86400, 20 << 30),
             "port": "tcp:2300", "journal": None, "pb": "unix:/tmp/pb.sock", "http": None,
-            "syslog": "udp:5514", "store": "memory:", "sync": "os", "buffer-size": 16, "max-line": 1000,
-            "max-entry": 2000, "max-offline": 5, "max-connections": 7,
+            "syslog": "udp:5514", "store": "memory:", "sync": "os", "buffer-size": 16,
+            "max-line": 1000, "max-entry": 2000, "max-offline": 5, "max-connections": 7,
             "journal-lines": False})
 
     def test_journalLinesLastFlagWins(self):
