@@ -109,6 +109,13 @@ class IClientRegistry(Interface):
         """Stop delivering events to C{observer}; unknown observers are ignored."""
 
 
+class IFollowing(Interface):
+    """What L{IJournalStore.follow} returns."""
+
+    def cancel() -> None:
+        """Stop the calls to the callback."""
+
+
 class IJournalStore(Interface):
     """
     Durable append-only storage of canonical-JSON entries with dense indices from 1.
@@ -178,7 +185,7 @@ class IJournalStore(Interface):
         with C{(first before, first after)}.
         """
 
-    def follow(callback) -> object:
+    def follow(callback) -> IFollowing:
         """
         Call C{callback(batch)} on the reactor thread for every batch of entries that
         becomes committed, C{batch} being a list of C{(index, data)} in index order,

@@ -18,6 +18,7 @@ import time
 import uuid
 from bisect import bisect_right
 from hashlib import sha256
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -30,6 +31,9 @@ from .interfaces import IJournalStore
 from .store import (
     CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers,
 )
+
+if TYPE_CHECKING:
+    import psycopg
 
 SCHEMA_VERSION = 2
 """
@@ -289,7 +293,7 @@ class PostgreSQLStore:
         self._accepting = False
         self._closing = False
         self._closed: list = []
-        self._write = None          # the writer thread's connection, None while down
+        self._write: psycopg.Connection | None = None  # the writer thread's, None while down
         self._writeBackoff = _Backoff()
         self._writeError: StoreError | None = None
         self._identifiedSincePrune = 0
@@ -394,9 +398,8 @@ class PostgreSQLStore:
         if self.journalId is None:
             self.journalId = meta["journal_id"]
         elif meta["journal_id"] != self.journalId:
-            self._rewind(f"the journal id changed from {self.journalId} to "
-                         f"{meta['journal_id']} (the database was replaced)")
-            raise self._rewound
+            raise self._rewind(f"the journal id changed from {self.journalId} to "
+                               f"{meta['journal_id']} (the database was replaced)")
 
     def close(self):
         """Commit everything queued, then stop every thread and connection."""
@@ -441,7 +444,7 @@ class PostgreSQLStore:
     # Writing
 
     def append(self, entries: list, writeIds: list | None = None):
-        appended = Deferred()
+        appended: Deferred = Deferred()
         digests = [sha256(data).digest() for data in entries]
         with self._wakeup:
             refusal = self._refusal()
@@ -510,11 +513,17 @@ class PostgreSQLStore:
         self._closeWriter()
         self._reactor.callFromThread(self._finishClosing)
 
+    def _writer(self) -> "psycopg.Connection":
+        """The writer thread's connection, once L{_ensureWriter} has made it."""
+        assert self._write is not None
+        return self._write
+
     def _ensureWriter(self) -> None:
         """Reconnect after a failure, no sooner than the backoff allows."""
         if self._write is not None:
             return
         if time.monotonic() < self._writeBackoff.until:
+            assert self._writeError is not None  # set by every failed attempt
             raise self._writeError
         try:
             self._write = self._connectWriter()
@@ -536,8 +545,8 @@ class PostgreSQLStore:
             if batch:
                 indices, first, accepted = self._store(batch)
             else:
-                (primary,), = self._write.execute("SELECT NOT pg_is_in_recovery()")
-                self._write.rollback()
+                (primary,), = self._writer().execute("SELECT NOT pg_is_in_recovery()")
+                self._writer().rollback()
                 if not primary:
                     raise StoreError(f"store {self._where()} is read-only (a standby)")
         except (psycopg.Error, StoreError) as e:
@@ -560,7 +569,7 @@ class PostgreSQLStore:
 
     def _rollback(self) -> None:
         try:
-            self._write.rollback()
+            self._writer().rollback()
         except Exception:
             self._closeWriter()
 
@@ -570,7 +579,7 @@ class PostgreSQLStore:
         (in the shared window), and store the rest with one statement.  Returns the
         indices per write, the new entries' first index and the new entries.
         """
-        write = self._write
+        write = self._writer()
         served = self._served[0]
         keys = [(writeId.encode("utf-8", "surrogatepass"), digest)
                 for _, digests, writeIds, _ in batch if writeIds is not None
@@ -580,10 +589,10 @@ class PostgreSQLStore:
             rows = write.execute(LOCK, ([_writeKey(*key) for key in keys],)).fetchall()
             head = rows[0][0]
             if head < served:
-                self._rewind(f"the head is {head}, below index {served} already served")
-                raise self._rewound
+                raise self._rewind(f"the head is {head}, below index {served} already served")
             known = {(bytes(i), bytes(d)): index for _, i, d, index in rows if i is not None}
             nextIndex = head + 1
+            new: dict
             indices, accepted, digests, new = [], [], [], {}
             for entries, hashes, writeIds, _ in batch:
                 given = []
@@ -635,10 +644,10 @@ class PostgreSQLStore:
         import psycopg
         self._identifiedSincePrune = 0
         try:
-            self._write.execute(
+            self._writer().execute(
                 "DELETE FROM logsvc_writes WHERE idx < (SELECT idx FROM logsvc_writes"
                 " ORDER BY idx DESC OFFSET %s LIMIT 1)", (RECENT_WRITES,))
-            self._write.commit()
+            self._writer().commit()
         except psycopg.Error as e:
             self._rollback()
             self.log.warn("{store}: old write ids not pruned: {error}", store=self,
@@ -779,11 +788,12 @@ class PostgreSQLStore:
         row = connection.execute(DIGEST_AT, {"index": index}).fetchone()
         return bytes(row[0]) if row else None
 
-    def _rewind(self, reason: str) -> None:
+    def _rewind(self, reason: str) -> StoreError:
         if self._rewound is None:
             self._rewound = StoreError(f"store {self._where()} went backwards: {reason};"
                                        " refusing to serve it (restart once resolved)")
             self.log.error("{error}", error=self._rewound)
+        return self._rewound
 
     def _offer(self, first: int, entries: list) -> None:
         """
@@ -862,8 +872,7 @@ class PostgreSQLStore:
             rows = connection.execute(READ, {"start": start, "last": last}, binary=True).fetchall()
             first, head = rows[0][0], rows[0][1]
             if head < last:
-                self._rewind(f"the head is {head}, below index {last} already committed")
-                raise self._rewound
+                raise self._rewind(f"the head is {head}, below index {last} already committed")
             if start < first:
                 raise Trimmed(first, head)
             result = self._rows(connection, rows, start, last)
@@ -934,7 +943,7 @@ class PostgreSQLStore:
     # Retention
 
     def trim(self, retention, now: float):
-        done = Deferred()
+        done: Deferred = Deferred()
         with self._wakeup:
             refusal = self._refusal()
             if refusal is not None:
@@ -952,7 +961,7 @@ class PostgreSQLStore:
         retention, now, done = self._trims[0]
         try:
             self._ensureWriter()
-            write = self._write
+            write = self._writer()
             (head, first), = write.execute(
                 "SELECT head, first FROM logsvc_counter FOR UPDATE")
             if not hasattr(done, "before"):
@@ -990,16 +999,16 @@ class PostgreSQLStore:
 
     def _trimTarget(self, retention, now: float, head: int, first: int) -> int:
         """The first index of the chunk holding the lowest index any limit needs."""
-        write = self._write
+        write = self._writer()
         if not retention or head < first:
             return first
         target = head + 1
         if retention.entries is not None:
             target = min(target, head - retention.entries + 1)
         if retention.seconds is not None:
-            row = write.execute("SELECT max(idx) FROM logsvc_times WHERE time <= %s",
-                                (now - retention.seconds,)).fetchone()
-            target = min(target, row[0] or first)
+            (latest,), = write.execute("SELECT max(idx) FROM logsvc_times WHERE time <= %s",
+                                       (now - retention.seconds,))
+            target = min(target, latest or first)
         if retention.bytes is not None:
             # The oldest chunk needed: the newer ones hold less than the limit.
             (needed,), = write.execute(
@@ -1010,8 +1019,9 @@ class PostgreSQLStore:
         if target <= first:
             return first
         if target <= head:
-            target = write.execute("SELECT max(first) FROM logsvc_chunks WHERE first <= %s",
-                                   (target,)).fetchone()[0] or first
+            (chunk,), = write.execute("SELECT max(first) FROM logsvc_chunks WHERE first <= %s",
+                                      (target,))
+            target = chunk or first
         return max(target, first)
 
     # The rest of the interface
@@ -1039,7 +1049,7 @@ class PostgreSQLStore:
         write = self._write
         try:
             self._ensureWriter()
-            write = self._write
+            write = self._writer()
             row = write.execute("SELECT indexed FROM logsvc_indexed"
                                 " FOR UPDATE SKIP LOCKED").fetchone()
             if row is None:
@@ -1061,7 +1071,7 @@ class PostgreSQLStore:
         every copy becomes a L{REFERENCE}.  Copies whose content does not match its
         digest are left alone.  Returns the last index handled.
         """
-        write = self._write
+        write = self._writer()
         (head,), = write.execute("SELECT head FROM logsvc_counter")
         rows = write.execute(
             "SELECT first, count, digests, data FROM logsvc_chunks WHERE first > %s"
@@ -1088,6 +1098,7 @@ class PostgreSQLStore:
             records = bytes(data).split(b"\n")
             if len(records) == count and len(bytes(digests)) == count * DIGEST:
                 chunks.setdefault(first, (bytes(digests), records))
+        new: dict
         new, changed, moved, rewritten = {}, {}, {}, set()
         starts = sorted(chunks)
 

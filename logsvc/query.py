@@ -68,6 +68,7 @@ class _Command(usage.Options):
     or after its arguments, as argparse and git allow; C{--} ends the options.
     """
 
+    parent: usage.Options  # the command line it is a subcommand of
     synopsis = "[options]"
     optFlags = [["json", "j", "Machine output (JSON)."]]
     optParameters = CONNECTION_OPTIONS
@@ -461,6 +462,7 @@ async def run(reactor: IReactorCore, options: Options,
     # the login waiting forever.
     broker.notifyOnDisconnect(lambda: factory.clientConnectionLost(
         None, Failure(ConnectionLost("closed by the server before login"))))
+    assert options.subCommand is not None  # Options.postOptions refuses none
     try:
         perspective = await logIn(factory, login).addErrback(_explain)
         await COMMANDS[options.subCommand](reactor, perspective, options.subOptions,

@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .errors import Trimmed
-from .interfaces import IJournalStore
+from .interfaces import IFollowing, IJournalStore
 
 FIRST_PAGE = 100
 """Entries in a read's first page, before the size of its entries is known."""
@@ -76,11 +76,11 @@ class JournalReader:
     """
 
     def __init__(self, store: IJournalStore, sink: ReadSink, start: int | None,
-                 count: int | None = None, ahead: list = (), pageSize: int | None = None,
+                 count: int | None = None, ahead: list | None = None, pageSize: int | None = None,
                  toHead: bool = True):
         self._store = store
         self._sink = sink
-        self._ahead = ahead if ahead and ahead[0][0] == start else ()
+        self._ahead: list = ahead if ahead and ahead[0][0] == start else []
         self.next = start
         self._remaining = count
         self._toHead = toHead and start is not None
@@ -95,7 +95,7 @@ class JournalReader:
         self._sized = pageSize is None
         self._pageSize = pageSize or FIRST_PAGE
         self._asked = 0
-        self._following = None
+        self._following: IFollowing | None = None
 
     def start(self) -> None:
         self._following = self._store.follow(self._committed)
@@ -135,7 +135,7 @@ class JournalReader:
                         return
                     continue
                 self._notLive()
-                rows, self._ahead = self._ahead, ()
+                rows, self._ahead = self._ahead, []
                 if rows and rows[0][0] == self.next:
                     self._deliverKeepingRest(rows)
                     continue
@@ -163,6 +163,7 @@ class JournalReader:
             self._deliverKeepingRest(rows)
         else:
             # Nothing committed at next after all: wait for the next commit.
+            assert self.next is not None  # pages are read from a known index
             self._seen = self.next - 1
         self._advance()
 
@@ -210,6 +211,7 @@ class JournalReader:
         first = rows[0][0]
         self.next = first + len(rows)
         currentAt = None
+        assert self._target is not None  # known before anything is sent
         if not self._current and self.next > self._target:
             # A read whose K-th entry is the head ends with head alone, as
             # tcp-log-server does: the head was not reached before the K entries.
@@ -225,7 +227,7 @@ class JournalReader:
         if sent < len(rows):
             self.next = first + sent
             if remaining is not None:
-                self._remaining += len(rows) - sent
+                self._remaining = remaining + len(rows) - sent
         elif remaining == 0:
             self._finish(None)
 
@@ -259,7 +261,7 @@ class JournalReader:
         """End the read: no more pages, no more live entries."""
         self._done = True
         self._sink.notLive()
-        self._ahead = ()
+        self._ahead = []
         if self._following is not None:
             self._following.cancel()
             self._following = None

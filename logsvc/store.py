@@ -8,8 +8,10 @@ import json
 from hashlib import sha256
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from .errors import EntryError
+from .interfaces import IFollowing
 
 RECENT_WRITES = 100_000
 
@@ -97,7 +99,7 @@ class RecentWrites:
 class Followers:
     """Fan committed batches out to followers on the reactor thread."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._callbacks: tuple = ()
 
     def add(self, callback) -> "Following":
@@ -122,6 +124,7 @@ class Followers:
                 _log.failure("journal follower {callback!r} failed", callback=callback)
 
 
+@implementer(IFollowing)
 class Following:
     def __init__(self, followers: Followers, callback):
         self._followers = followers

@@ -3,7 +3,9 @@ WebSocket C{/stream}: one L{Subscription} per connection, each message a JSON te
 """
 
 import json
+from typing import Protocol, cast
 
+from twisted.internet.interfaces import IConsumer, IDelayedCall, ITCPTransport
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -59,7 +61,7 @@ class StreamResource(Resource):
 
     def render_GET(self, request: Request) -> bytes | int:
         try:
-            options = StreamOptions(request.args)
+            options = StreamOptions(request.args or {})  # Twisted types args as None
         except ValueError as e:
             request.setResponseCode(400)
             request.setHeader(b"content-type", b"application/json; charset=utf-8")
@@ -78,6 +80,22 @@ class _StreamFactory:
         return StreamProtocol(self.service, self.metrics, self.options)
 
 
+class _Socket(ITCPTransport, IConsumer):
+    """What L{StreamProtocol} uses of the socket under its WebSocket, for the type checker."""
+
+
+class _Transport(WebSocketTransport, Protocol):
+    """
+    Twisted's WebSocket transport as L{StreamProtocol} uses it: beyond the protocol
+    Twisted declares, its socket and a close reason.
+    """
+
+    transport: _Socket
+
+    def loseConnection(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame with C{code} and C{reason}, then close the socket."""
+
+
 class StreamProtocol:
     """
     One WebSocket subscriber.  C{position} is the last journal index sent, for the
@@ -85,18 +103,18 @@ class StreamProtocol:
     """
 
     log = Logger()
+    transport: _Transport  # set in negotiationStarted
 
     def __init__(self, service: LogService, metrics: ServiceMetrics, options: StreamOptions):
         self.service = service
         self.metrics = metrics
         self.options = options
-        self.transport: WebSocketTransport | None = None
         self.subscription: Subscription | None = None
         self.position: int | None = None
-        self._abort = None
+        self._abort: IDelayedCall | None = None
 
     def negotiationStarted(self, transport: WebSocketTransport) -> None:
-        self.transport = transport
+        self.transport = cast(_Transport, transport)
 
     def negotiationFinished(self) -> None:
         # The HTTP channel registered itself as the socket's producer; the socket is
@@ -127,7 +145,7 @@ class StreamProtocol:
     def textMessageReceived(self, message: str) -> None:
         """Subscribers only listen; anything they send is ignored."""
 
-    def bytesMessageReceived(self, data: bytes) -> None:
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         """Subscribers only listen; anything they send is ignored."""
 
     def pongReceived(self, payload: bytes) -> None:

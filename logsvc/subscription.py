@@ -239,6 +239,7 @@ class Subscription:
         try:
             while not (self._paused or self.ended):
                 if self._catchingUp:
+                    assert self._reader is not None  # only the reader's sink queues a catch-up
                     self._reader.resumeProducing()
                     if self._catchingUp:
                         break     # reading the store: live() pumps again

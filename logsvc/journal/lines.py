@@ -137,7 +137,7 @@ class JournalLines:
 
     def _drained(self, count: int) -> None:
         self.backlog -= count
-        if self._paused and self.backlog <= BACKLOG_LOW:
+        if self._paused and self.backlog <= BACKLOG_LOW and self._producer is not None:
             self._paused = False
             self._producer.resumeProducing()
 

@@ -6,7 +6,8 @@ reads that replay the store and then follow it live, with per-connection flow co
 import json
 from bisect import insort
 
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime, ITransport
+from twisted.internet.interfaces import (
+    IAddress, IConsumer, IDelayedCall, IPushProducer, IReactorTime, ITCPTransport, ITransport)
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -150,6 +151,10 @@ class ReadReplies:
         self._finished(reader, ahead)
 
 
+class _Transport(ITCPTransport, IConsumer, IPushProducer):
+    """What L{JournalProtocol} uses of its transport (TCP or TLS), for the type checker."""
+
+
 @implementer(IPushProducer)
 class JournalProtocol(Protocol):
     """
@@ -160,6 +165,8 @@ class JournalProtocol(Protocol):
     """
 
     log = Logger()
+    transport: _Transport
+    _acks: HeldAcks  # set in connectionMade
 
     def __init__(self, store: IJournalStore, maxEntry: int, clock: IReactorTime):
         self._store = store
@@ -167,7 +174,7 @@ class JournalProtocol(Protocol):
         self._clock = clock
         self._pending = b""
         self._partialSince: float | None = None
-        self._deadline = None
+        self._deadline: IDelayedCall | None = None
         self._closed = False
         self._paused = False
         self._inFlight = 0
@@ -178,7 +185,6 @@ class JournalProtocol(Protocol):
         self._closingWith: bytes | None = None  # the error to close with once answered
         self._notReading = False  # the transport is paused, for either reason
         self._ahead: list = []
-        self._acks: HeldAcks | None = None
         self.reader: JournalReader | None = None
 
     def connectionMade(self) -> None:

@@ -286,7 +286,8 @@ class RemoteSubscription:
 
 
 def _page(pairs: list) -> list:
-    page, size = [], 0
+    page: list = []
+    size = 0
     for index, data in pairs:
         size += len(data) if isinstance(data, bytes) else 0
         if page and size > PAGE_BYTES:
