@@ -12,6 +12,7 @@ from twisted.spread import pb
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from .errors import oneLine
 from .pb.avatar import QueryPerspective
 from .service import LogService
 
@@ -43,7 +44,7 @@ def checkerFromString(description: str) -> ICredentialsChecker:
     except strcred.InvalidAuthType:
         raise ValueError(f"unknown checker: use {CHECKERS}") from None
     except Exception as e:
-        raise ValueError(" ".join(str(e).split()) or e.__class__.__name__) from None
+        raise ValueError(oneLine(e)) from None
 
 
 @implementer(IRealm)

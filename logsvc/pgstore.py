@@ -26,10 +26,11 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .errors import EntryError, StoreError, Trimmed
+from .errors import EntryError, StoreError, Trimmed, oneLine
 from .interfaces import IJournalStore
 from .store import (
     CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers,
+    entryHash, entryHashes,
 )
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ def _connect(uri: str, **options):
 
 def _describe(error: Exception) -> str:
     """libpq's messages span lines; one line, without the password-bearing URI."""
-    return " ".join(str(error).split()) or error.__class__.__name__
+    return oneLine(error)
 
 
 def _writeKey(writeId: bytes, digest: bytes) -> int:
@@ -445,7 +446,7 @@ class PostgreSQLStore:
 
     def append(self, entries: list, writeIds: list | None = None):
         appended: Deferred = Deferred()
-        digests = [sha256(data).digest() for data in entries]
+        digests = entryHashes(entries)
         with self._wakeup:
             refusal = self._refusal()
             if refusal is not None:
@@ -824,7 +825,7 @@ class PostgreSQLStore:
         if skip > 0:
             first, entries = first + skip, entries[skip:]
         self._announcedHead = first + len(entries) - 1
-        self._noteServed(self._announcedHead, sha256(entries[-1]).digest())
+        self._noteServed(self._announcedHead, entryHash(entries[-1]))
         self._followers.deliver(first, entries)
 
     def _noteServed(self, index: int, digest: bytes) -> None:
@@ -886,7 +887,7 @@ class PostgreSQLStore:
                 raise
             raise StoreError(f"cannot read store {self._where()}: {e}") from None
         if result and result[-1][1].__class__ is bytes:
-            self._noteServed(result[-1][0], sha256(result[-1][1]).digest())
+            self._noteServed(result[-1][0], entryHash(result[-1][1]))
         return result
 
     def _rows(self, connection, rows: list, start: int, last: int) -> list:
@@ -915,7 +916,7 @@ class PostgreSQLStore:
                     references.append((len(found), index, digest))
                     record = None
                 found.append((index, record if record is None
-                              or sha256(record).digest() == digest else CORRUPT))
+                              or entryHash(record) == digest else CORRUPT))
         if references:
             self._resolve(connection, found, references)
         if last >= start and len(found) != last - start + 1:
@@ -938,7 +939,7 @@ class PostgreSQLStore:
                 found[at] = (index, EntryError("entry missing"))
                 continue
             data = bytes(data)
-            found[at] = (index, data if sha256(data).digest() == digest else CORRUPT)
+            found[at] = (index, data if entryHash(data) == digest else CORRUPT)
 
     # Retention
 
@@ -1113,7 +1114,7 @@ class PostgreSQLStore:
             records = chunks[first][1]
             at = index - first
             content = records[at]
-            if sha256(content).digest() != digest:
+            if entryHash(content) != digest:
                 continue
             state = new.get(digest) or known.get(digest)
             if state is None:
@@ -1123,7 +1124,7 @@ class PostgreSQLStore:
             if not shared:
                 where = record(original)
                 kept = where and chunks[where[0]][1][where[1]]
-                if not kept or sha256(kept).digest() != digest:
+                if not kept or entryHash(kept) != digest:
                     state[:] = [index, index, False]     # the first copy is lost: this one
                     changed[digest] = state
                     continue

@@ -13,10 +13,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from . import __version__
-from .errors import NoSuchClient, Trimmed
+from .errors import NoSuchClient, Trimmed, oneLine
 from .interfaces import IClientRegistry, IJournalStore
 from .journal.lines import entryLines
 from .metrics import ServiceMetrics
+from .options import positiveText
 
 JOURNAL_PAGE = 100
 JOURNAL_PAGE_MAX = 1000
@@ -93,11 +94,8 @@ def _positiveArg(request, name: str, default: _Default) -> int | _Default:
     values = request.args.get(name.encode())
     if not values:
         return default
-    try:
-        number = int(values[-1])
-    except ValueError:
-        number = 0
-    if number < 1:
+    number = positiveText(values[-1])
+    if number is None:
         raise HTTPError(400, f"{name} must be a positive integer")
     return number
 
@@ -201,7 +199,7 @@ class HealthResource(AsyncResource):
         except CancelledError:
             raise
         except Exception as e:
-            state = " ".join(str(e).split()) or e.__class__.__name__
+            state = oneLine(e)
         problems = [f"listener {name} is not listening"
                     for name, up in listeners.items() if up != "up"]
         if state != "ok":

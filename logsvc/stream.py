@@ -12,6 +12,7 @@ from twisted.web.server import Request
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
 from .metrics import ServiceMetrics
+from .options import positiveText
 from .service import LogService
 from .subscription import LINE_EVENTS, Subscription, eventKinds
 
@@ -37,8 +38,8 @@ class StreamOptions:
         start = _lastArg(args, "from")
         self.fromIndex = None
         if start is not None:
-            self.fromIndex = int(start) if start.isdigit() else 0
-            if self.fromIndex < 1:
+            self.fromIndex = positiveText(start)
+            if self.fromIndex is None:
                 raise ValueError("from must be a positive integer")
             if "entry" not in self.events:
                 self.events.append("entry")

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from .errors import EntryError, Trimmed
 from .interfaces import IClientRegistry, IEventObserver, IJournalStore
+from .options import positive
 from .reader import JournalReader
 
 LINE_EVENTS = ("ready", "log", "set", "close")
@@ -80,8 +81,7 @@ class Subscription:
                  queueLimit: int = QUEUE_LIMIT, missedLimit: int = MISSED_LIMIT,
                  pageSize: int = PAGE_SIZE, onEnd: Callable[[str], None] | None = None):
         self._kinds = eventKinds(events)
-        if fromIndex is not None and (isinstance(fromIndex, bool)
-                                      or not isinstance(fromIndex, int) or fromIndex < 1):
+        if fromIndex is not None and positive(fromIndex) is None:
             raise ValueError(f"from must be a positive integer, not {fromIndex!r}")
         self._service = service
         self._deliver = deliver

@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from ..errors import StoreError, Trimmed
 from ..interfaces import IJournalStore
+from ..options import positive
 from ..reader import JournalReader
 from ..store import canonical
 from .lines import entryLines, quoted
@@ -354,8 +355,7 @@ class JournalProtocol(Protocol):
     def _read(self, message: dict) -> None:
         start = message["from"]
         count = message.get("read")
-        if (start.__class__ is not int or start < 1
-                or ("read" in message and (count.__class__ is not int or count < 1))):
+        if positive(start) is None or ("read" in message and positive(count) is None):
             self._reply(INVALID_MESSAGE)
             return
         if self.reader is not None:

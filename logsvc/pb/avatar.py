@@ -13,6 +13,7 @@ from twisted.spread import pb
 from twisted.spread.banana import SIZE_LIMIT
 
 from ..errors import StoreError, Trimmed
+from ..options import positive
 from ..service import LogService
 from ..store import canonical
 from ..subscription import MISSED_LIMIT, QUEUE_LIMIT, Subscription
@@ -44,7 +45,7 @@ class TrimmedError(pb.Error):
 
 
 def _checkPositive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if positive(value) is None:
         raise BadRequest(f"{name} must be a positive integer, not {value!r}")
 
 
