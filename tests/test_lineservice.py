@@ -3,28 +3,13 @@
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from logsvc.errors import NameInUse, NoSuchClient
 from logsvc.interfaces import IClientRegistry, IEventObserver
 from logsvc.lineservice import IDENTIFY_TIMEOUT, LineFactory
 from logsvc.registry import ClientRegistry
-
-
-@implementer(IEventObserver)
-class Recorder:
-    def __init__(self):
-        self.events = []
-
-    def event(self, kind, name, time, fields):
-        self.events.append((kind, name, time, dict(fields)))
-
-    def logged(self, name, time, messages, truncated, fields=None):
-        extra = {"truncated": True} if truncated else {}
-        for n, message in enumerate(messages):
-            self.event("log", name, time,
-                       {"message": message, **(extra if fields is None else fields[n])})
+from tests.observers import Recorder
 
 
 class LineServiceTests(TestCase):

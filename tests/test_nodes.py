@@ -15,23 +15,8 @@ from logsvc.errors import NameInUse
 from logsvc.lineservice import LineFactory
 from logsvc.nodes import EVENTS_PENDING, EVENTS_TICK, HEARTBEAT, HOLD, SharedRegistry, payloads
 from logsvc.registry import ClientRecord, ClientRegistry
+from tests.observers import Recorder
 
-
-
-class Recorder:
-    """An event observer that keeps every event as one tuple."""
-
-    def __init__(self):
-        self.events = []
-
-    def event(self, kind, name, time, fields):
-        self.events.append((kind, name, time, dict(fields)))
-
-    def logged(self, name, time, messages, truncated, fields=None):
-        extra = {"truncated": True} if truncated else {}
-        for n, message in enumerate(messages):
-            self.event("log", name, time,
-                       {"message": message, **(extra if fields is None else fields[n])})
 
 
 class Names:
