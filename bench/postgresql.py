@@ -9,8 +9,7 @@ Beside the writes, a floor: the same commits (batches of the size logsvc's commi
 the same statements, pipelined the same way) made back to back by a bare psycopg loop,
 without Twisted, sockets or JSON.  No server in front of this PostgreSQL can beat it
 with commits of that size, so C{floor_ratio} says how much of it logsvc reaches; the
-same floor for writes without ids (no rows in the shared retry window) shows what that
-window costs each commit.
+same floor for writes without ids shows what storing their ids costs each commit.
 """
 
 import functools
@@ -69,22 +68,24 @@ def floorWrites(uri: str, batch: int, duration: float, identified: bool = True) 
     connection.commit()
     try:
         written, started = 0, time.monotonic()
+        (covered,), = connection.execute("SELECT head FROM logsvc_counter").fetchall()
+        connection.rollback()
         while time.monotonic() - started < duration:
             entries = [b'{"entry":{"n":%d,"text":"%s"},"id":"%d"}' % (written + n, b"x" * 60,
                                                                    written + n)
                        for n in range(batch)]
             digests = [sha256(entry).digest() for entry in entries]
-            ids = [b"%d" % (written + n) for n in range(batch)] if identified else []
-            keys = [pgstore._writeKey(i, d) for i, d in zip(ids, digests)]
             with connection.pipeline():
-                (head, *_), *_ = connection.execute(pgstore.LOCK, (keys,)).fetchall()
-                firsts, counts, hashes, data = pgstore._chunks(head + 1, entries, digests)
+                locked = connection.execute(pgstore.LOCK)
+                connection.execute(pgstore.UNSEEN, {"covered": covered}, binary=True)
+                (head,), = locked.fetchall()
+                ids = ([(head + 1 + n, str(written + n)) for n in range(batch)]
+                       if identified else [])
                 connection.execute(pgstore.STORE, {
-                    "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
-                    "keys": keys, "ids": ids, "idDigests": digests[:len(ids)],
-                    "indices": list(range(head + 1, head + len(ids) + 1)),
+                    **pgstore.chunkRows(head + 1, entries, digests, ids),
                     "payload": f"{head + 1} {head + batch}", "head": head + batch})
                 connection.commit()
+            covered = head + batch
             written += batch
         return round(written / (time.monotonic() - started))
     finally:

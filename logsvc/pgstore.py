@@ -13,11 +13,11 @@ counter row that every commit locks and updates in its own transaction, so they 
 dense and in commit order across nodes (a sequence would leave gaps on rollback).
 """
 
+import json
 import threading
 import time
 import uuid
 from bisect import bisect_right
-from hashlib import sha256
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -29,25 +29,21 @@ from zope.interface import implementer
 from .errors import EntryError, StoreError, Trimmed, oneLine
 from .interfaces import IJournalStore
 from .store import (
-    CHUNK_BYTES, CHUNK_ENTRIES, CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers,
-    entryHash, entryHashes,
+    CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers, RecentWrites,
+    assignIndices, chunkSpans, entryHash, entryHashes,
 )
 
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """
-1: meta, counter, chunks, writes (the retry window) and times.  2: content addressing
-(C{logsvc_hashes}, C{logsvc_indexed}: a version-1 journal is indexed from its start),
-and the retry window found by one 64-bit key rather than by id and digest.
-"""
-
-UPGRADE_1 = """
-ALTER TABLE logsvc_writes ADD COLUMN key bigint;
-UPDATE logsvc_writes SET key =
-    ('x' || encode(substring(sha256(id || digest) FROM 1 FOR 8), 'hex'))::bit(64)::bigint;
-ALTER TABLE logsvc_writes ALTER key SET NOT NULL, DROP CONSTRAINT logsvc_writes_pkey;
+1: meta, counter, chunks, writes (the retry window, a row per identified write) and
+times.  2: content addressing (C{logsvc_hashes}, C{logsvc_indexed}: an older journal
+is indexed from its start).  3: write ids in their chunk row, as on SQLite
+(C{logsvc_chunks.ids}, and C{logsvc_retries} for those of deleted chunks), so a commit
+writes a row per chunk rather than one per identified write; an older journal's
+C{logsvc_writes} becomes rows of C{logsvc_retries}.
 """
 
 SCHEMA = """
@@ -57,11 +53,10 @@ CREATE TABLE IF NOT EXISTS logsvc_counter (
     head bigint NOT NULL, first bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS logsvc_chunks (
     first bigint PRIMARY KEY, count integer NOT NULL,
-    digests bytea NOT NULL, data bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS logsvc_writes (
-    key bigint NOT NULL, id bytea NOT NULL, digest bytea NOT NULL, idx bigint NOT NULL);
-CREATE INDEX IF NOT EXISTS logsvc_writes_key ON logsvc_writes (key);
-CREATE INDEX IF NOT EXISTS logsvc_writes_idx ON logsvc_writes (idx);
+    digests bytea NOT NULL, data bytea NOT NULL, ids text);
+ALTER TABLE logsvc_chunks ADD COLUMN IF NOT EXISTS ids text;
+CREATE TABLE IF NOT EXISTS logsvc_retries (
+    first bigint PRIMARY KEY, count integer NOT NULL, digests bytea NOT NULL, ids text NOT NULL);
 CREATE TABLE IF NOT EXISTS logsvc_times (idx bigint PRIMARY KEY, time float8 NOT NULL);
 CREATE INDEX IF NOT EXISTS logsvc_times_time ON logsvc_times (time);
 CREATE TABLE IF NOT EXISTS logsvc_hashes (
@@ -80,27 +75,44 @@ CHANNEL = "logsvc_commit"
 Each commit notifies this channel with C{"FIRST LAST"}, its indices.
 """
 
-# One statement stores a commit: its chunk rows, its identified writes, the new head
+# A commit's first statement locks the counter; its second, run once the lock is
+# held and so seeing every commit before this one, reads the write ids of chunks
+# committed after C{covered}, the last index this node's retry window has (by another
+# node, or by a commit of its own that reported an error).
+LOCK = "SELECT head FROM logsvc_counter FOR UPDATE"
+
+UNSEEN = """
+SELECT first, digests, ids FROM logsvc_chunks WHERE first > %(covered)s AND ids IS NOT NULL
+UNION ALL SELECT first, digests, ids FROM logsvc_retries WHERE first > %(covered)s
+"""
+
+# The newest identified writes first, for the retry window of a node starting.
+RECENT = """
+SELECT first, digests, ids FROM logsvc_chunks WHERE ids IS NOT NULL
+UNION ALL SELECT first, digests, ids FROM logsvc_retries ORDER BY first DESC
+"""
+
+# One statement stores a commit: its chunk rows (with their write ids), the new head
 # and the notification, all in the transaction that locked the counter.  Arrays go in
 # binary (%b): as text, hex-encoding and parsing them took most of a commit's time.
 STORE = f"""
 WITH chunks AS (
-    INSERT INTO logsvc_chunks (first, count, digests, data)
+    INSERT INTO logsvc_chunks (first, count, digests, data, ids)
     SELECT * FROM unnest(%(firsts)b::bigint[], %(counts)b::int[],
-                         %(digests)b::bytea[], %(data)b::bytea[])),
-writes AS (
-    INSERT INTO logsvc_writes (key, id, digest, idx)
-    SELECT * FROM unnest(%(keys)b::bigint[], %(ids)b::bytea[], %(idDigests)b::bytea[],
-                         %(indices)b::bigint[])),
+                         %(digests)b::bytea[], %(data)b::bytea[], %(ids)b::text[])),
 notified AS (SELECT pg_notify('{CHANNEL}', %(payload)s))
 UPDATE logsvc_counter SET head = %(head)s FROM notified
 """
 
 # A retention step, once it holds the counter and the indexer's row: the chunks below
-# C{end}, and the content of digests no copy from C{end} on refers to; entries not yet
-# indexed there are never indexed.
+# C{end} (their write ids kept in logsvc_retries), and the content of digests no copy
+# from C{end} on refers to; entries not yet indexed there are never indexed.
 TRIM = """
-WITH deleted AS (DELETE FROM logsvc_chunks WHERE first < %(end)s RETURNING digests),
+WITH deleted AS (DELETE FROM logsvc_chunks WHERE first < %(end)s
+                 RETURNING first, digests, ids),
+retried AS (
+    INSERT INTO logsvc_retries SELECT first, json_array_length(ids::json), digests, ids
+    FROM deleted WHERE ids IS NOT NULL),
 hashes AS (
     DELETE FROM logsvc_hashes h USING (
         SELECT DISTINCT substring(d.digests FROM i * 32 + 1 FOR 32) AS digest
@@ -111,34 +123,36 @@ indexed AS (UPDATE logsvc_indexed SET indexed = greatest(indexed, %(end)s - 1))
 UPDATE logsvc_counter SET first = %(end)s
 """
 
-# A commit's first statement: lock the counter, and find the identified writes already
-# in the retry window by their keys (L{_writeKey}); the caller compares ids and digests.
-LOCK = """
-SELECT k.head, w.id, w.digest, w.idx
-FROM (SELECT head FROM logsvc_counter FOR UPDATE) k
-LEFT JOIN logsvc_writes w ON w.key = ANY(%b::bigint[])
+# The deleted write ids the retry window still covers are kept, the rest forgotten.
+PRUNE_RETRIES = """
+DELETE FROM logsvc_retries WHERE first < (
+    SELECT first FROM (SELECT first, sum(count) OVER (ORDER BY first DESC) AS newer
+                       FROM logsvc_retries) r
+    WHERE newer >= %s ORDER BY first DESC LIMIT 1)
 """
 
 # One statement, so one snapshot: the counter, and the chunks holding [start, last].
-READ = """
-SELECT k.first, k.head, c.first, c.count, c.digests, c.data FROM logsvc_counter k
+READ_CHUNKS = """
+SELECT k.first, k.head, c.first, c.count, c.digests, c.data{ids} FROM logsvc_counter k
 LEFT JOIN LATERAL (
     SELECT * FROM logsvc_chunks WHERE first <= %(last)s AND first >= coalesce(
         (SELECT max(first) FROM logsvc_chunks WHERE first <= %(start)s), 0)
     ORDER BY first) c ON true
 """
+READ = READ_CHUNKS.format(ids="")
 
 DIGEST_AT = """
 SELECT substring(digests FROM ((%(index)s - first) * 32 + 1)::int FOR 32) FROM logsvc_chunks
 WHERE first <= %(index)s AND first + count > %(index)s ORDER BY first DESC LIMIT 1
 """
 
-# The listening thread's one statement per wake-up: L{READ}, with what rewind detection
-# compares (the journal id, and the digest of the highest entry served).
+# The listening thread's one statement per wake-up: L{READ} with the chunks' write
+# ids (for the retry window), and what rewind detection compares (the journal id, and
+# the digest of the highest entry served).
 FOLLOW = f"""
 SELECT r.*, (SELECT value FROM logsvc_meta WHERE key = 'journal_id'),
        ({DIGEST_AT.replace("%(index)s", "%(served)s")})
-FROM ({READ}) r
+FROM ({READ_CHUNKS.format(ids=", c.ids")}) r
 """
 
 # A step of the indexer: the first copy of each new digest is noted; a later copy and
@@ -200,6 +214,20 @@ CONNECT_TIMEOUT = 10
 """Seconds to reach the server, when the URI does not say."""
 
 
+def _moveWriteRows(connection) -> None:
+    """The retry window of schema versions 1 and 2, a row per identified write, as
+    rows of C{logsvc_retries}."""
+    rows = connection.execute("SELECT idx, digest, id FROM logsvc_writes").fetchall()
+    connection.execute(
+        "INSERT INTO logsvc_retries SELECT * FROM unnest(%b::bigint[], %b::int[],"
+        " %b::bytea[], %b::text[]) ON CONFLICT DO NOTHING",
+        ([index for index, _, _ in rows], [1] * len(rows),
+         [bytes(digest) for _, digest, _ in rows],
+         [json.dumps([[index, bytes(writeId).decode("utf-8", "surrogatepass")]])
+          for index, _, writeId in rows]))
+    connection.execute("DROP TABLE logsvc_writes")
+
+
 def isPostgreSQL(description: str) -> bool:
     return description.startswith(("postgresql://", "postgres://"))
 
@@ -217,32 +245,57 @@ def _describe(error: Exception) -> str:
     return oneLine(error)
 
 
-def _writeKey(writeId: bytes, digest: bytes) -> int:
-    """
-    The retry window's key for a write: 64 bits of SHA-256 over its id and digest (as
-    L{UPGRADE_1} computes it).  An index on it costs a commit far less than one on
-    the id and digest themselves; a match is confirmed on both.
-    """
-    return int.from_bytes(sha256(writeId + digest).digest()[:8], "big", signed=True)
+def chunkRows(first: int, entries: list, digests: list, identified: list) -> dict:
+    """L{STORE}'s chunk arrays for consecutive entries from index C{first}, with the
+    (index, write id) of those C{identified}, in index order."""
+    rows: dict = {"firsts": [], "counts": [], "digests": [], "data": [], "ids": []}
+    for start, end, _, _, ids in chunkSpans(first, entries, identified):
+        rows["firsts"].append(first + start)
+        rows["counts"].append(end - start)
+        rows["digests"].append(b"".join(digests[start:end]))
+        rows["data"].append(b"\n".join(entries[start:end]))
+        rows["ids"].append(json.dumps(ids) if ids else None)
+    return rows
 
 
-def _chunks(first: int, entries: list, digests: list) -> tuple:
-    """Chunk rows for consecutive entries from C{first}: at most L{CHUNK_ENTRIES}
-    entries or L{CHUNK_BYTES} bytes each (a larger entry alone)."""
-    firsts, counts, hashes, data = [], [], [], []
-    start = 0
-    while start < len(entries):
-        end, size = start, 0
-        while end < len(entries) and end - start < CHUNK_ENTRIES and (
-                end == start or size + len(entries[end]) + 1 <= CHUNK_BYTES):
-            size += len(entries[end]) + 1
-            end += 1
-        firsts.append(first + start)
-        counts.append(end - start)
-        hashes.append(b"".join(digests[start:end]))
-        data.append(b"\n".join(entries[start:end]))
-        start = end
-    return firsts, counts, hashes, data
+def _identifiedWrites(rows) -> dict:
+    """(write id, digest) -> index of the (first, digests, ids) rows of chunks."""
+    writes = {}
+    for first, digests, ids in rows:
+        for index, writeId in json.loads(ids):
+            at = (index - first) * DIGEST
+            writes[writeId, bytes(digests[at:at + DIGEST])] = index
+    return writes
+
+
+class _Window:
+    """
+    This node's copy of the shared retry window: at least the last L{RECENT_WRITES}
+    identified writes of every node, among all of those up to index C{covered}.  The
+    writer thread adds its own commits and, in each commit's transaction, the chunks
+    committed after C{covered}; the listening thread adds other nodes' chunks as it
+    reads them, so that what a commit reads is usually only the last few ms.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.recent = RecentWrites()
+        self.covered = 0
+        self._ahead: list = []  # (first, last) of known ranges beyond covered + 1
+
+    def add(self, first: int, last: int, writes: dict) -> None:
+        """Every identified write from C{first} to C{last} is in C{writes}."""
+        with self.lock:
+            self.recent.update(writes)
+            spans: list = []
+            for start, end in sorted(self._ahead + [(first, last)]):
+                if spans and start <= spans[-1][1] + 1:
+                    spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+                else:
+                    spans.append((start, end))
+            while spans and spans[0][0] <= self.covered + 1:
+                self.covered = max(self.covered, spans.pop(0)[1])
+            self._ahead = spans
 
 
 class _Backoff:
@@ -265,9 +318,11 @@ class PostgreSQLStore:
     """
     Entries live in C{logsvc_chunks}, as on SQLite: one row per run of a commit's
     entries, their canonical JSON joined by newlines and their SHA-256 digests, each
-    entry checked against its digest when read.  C{logsvc_writes} is the retry window
-    (write id and digest to index, the last L{RECENT_WRITES} at least), shared by every
-    node, so a retry gets its original index whichever node it reaches.
+    entry checked against its digest when read, and the write ids of its identified
+    entries.  The retry window is shared by every node: each keeps at least the last
+    L{RECENT_WRITES} identified writes (L{_Window}), and reads in each commit's
+    transaction those it has not seen, so a retry gets its original index whichever
+    node it reaches.
 
     Identical content is stored once, as on SQLite and off the commit path: once writes
     pause, the writer thread of one node at a time (the one holding C{logsvc_indexed})
@@ -297,7 +352,7 @@ class PostgreSQLStore:
         self._write: psycopg.Connection | None = None  # the writer thread's, None while down
         self._writeBackoff = _Backoff()
         self._writeError: StoreError | None = None
-        self._identifiedSincePrune = 0
+        self._window = _Window()
         self._headSeen = 0          # writer and listener threads: the highest head seen
         self._indexed = 0           # writer thread: the last index deduplicated
         self._indexing = True       # False after an indexing error, until the next commit
@@ -345,6 +400,7 @@ class PostgreSQLStore:
             head, first, self._indexed = self._write.execute(
                 "SELECT head, first, indexed FROM logsvc_counter, logsvc_indexed").fetchone()
             self._served = (head, self._digestAt(self._write, head))
+            self._loadWindow(head)
             self._write.rollback()
         except StoreError as e:
             self._closeWriter()
@@ -358,6 +414,18 @@ class PostgreSQLStore:
         threading.Thread(target=self._listenLoop, args=(head,), name="logsvc-pg-listener",
                          daemon=True).start()
         return succeed(None)
+
+    def _loadWindow(self, head: int) -> None:
+        """The newest identified writes, newest chunk first, until there are enough,
+        read through a server-side cursor (the journal may hold millions)."""
+        found: list = []
+        with self._writer().cursor("logsvc_recent", binary=True) as cursor:
+            cursor.execute(RECENT)
+            for row in cursor:
+                found += sorted(_identifiedWrites([row]).items(), key=lambda w: -w[1])
+                if len(found) >= RECENT_WRITES:
+                    break
+        self._window.add(1, head, dict(found[:RECENT_WRITES]))
 
     def _connectWriter(self):
         """A connection with the schema in place, and the journal id checked."""
@@ -385,9 +453,9 @@ class PostgreSQLStore:
             if version > SCHEMA_VERSION:
                 raise StoreError(f"schema version {version} is newer than this "
                                  f"logsvc's {SCHEMA_VERSION}")
-            if version == 1:
-                connection.execute(UPGRADE_1)
             connection.execute(SCHEMA)      # what is new in this version is created here
+            if version < 3:
+                _moveWriteRows(connection)
             connection.execute("INSERT INTO logsvc_meta VALUES ('schema', %s),"
                                " ('journal_id', %s) ON CONFLICT (key) DO UPDATE"
                                " SET value = excluded.value WHERE logsvc_meta.key = 'schema'",
@@ -565,8 +633,6 @@ class PostgreSQLStore:
         self._indexing = True
         self._reactor.callFromThread(self._committed, batch, indices, first, accepted,
                                      probes, seconds)
-        if batch and self._identifiedSincePrune >= RECENT_WRITES // 10:
-            self._pruneWrites()
 
     def _rollback(self) -> None:
         try:
@@ -576,50 +642,30 @@ class PostgreSQLStore:
 
     def _store(self, batch: list) -> tuple:
         """
-        One transaction: lock the counter, find which identified writes are retries
-        (in the shared window), and store the rest with one statement.  Returns the
-        indices per write, the new entries' first index and the new entries.
+        One transaction: lock the counter, learn the identified writes committed since
+        this node's retry window was last brought up to date, find which of the batch
+        are retries, and store the rest with one statement.  Returns the indices per
+        write, the new entries' first index and the new entries.
         """
         write = self._writer()
         served = self._served[0]
-        keys = [(writeId.encode("utf-8", "surrogatepass"), digest)
-                for _, digests, writeIds, _ in batch if writeIds is not None
-                for writeId, digest in zip(writeIds, digests) if writeId is not None]
-        # Pipelined: BEGIN and LOCK in one round trip, STORE and COMMIT in another.
+        window = self._window
+        # Pipelined: BEGIN, LOCK and UNSEEN in one round trip, STORE and COMMIT in another.
         with write.pipeline():
-            rows = write.execute(LOCK, ([_writeKey(*key) for key in keys],)).fetchall()
-            head = rows[0][0]
+            covered = window.covered
+            locked = write.execute(LOCK)
+            unseen = write.execute(UNSEEN, {"covered": covered}, binary=True)
+            (head,), = locked.fetchall()
             if head < served:
                 raise self._rewind(f"the head is {head}, below index {served} already served")
-            known = {(bytes(i), bytes(d)): index for _, i, d, index in rows if i is not None}
-            nextIndex = head + 1
-            new: dict
-            indices, accepted, digests, new = [], [], [], {}
-            for entries, hashes, writeIds, _ in batch:
-                given = []
-                for data, digest, writeId in zip(entries, hashes,
-                                                 writeIds or [None] * len(entries)):
-                    if writeId is not None:
-                        key = (writeId.encode("utf-8", "surrogatepass"), digest)
-                        index = known.get(key) or new.get(key)
-                        if index is not None:
-                            given.append(index)
-                            continue
-                        new[key] = nextIndex
-                    accepted.append(data)
-                    digests.append(digest)
-                    given.append(nextIndex)
-                    nextIndex += 1
-                indices.append(given)
-            last = nextIndex - 1
+            window.add(covered + 1, head, _identifiedWrites(unseen.fetchall()))
+            with window.lock:
+                indices, accepted, digests, identified, pending = assignIndices(
+                    batch, head, window.recent)
+            last = head + len(accepted)
             if accepted:
-                firsts, counts, hashes, data = _chunks(head + 1, accepted, digests)
-                write.execute(STORE, {
-                    "firsts": firsts, "counts": counts, "digests": hashes, "data": data,
-                    "keys": [_writeKey(*key) for key in new],
-                    "ids": [k[0] for k in new], "idDigests": [k[1] for k in new],
-                    "indices": list(new.values()), "payload": f"{head + 1} {last}",
-                    "head": last})
+                write.execute(STORE, {**chunkRows(head + 1, accepted, digests, identified),
+                                      "payload": f"{head + 1} {last}", "head": last})
                 now = time.time()
                 if now - self._lastTime >= TIME_STEP:
                     write.execute("INSERT INTO logsvc_times VALUES (%s, %s)"
@@ -636,23 +682,9 @@ class PostgreSQLStore:
                         self._ownPending.remove(head + 1)
                         self._ownCommits.remove(head + 1)
                 raise
-        self._identifiedSincePrune += len(new)
+        window.add(head + 1, last, pending)
         self._headSeen = max(self._headSeen, last)
         return indices, head + 1, accepted
-
-    def _pruneWrites(self) -> None:
-        """Forget identified writes older than the last L{RECENT_WRITES}."""
-        import psycopg
-        self._identifiedSincePrune = 0
-        try:
-            self._writer().execute(
-                "DELETE FROM logsvc_writes WHERE idx < (SELECT idx FROM logsvc_writes"
-                " ORDER BY idx DESC OFFSET %s LIMIT 1)", (RECENT_WRITES,))
-            self._writer().commit()
-        except psycopg.Error as e:
-            self._rollback()
-            self.log.warn("{store}: old write ids not pruned: {error}", store=self,
-                          error=_describe(e))
 
     def _committed(self, batch, indices, first, accepted, probes, seconds) -> None:
         """
@@ -665,7 +697,7 @@ class PostgreSQLStore:
         if accepted:
             self._ackedHead = max(self._ackedHead, first + len(accepted) - 1)
         for (*_, appended), given in zip(batch, indices):
-            appended.callback(given)
+            appended.callback(list(given))
         if accepted:
             with self._ownLock:
                 self._ownPending.remove(first)
@@ -749,8 +781,12 @@ class PostgreSQLStore:
             served = self._served   # before the snapshot, so it must include it
             rows = connection.execute(FOLLOW, {"start": delivered, "last": delivered + PAGE,
                                                "served": served[0]}, binary=True).fetchall()
-            first, head, journalId, digest = rows[0][0], rows[0][1], rows[0][6], rows[0][7]
+            first, head, journalId, digest = rows[0][0], rows[0][1], rows[0][7], rows[0][8]
             self._checkRewind(served, first, head, journalId, digest)
+            for row in rows:
+                if row[2] is not None:
+                    self._window.add(row[2], row[2] + row[3] - 1, _identifiedWrites(
+                        [(row[2], row[4], row[6])] if row[6] is not None else []))
             if first > self._announcedFirst:
                 self._reactor.callFromThread(self._trimmed, first)
             delivered = max(delivered, first - 1)
@@ -980,6 +1016,7 @@ class PostgreSQLStore:
                 end = min(end, target)
                 write.execute("SELECT indexed FROM logsvc_indexed FOR UPDATE")
                 write.execute(TRIM, {"end": end})
+                write.execute(PRUNE_RETRIES, (RECENT_WRITES,))
             write.commit()
         except (psycopg.Error, StoreError) as e:
             if isinstance(e, psycopg.Error):

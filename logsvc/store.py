@@ -5,7 +5,10 @@ the layout constants the SQLite and PostgreSQL stores share.
 """
 
 import json
+from bisect import bisect_left, bisect_right
 from hashlib import sha256
+from itertools import accumulate, repeat
+from operator import add
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -94,6 +97,69 @@ class RecentWrites:
     def _rotate(self) -> None:
         if len(self._writes[0]) >= self._generation:
             self._writes = [{}, *self._writes[:2]]
+
+
+def chunkSpans(first: int, entries: list, identified: list) -> list:
+    """
+    How a commit's consecutive C{entries}, from index C{first}, fill chunk rows: at
+    most L{CHUNK_ENTRIES} entries or L{CHUNK_BYTES} bytes each (a larger entry gets a
+    row of its own).  Each row as (start, end, offset, length, ids): its entries, its
+    part of their data joined by newlines, and its part of C{identified}, the
+    (index, write id) of the commit in index order.
+    """
+    ends = list(accumulate(map(add, map(len, entries), repeat(1))))  # past each newline
+    spans, start, ids = [], 0, 0
+    while start < len(entries):
+        offset = ends[start - 1] if start else 0
+        end = max(start + 1, bisect_right(ends, offset + CHUNK_BYTES + 1, start,
+                                          min(len(entries), start + CHUNK_ENTRIES)))
+        idsEnd = bisect_left(identified, (first + end,), ids)
+        spans.append((start, end, offset, ends[end - 1] - 1 - offset, identified[ids:idsEnd]))
+        start, ids = end, idsEnd
+    return spans
+
+
+def assignIndices(batch: list, head: int, recent: RecentWrites) -> tuple:
+    """
+    Indices from C{head + 1} for a commit's C{batch} of (entries, digests, write ids,
+    _): a write whose (id, digest) is in C{recent} or earlier in the batch is a retry
+    and gets its original index, stored once.  Returns the indices of each write, the
+    entries to store and their digests, their (index, write id) in index order, and
+    the new (write id, digest) -> index for C{recent} once the commit is durable.
+    """
+    pending: dict = {}
+    indices: list = []
+    accepted: list[bytes] = []
+    digests: list[bytes] = []
+    identified: list = []
+    nextIndex = head + 1
+    for entries, hashes, writeIds, _ in batch:
+        keys = list(zip(writeIds, hashes)) if writeIds is not None else None
+        if keys is None or None not in writeIds and recent.allNew(keys, pending):
+            given = range(nextIndex, nextIndex + len(entries))
+            if keys is not None:
+                pending.update(zip(keys, given))
+                identified += zip(given, writeIds)
+            accepted += entries
+            digests += hashes
+            nextIndex += len(entries)
+            indices.append(given)
+            continue
+        oneByOne = []   # a retry or an unidentified write among them
+        for data, key in zip(entries, keys):
+            if key[0] is not None:
+                index = pending.get(key) or recent.get(*key)
+                if index is not None:
+                    oneByOne.append(index)
+                    continue
+                pending[key] = nextIndex
+                identified.append((nextIndex, key[0]))
+            accepted.append(data)
+            digests.append(key[1])
+            oneByOne.append(nextIndex)
+            nextIndex += 1
+        indices.append(oneByOne)
+    return indices, accepted, digests, identified, pending
 
 
 class Followers:

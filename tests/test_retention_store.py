@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from logsvc import memorystore, pgstore
+from logsvc import store as storeModule
 from logsvc.errors import Trimmed
 from logsvc.memorystore import MemoryStore
 from logsvc.retention import Retention
@@ -203,7 +204,7 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
     @inlineCallbacks
     def test_wholeBatchesOnly(self):
         """A commit's chunk goes whole: at least N are kept, maybe more."""
-        self.patch(writer, "CHUNK_ENTRIES", 4)
+        self.patch(storeModule, "CHUNK_ENTRIES", 4)
         yield self.store.append([entry(n) for n in range(10)])     # chunks 1, 5, 9
         self.assertEqual((yield self.store.trim(Retention(entries=5), time.time())),
                          (1, 5))

@@ -21,6 +21,7 @@ from logsvc import pgstore
 from logsvc.memorystore import MemoryStore
 from logsvc.pgstore import PostgreSQLStore
 from logsvc.sqlite import SQLiteStore, indexer, writer
+from logsvc import store as storeModule
 from logsvc.store import RecentWrites, canonical
 from logsvc.stores import storeFromString
 from tests.stores import appendOne, entry, temporaryPath
@@ -401,8 +402,8 @@ class SQLiteStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour, unittes
     def test_batchesAreSplitIntoChunks(self):
         """A batch becomes rows of at most CHUNK_ENTRIES entries or about CHUNK_BYTES;
         reads across row boundaries, and ids, come back right."""
-        self.patch(writer, "CHUNK_ENTRIES", 4)
-        self.patch(writer, "CHUNK_BYTES", 200)
+        self.patch(storeModule, "CHUNK_ENTRIES", 4)
+        self.patch(storeModule, "CHUNK_BYTES", 200)
         big = canonical({"big": "x" * 300})
         entries = [entry(n) for n in range(10)] + [big, entry(10)]
         ids = [f"w{n}" if n % 3 == 0 else None for n in range(12)]
@@ -626,22 +627,62 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
             (5, entry(2))])
 
     @inlineCallbacks
-    def test_versionOneJournalIsUpgraded(self):
-        """A journal from before content addressing and the keyed retry window opens
-        upgraded: it is indexed, and a retry of a write from before gets its index."""
+    def test_retryOnAnotherNodeGetsOriginalIndex(self):
+        """A retry reaching another node at once, before that node has heard of the
+        write, gets the original index; so do retries among new writes there."""
+        other = PostgreSQLStore(reactor, self.uri)
+        yield other.open()
+        self.addCleanup(other.close)
+        for n in range(20):
+            index = yield appendOne(self.store, entry(n), f"a{n}")
+            self.assertEqual((yield appendOne(other, entry(n), f"a{n}")), index)
+        given = yield other.append([entry(100), entry(3), entry(101)], ["b0", "a3", "b1"])
+        self.assertEqual(given, [21, 4, 22])
+        self.assertEqual((yield self.store.append([entry(101), entry(100)], ["b1", "b0"])),
+                         [22, 21])
+        self.assertEqual(self.rows("SELECT max(first + count - 1) FROM logsvc_chunks"),
+                         [(22,)])
+
+    def downgrade(self, version: int) -> None:
+        """Make the closed journal look as schema C{version} left it: a row per
+        identified write in logsvc_writes, no ids in chunks; before 2, no hashes."""
+        self.rows("CREATE TABLE logsvc_writes (key bigint NOT NULL, id bytea NOT NULL,"
+                  " digest bytea NOT NULL, idx bigint NOT NULL)")
+        self.rows("INSERT INTO logsvc_writes SELECT 0, convert_to(w->>1, 'UTF8'),"
+                  " substring(c.digests FROM ((w->>0)::int - c.first::int) * 32 + 1 FOR 32),"
+                  " (w->>0)::bigint FROM logsvc_chunks c, json_array_elements(c.ids::json) w")
+        self.rows("ALTER TABLE logsvc_chunks DROP COLUMN ids")
+        self.rows("DROP TABLE logsvc_retries")
+        if version == 1:
+            self.rows("DROP TABLE logsvc_hashes, logsvc_indexed")
+            self.rows("ALTER TABLE logsvc_writes DROP COLUMN key, ADD PRIMARY KEY (id, digest)")
+        self.rows("UPDATE logsvc_meta SET value = %s WHERE key = 'schema'", str(version))
+
+    @inlineCallbacks
+    def upgraded(self, version: int):
+        """A journal of schema C{version} opens upgraded: its entries read as before,
+        it is deduplicated, and a retry of a write from before gets its index."""
         yield self.store.append([entry(n) for n in [1, 2, 1]], ["a", "b", "c"])
         yield self.store.close()
-        self.rows("DROP TABLE logsvc_hashes, logsvc_indexed")
-        self.rows("ALTER TABLE logsvc_writes DROP COLUMN key, ADD PRIMARY KEY (id, digest)")
-        self.rows("UPDATE logsvc_meta SET value = '1' WHERE key = 'schema'")
+        self.downgrade(version)
         self.store = self.makeStore()
         yield self.store.open()
         self.addCleanup(self.store.close)
         self.assertEqual(self.rows("SELECT value FROM logsvc_meta WHERE key = 'schema'"),
                          [(str(pgstore.SCHEMA_VERSION),)])
+        self.assertEqual(self.rows("SELECT to_regclass('logsvc_writes')"), [(None,)])
         yield self.deduplicated()
         self.assertEqual(sorted(self.stored()), [entry(1), entry(2)])
         self.assertEqual([data for _, data in (yield self.store.read(1, 5))],
                          [entry(1), entry(2), entry(1)])
         self.assertEqual((yield self.store.append([entry(2), entry(1)], ["b", "a"])), [2, 1])
+        self.assertEqual((yield self.store.append([entry(1)], ["c"])), [3])
+        yield self.reopen()
+        self.assertEqual((yield self.store.append([entry(2), entry(1)], ["b", "c"])), [2, 3])
+
+    def test_versionOneJournalIsUpgraded(self):
+        return self.upgraded(1)
+
+    def test_versionTwoJournalIsUpgraded(self):
+        return self.upgraded(2)
 

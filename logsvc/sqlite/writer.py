@@ -10,17 +10,14 @@ import os
 import sqlite3
 import threading
 import time
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from itertools import accumulate, repeat
-from operator import add
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from ..errors import StoreError
-from ..store import CHUNK_BYTES, CHUNK_ENTRIES, DIGEST, RECENT_WRITES, TIME_STEP, RecentWrites
+from ..store import DIGEST, RECENT_WRITES, TIME_STEP, RecentWrites, assignIndices, chunkSpans
 from .indexer import Indexer
 from .schema import meta
 from .trimmer import Trim, Trimmer
@@ -258,39 +255,8 @@ class Writer:
         head = self._lastIndex() if self._headUnsure else self.head
         first = self.head + 1
         committed = self._unannounced() if head > self.head else []
-        nextIndex = head + 1
-        recent = self._recent
-        pending: dict = {}  # (writeId, digest) -> index
-        indices: list = []
-        accepted: list[bytes] = []
-        digests: list[bytes] = []
-        identified: list = []   # (index, writeId)
-        for entries, hashes, writeIds, _ in batch:
-            keys = list(zip(writeIds, hashes)) if writeIds is not None else None
-            if keys is None or None not in writeIds and recent.allNew(keys, pending):
-                given = range(nextIndex, nextIndex + len(entries))
-                if keys is not None:
-                    pending.update(zip(keys, given))
-                    identified += zip(given, writeIds)
-                accepted += entries
-                digests += hashes
-                nextIndex += len(entries)
-                indices.append(given)
-                continue
-            oneByOne = []   # a retry or an unidentified write among them
-            for data, key in zip(entries, keys):
-                if key[0] is not None:
-                    index = pending.get(key) or recent.get(*key)
-                    if index is not None:
-                        oneByOne.append(index)
-                        continue
-                    pending[key] = nextIndex
-                    identified.append((nextIndex, key[0]))
-                accepted.append(data)
-                digests.append(key[1])
-                oneByOne.append(nextIndex)
-                nextIndex += 1
-            indices.append(oneByOne)
+        indices, accepted, digests, identified, pending = assignIndices(
+            batch, head, self._recent)
         if accepted:
             data = b"\n".join(accepted)
             write.execute(INSERT_CHUNKS, (b"".join(digests), data,
@@ -302,9 +268,9 @@ class Writer:
                 self.bytes += len(data)
         elif probe:
             write.execute("INSERT OR REPLACE INTO meta VALUES ('checked', ?)", (time.time(),))
-        self.head = nextIndex - 1
+        self.head = head + len(accepted)
         self._headUnsure = False
-        recent.update(pending)
+        self._recent.update(pending)
         committed += accepted
         return indices, first, committed
 
@@ -370,22 +336,10 @@ class Writer:
 
 
 def _chunkRows(first: int, entries: list, identified: list) -> str:
-    """
-    L{INSERT_CHUNKS}'s rows for consecutive entries from index C{first}: at most
-    L{CHUNK_ENTRIES} entries or L{CHUNK_BYTES} bytes per row (a larger entry gets a row
-    of its own).  C{identified} lists (index, write id) in index order.
-    """
-    ends = list(accumulate(map(add, map(len, entries), repeat(1))))  # past each newline
-    rows, start, ids = [], 0, 0
-    while start < len(entries):
-        offset = ends[start - 1] if start else 0
-        end = max(start + 1, bisect_right(ends, offset + CHUNK_BYTES + 1, start,
-                                          min(len(entries), start + CHUNK_ENTRIES)))
-        idsEnd = bisect_left(identified, (first + end,), ids)
-        rows.append([first + start, end - start, start, offset, ends[end - 1] - 1 - offset,
-                     identified[ids:idsEnd] or None])
-        start, ids = end, idsEnd
-    return json.dumps(rows)
+    """L{INSERT_CHUNKS}'s rows for consecutive entries from index C{first}."""
+    return json.dumps([[first + start, end - start, start, offset, length, ids or None]
+                       for start, end, offset, length, ids
+                       in chunkSpans(first, entries, identified)])
 
 
 def preallocateWAL(connection: sqlite3.Connection, path: str) -> None:
