@@ -12,8 +12,8 @@ import os
 import re
 
 
-from tests.clients import (Client, Writer, acknowledgedSoFar, getJSON, head, health, readAll,
-                           refusedSoFar, waitForHealth)
+from tests.clients import (Client, acknowledgedSoFar, getJSON, head, health, readAll,
+                           refusedSoFar, retryRefused, startWriters, stopWriters, waitForHealth)
 from tests.polling import waitFor
 
 
@@ -35,10 +35,7 @@ def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
                     listeners=("port", "journal", "http"))
     journal, http = server.ports["journal"], server.ports["http"]
     assert health(http)[0] == 200
-    writers = [Writer(journal, number) for number in range(4)]
-    for writer in writers:
-        writer.start()
-    waitFor(lambda: acknowledgedSoFar(writers) >= 200, "writes before the fault")
+    writers = startWriters(journal)
 
     ballast = fill(tinyDisk)
     waitFor(lambda: refusedSoFar(writers) >= 40, "writes refused on a full disk")
@@ -72,16 +69,11 @@ def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
     assert body["store"] == "ok"
     waitFor(lambda: acknowledgedSoFar(writers) >= ackedDuringFault + 200,
             "writes after space was freed")
-    for writer in writers:
-        writer.stopping.set()
-    for writer in writers:
-        writer.join(30)
-        assert writer.failure is None, writer.failure
+    stopWriters(writers)
 
     # Refused writes are safe to retry with the same id, as the spec promises.
     retrier = Client(journal)
-    retried = {retrier.write(i, entry): entry
-               for writer in writers for i, entry, _ in writer.refused}
+    retried = retryRefused(retrier, writers)
     retrier.close()
     assert server.stop() == 0
 
