@@ -341,3 +341,23 @@ def retryRefused(client: Client, writers: list) -> dict:
     """
     return {client.write(i, entry): entry for writer in writers for i, entry, _ in writer.refused}
 
+
+def acknowledgedOnce(acknowledgements: list) -> dict:
+    """
+    {index: entry} acknowledged to several clients, merged; an index acknowledged to two
+    of them fails the test, as the journal gives each index to one write only.
+    """
+    merged: dict = {}
+    for acknowledged in acknowledgements:
+        assert not merged.keys() & acknowledged.keys(), "an index given twice"
+        merged.update(acknowledged)
+    return merged
+
+
+def denseEntries(found: list, total: int) -> dict:
+    """
+    {index: entry} of messages read from index 1, which must be exactly 1 to C{total} in
+    order: a gap is a lost entry, a repeat one served twice.
+    """
+    assert [m["index"] for m in found] == list(range(1, total + 1))
+    return {m["index"]: m["entry"] for m in found}

@@ -12,8 +12,9 @@ import os
 import re
 
 
-from tests.clients import (Client, acknowledgedSoFar, getJSON, head, health, readAll,
-                           refusedSoFar, retryRefused, startWriters, stopWriters, waitForHealth)
+from tests.clients import (Client, acknowledgedOnce, acknowledgedSoFar, denseEntries, getJSON,
+                           head, health, readAll, refusedSoFar, retryRefused, startWriters,
+                           stopWriters, waitForHealth)
 from tests.polling import waitFor
 
 
@@ -80,14 +81,10 @@ def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
     server.start()
     total = head(server.ports["journal"])
     found = readAll(server.ports["journal"], total)
-    acknowledged = dict(retried)
-    for writer in writers:
-        assert not acknowledged.keys() & writer.acknowledged.keys(), "an index given twice"
-        acknowledged.update(writer.acknowledged)
+    acknowledged = acknowledgedOnce([retried, *(writer.acknowledged for writer in writers)])
     print(f"{len(acknowledged) - len(retried)} writes acknowledged, {len(retried)} refused "
           f"on the full disk then retried; {total} entries with journal lines")
-    assert [m["index"] for m in found] == list(range(1, total + 1))
-    stored = {m["index"]: m["entry"] for m in found}
+    stored = denseEntries(found, total)
     assert all(stored[index] == entry for index, entry in acknowledged.items())
     written = [(e["w"], e["n"]) for e in stored.values() if "w" in e]
     assert len(written) == len(set(written)) == len(acknowledged)

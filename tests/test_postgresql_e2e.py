@@ -14,9 +14,9 @@ import pytest
 
 from tests.postgres import Cluster, sharedCluster, skipUnlessAvailable
 from tests.server import freePort, startupError
-from tests.clients import (Client, acknowledgedSoFar, concurrentWrites, nodeClient,
-                           readUntil, refusedSoFar, retryRefused, startWriters, stopWriters,
-                           waitForHealth)
+from tests.clients import (Client, acknowledgedSoFar, concurrentWrites, denseEntries,
+                           nodeClient, readUntil, refusedSoFar, retryRefused, startWriters,
+                           stopWriters, waitForHealth)
 from tests.polling import waitFor
 
 
@@ -93,8 +93,7 @@ def test_serverStoppedMidWriteThenStarted(twistd):
         assert server.stop() == 0
     finally:
         cluster.destroy()
-    assert [m["index"] for m in found] == list(range(1, total + 1))
-    stored = {m["index"]: m["entry"] for m in found}
+    stored = denseEntries(found, total)
     for writer in writers:
         assert all(stored[index] == entry for index, entry in writer.acknowledged.items())
     assert all(stored[index] == entry for index, entry in retried.items())
