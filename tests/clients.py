@@ -311,3 +311,53 @@ def acknowledgedSoFar(writers: list) -> int:
 
 def refusedSoFar(writers: list) -> int:
     return sum(len(w.refused) for w in writers)
+
+
+def startWriters(port: int, count: int = 4, least: int = 200) -> list:
+    """
+    C{count} L{Writer}s on C{port}, returned once C{least} writes were acknowledged: the
+    load a fault test breaks the store under, so the fault meets writes in flight.
+    """
+    writers = [Writer(port, number) for number in range(count)]
+    for writer in writers:
+        writer.start()
+    waitFor(lambda: acknowledgedSoFar(writers) >= least, "writes before the fault")
+    return writers
+
+
+def stopWriters(writers: list) -> None:
+    """Stop the L{Writer}s and wait for them; one that failed in its thread fails the test."""
+    for writer in writers:
+        writer.stopping.set()
+    for writer in writers:
+        writer.join(30)
+        assert writer.failure is None, writer.failure
+
+
+def retryRefused(client: Client, writers: list) -> dict:
+    """
+    Send again, with the same ids, every write the L{Writer}s saw refused, each of which
+    must now be acknowledged: refused writes are safe to retry. Returns {index: entry}.
+    """
+    return {client.write(i, entry): entry for writer in writers for i, entry, _ in writer.refused}
+
+
+def acknowledgedOnce(acknowledgements: list) -> dict:
+    """
+    {index: entry} acknowledged to several clients, merged; an index acknowledged to two
+    of them fails the test, as the journal gives each index to one write only.
+    """
+    merged: dict = {}
+    for acknowledged in acknowledgements:
+        assert not merged.keys() & acknowledged.keys(), "an index given twice"
+        merged.update(acknowledged)
+    return merged
+
+
+def denseEntries(found: list, total: int) -> dict:
+    """
+    {index: entry} of messages read from index 1, which must be exactly 1 to C{total} in
+    order: a gap is a lost entry, a repeat one served twice.
+    """
+    assert [m["index"] for m in found] == list(range(1, total + 1))
+    return {m["index"]: m["entry"] for m in found}

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.clients import Client, head, readAll
+from tests.clients import Client, acknowledgedOnce, denseEntries, head, readAll
 from tests.polling import waitFor
 
 CYCLES = 50
@@ -100,14 +100,10 @@ def test_fiftyKillNineCycles(twistd, journalStore):
     total = head(server.ports["journal"])
     found = readAll(server.ports["journal"], total)
     assert server.stop() == 0
-    everything: dict = {}
-    for writer in writers:
-        assert not everything.keys() & writer.acknowledged.keys(), "an index given twice"
-        everything.update(writer.acknowledged)
+    everything = acknowledgedOnce([writer.acknowledged for writer in writers])
     print(f"{CYCLES} kill -9 cycles in {time.monotonic() - started:.0f} s: "
           f"{len(everything)} writes, {total} entries")
-    assert [m["index"] for m in found] == list(range(1, total + 1))
-    stored = {m["index"]: m["entry"] for m in found}
+    stored = denseEntries(found, total)
     assert stored == everything
     assert sorted((e["w"], e["n"]) for e in stored.values()) == [
         (w.number, n) for w in writers for n in range(w.next)]

@@ -12,8 +12,9 @@ import os
 import re
 
 
-from tests.clients import (Client, Writer, acknowledgedSoFar, getJSON, head, health, readAll,
-                           refusedSoFar, waitForHealth)
+from tests.clients import (Client, acknowledgedOnce, acknowledgedSoFar, denseEntries, getJSON,
+                           head, health, readAll, refusedSoFar, retryRefused, startWriters,
+                           stopWriters, waitForHealth)
 from tests.polling import waitFor
 
 
@@ -35,10 +36,7 @@ def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
                     listeners=("port", "journal", "http"))
     journal, http = server.ports["journal"], server.ports["http"]
     assert health(http)[0] == 200
-    writers = [Writer(journal, number) for number in range(4)]
-    for writer in writers:
-        writer.start()
-    waitFor(lambda: acknowledgedSoFar(writers) >= 200, "writes before the fault")
+    writers = startWriters(journal)
 
     ballast = fill(tinyDisk)
     waitFor(lambda: refusedSoFar(writers) >= 40, "writes refused on a full disk")
@@ -72,30 +70,21 @@ def test_diskFullRefusesWritesThenRecovers(tinyDisk, twistd):
     assert body["store"] == "ok"
     waitFor(lambda: acknowledgedSoFar(writers) >= ackedDuringFault + 200,
             "writes after space was freed")
-    for writer in writers:
-        writer.stopping.set()
-    for writer in writers:
-        writer.join(30)
-        assert writer.failure is None, writer.failure
+    stopWriters(writers)
 
     # Refused writes are safe to retry with the same id, as the spec promises.
     retrier = Client(journal)
-    retried = {retrier.write(i, entry): entry
-               for writer in writers for i, entry, _ in writer.refused}
+    retried = retryRefused(retrier, writers)
     retrier.close()
     assert server.stop() == 0
 
     server.start()
     total = head(server.ports["journal"])
     found = readAll(server.ports["journal"], total)
-    acknowledged = dict(retried)
-    for writer in writers:
-        assert not acknowledged.keys() & writer.acknowledged.keys(), "an index given twice"
-        acknowledged.update(writer.acknowledged)
+    acknowledged = acknowledgedOnce([retried, *(writer.acknowledged for writer in writers)])
     print(f"{len(acknowledged) - len(retried)} writes acknowledged, {len(retried)} refused "
           f"on the full disk then retried; {total} entries with journal lines")
-    assert [m["index"] for m in found] == list(range(1, total + 1))
-    stored = {m["index"]: m["entry"] for m in found}
+    stored = denseEntries(found, total)
     assert all(stored[index] == entry for index, entry in acknowledged.items())
     written = [(e["w"], e["n"]) for e in stored.values() if "w" in e]
     assert len(written) == len(set(written)) == len(acknowledged)

@@ -14,8 +14,9 @@ import pytest
 
 from tests.postgres import Cluster, sharedCluster, skipUnlessAvailable
 from tests.server import freePort, startupError
-from tests.clients import (Client, Writer, acknowledgedSoFar, concurrentWrites, nodeClient,
-                           readUntil, refusedSoFar, waitForHealth)
+from tests.clients import (Client, acknowledgedSoFar, concurrentWrites, denseEntries,
+                           nodeClient, readUntil, refusedSoFar, retryRefused, startWriters,
+                           stopWriters, waitForHealth)
 from tests.polling import waitFor
 
 
@@ -68,10 +69,7 @@ def test_serverStoppedMidWriteThenStarted(twistd):
         server = twistd("--no-journal-lines", store=cluster.database(),
                         listeners=("port", "journal", "http"))
         journal, http = server.ports["journal"], server.ports["http"]
-        writers = [Writer(journal, number) for number in range(4)]
-        for writer in writers:
-            writer.start()
-        waitFor(lambda: acknowledgedSoFar(writers) >= 200, "writes before the fault")
+        writers = startWriters(journal)
         cluster.stop("immediate")
         waitFor(lambda: refusedSoFar(writers) >= 40, "writes refused while down")
         body = waitForHealth(http, 503)
@@ -85,14 +83,9 @@ def test_serverStoppedMidWriteThenStarted(twistd):
         waitForHealth(http, 200, timeout=60)
         waitFor(lambda: acknowledgedSoFar(writers) >= ackedDuringFault + 200,
                 "writes after the server came back", timeout=60)
-        for writer in writers:
-            writer.stopping.set()
-        for writer in writers:
-            writer.join(30)
-            assert writer.failure is None, writer.failure
+        stopWriters(writers)
         retrier = Client(journal)
-        retried = {retrier.write(i, entry): entry
-                   for writer in writers for i, entry, _ in writer.refused}
+        retried = retryRefused(retrier, writers)
         total = max([*retried, *[i for w in writers for i in w.acknowledged]])
         retrier.send({"from": 1})
         found = readUntil(retrier, total)[0]
@@ -100,8 +93,7 @@ def test_serverStoppedMidWriteThenStarted(twistd):
         assert server.stop() == 0
     finally:
         cluster.destroy()
-    assert [m["index"] for m in found] == list(range(1, total + 1))
-    stored = {m["index"]: m["entry"] for m in found}
+    stored = denseEntries(found, total)
     for writer in writers:
         assert all(stored[index] == entry for index, entry in writer.acknowledged.items())
     assert all(stored[index] == entry for index, entry in retried.items())

@@ -1,8 +1,8 @@
 """
 Retention on every store: each limit alone and together, C{first} and C{head} after
-trims (and, for SQLite, across restarts), reads below C{first}, deduplicated entries
-after their first copy is gone, retries of deleted writes, and what only a file can
-show: space reused, the schema upgrade, commits taking turns with a trim.
+trims (and, for SQLite and PostgreSQL, across restarts), reads below C{first},
+deduplicated entries after their first copy is gone, retries of deleted writes, and what
+only a file can show: space reused, the schema upgrade, commits taking turns with a trim.
 """
 
 import sqlite3
@@ -159,17 +159,36 @@ class MemoryRetentionTests(RetentionBehaviour, unittest.TestCase):
         self.assertEqual(self.store._bytes, SIZE)
 
 
-class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
-    def makeStore(self):
-        if not hasattr(self, "path"):
-            self.path = temporaryPath(self)
-        return SQLiteStore(reactor, self.path)
+class PersistentRetentionBehaviour(RetentionBehaviour):
+    """Retention on a store that outlives its process: what a trim leaves (bounds, the
+    retry window) must be what a restart finds, on every such store alike."""
 
     @inlineCallbacks
     def reopen(self):
         yield self.store.close()
         self.store = self.makeStore()
         yield self.store.open()
+
+    @inlineCallbacks
+    def test_firstAndHeadAcrossRestarts(self):
+        yield self.fill(range(6), writeId="w")
+        yield self.store.trim(Retention(entries=2), time.time())
+        yield self.reopen()
+        self.assertEqual((yield self.bounds()), (5, 6))
+        yield self.assertFailure(self.store.read(4, 1), Trimmed)
+        self.assertEqual((yield appendOne(self.store, entry(1), "w1")), 2)
+        yield self.store.trim(Retention(seconds=1), time.time() + 60)
+        yield self.reopen()
+        self.assertEqual((yield self.bounds()), (6, 6))
+        self.assertEqual((yield self.fill([7])), [7])
+        self.assertEqual((yield appendOne(self.store, entry(0), "w0")), 1)
+
+
+class SQLiteRetentionTests(PersistentRetentionBehaviour, unittest.TestCase):
+    def makeStore(self):
+        if not hasattr(self, "path"):
+            self.path = temporaryPath(self)
+        return SQLiteStore(reactor, self.path)
 
     def rows(self, query: str, *args) -> list:
         with sqlite3.connect(self.path) as connection:
@@ -186,20 +205,6 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
         yield self.deduplicated()
         while self.store._writer.indexer.unswept:
             yield deferLater(reactor, 0.01, lambda: None)
-
-    @inlineCallbacks
-    def test_firstAndHeadAcrossRestarts(self):
-        yield self.fill(range(6), writeId="w")
-        yield self.store.trim(Retention(entries=2), time.time())
-        yield self.reopen()
-        self.assertEqual((yield self.bounds()), (5, 6))
-        yield self.assertFailure(self.store.read(4, 1), Trimmed)
-        self.assertEqual((yield appendOne(self.store, entry(1), "w1")), 2)
-        yield self.store.trim(Retention(seconds=1), time.time() + 60)
-        yield self.reopen()
-        self.assertEqual((yield self.bounds()), (6, 6))
-        self.assertEqual((yield self.fill([7])), [7])
-        self.assertEqual((yield appendOne(self.store, entry(0), "w0")), 1)
 
     @inlineCallbacks
     def test_wholeBatchesOnly(self):
@@ -295,7 +300,7 @@ class SQLiteRetentionTests(RetentionBehaviour, unittest.TestCase):
         self.assertEqual(self.rows("SELECT data FROM blobs"), [(entry(1),)])
 
 
-class PostgreSQLRetentionTests(RetentionBehaviour, unittest.TestCase):
+class PostgreSQLRetentionTests(PersistentRetentionBehaviour, unittest.TestCase):
     """The same retention on PostgreSQL, a fresh database per test."""
 
     def makeStore(self):
@@ -304,26 +309,6 @@ class PostgreSQLRetentionTests(RetentionBehaviour, unittest.TestCase):
         if not hasattr(self, "uri"):
             self.uri = sharedCluster().database()
         return pgstore.PostgreSQLStore(reactor, self.uri)
-
-    @inlineCallbacks
-    def reopen(self):
-        yield self.store.close()
-        self.store = self.makeStore()
-        yield self.store.open()
-
-    @inlineCallbacks
-    def test_firstAndHeadAcrossRestarts(self):
-        yield self.fill(range(6), writeId="w")
-        yield self.store.trim(Retention(entries=2), time.time())
-        yield self.reopen()
-        self.assertEqual((yield self.bounds()), (5, 6))
-        yield self.assertFailure(self.store.read(4, 1), Trimmed)
-        self.assertEqual((yield appendOne(self.store, entry(1), "w1")), 2)
-        yield self.store.trim(Retention(seconds=1), time.time() + 60)
-        yield self.reopen()
-        self.assertEqual((yield self.bounds()), (6, 6))
-        self.assertEqual((yield self.fill([7])), [7])
-        self.assertEqual((yield appendOne(self.store, entry(0), "w0")), 1)
 
     def rows(self, query: str) -> list:
         import psycopg
