@@ -60,32 +60,30 @@ def run(writers: int, inFlight: int, duration: float, rate: float, count: int,
 def floorWrites(uri: str, batch: int, duration: float, identified: bool = True) -> int:
     """
     Commits of C{batch} 100-byte entries (with write ids, or none), as the PostgreSQL
-    store makes them, back to back on one connection for C{duration} seconds: writes
-    per second.
+    store makes them when no other node writes (one round trip each), back to back on
+    one connection for C{duration} seconds: writes per second.
     """
     store = pgstore.PostgreSQLStore(None, uri)
     connection = store._connectWriter()
     connection.commit()
     try:
         written, started = 0, time.monotonic()
-        (covered,), = connection.execute("SELECT head FROM logsvc_counter").fetchall()
+        (head,), = connection.execute("SELECT head FROM logsvc_counter").fetchall()
         connection.rollback()
         while time.monotonic() - started < duration:
             entries = [b'{"entry":{"n":%d,"text":"%s"},"id":"%d"}' % (written + n, b"x" * 60,
                                                                    written + n)
                        for n in range(batch)]
             digests = [sha256(entry).digest() for entry in entries]
+            ids = ([(head + 1 + n, str(written + n)) for n in range(batch)]
+                   if identified else [])
             with connection.pipeline():
-                locked = connection.execute(pgstore.LOCK)
-                connection.execute(pgstore.UNSEEN, {"covered": covered}, binary=True)
-                (head,), = locked.fetchall()
-                ids = ([(head + 1 + n, str(written + n)) for n in range(batch)]
-                       if identified else [])
                 connection.execute(pgstore.STORE, {
                     **pgstore.chunkRows(head + 1, entries, digests, ids),
-                    "payload": f"{head + 1} {head + batch}", "head": head + batch})
+                    "expected": head, "head": head + batch, "time": None,
+                    "payload": f"{head + 1} {head + batch} floor"})
                 connection.commit()
-            covered = head + batch
+            head += batch
             written += batch
         return round(written / (time.monotonic() - started))
     finally:

@@ -72,13 +72,15 @@ SCHEMA_LOCK = 0x6C6F6773
 
 CHANNEL = "logsvc_commit"
 """
-Each commit notifies this channel with C{"FIRST LAST"}, its indices.
+Each commit notifies this channel with C{"FIRST LAST TOKEN"}: its indices, and the
+committing store's token.
 """
 
-# A commit's first statement locks the counter; its second, run once the lock is
-# held and so seeing every commit before this one, reads the write ids of chunks
-# committed after C{covered}, the last index this node's retry window has (by another
-# node, or by a commit of its own that reported an error).
+# When another node may have committed since this node's retry window was last up to
+# date, a commit first locks the counter, then (once the lock is held, so seeing every
+# commit before this one) reads the write ids of chunks committed after C{covered},
+# the last index the window has (by another node, or by a commit of its own that
+# reported an error).
 LOCK = "SELECT head FROM logsvc_counter FOR UPDATE"
 
 UNSEEN = """
@@ -92,16 +94,24 @@ SELECT first, digests, ids FROM logsvc_chunks WHERE ids IS NOT NULL
 UNION ALL SELECT first, digests, ids FROM logsvc_retries ORDER BY first DESC
 """
 
-# One statement stores a commit: its chunk rows (with their write ids), the new head
-# and the notification, all in the transaction that locked the counter.  Arrays go in
-# binary (%b): as text, hex-encoding and parsing them took most of a commit's time.
+# One statement stores a commit, if the head is still C{expected}: the new head, the
+# chunk rows (with their write ids), the commit's time when one is due, and the
+# notification; it returns a row if it stored them.  The UPDATE locks the counter (or
+# waits for the node holding it, then finds the head moved and stores nothing), so a
+# commit that expects the head its window covers needs one round trip, with COMMIT.
+# Arrays go in binary (%b): as text, hex-encoding and parsing them took most of a
+# commit's time.
 STORE = f"""
-WITH chunks AS (
+WITH counter AS (
+    UPDATE logsvc_counter SET head = %(head)s WHERE head = %(expected)s RETURNING head),
+chunks AS (
     INSERT INTO logsvc_chunks (first, count, digests, data, ids)
-    SELECT * FROM unnest(%(firsts)b::bigint[], %(counts)b::int[],
-                         %(digests)b::bytea[], %(data)b::bytea[], %(ids)b::text[])),
-notified AS (SELECT pg_notify('{CHANNEL}', %(payload)s))
-UPDATE logsvc_counter SET head = %(head)s FROM notified
+    SELECT u.* FROM counter, unnest(%(firsts)b::bigint[], %(counts)b::int[],
+        %(digests)b::bytea[], %(data)b::bytea[], %(ids)b::text[]) AS u),
+times AS (
+    INSERT INTO logsvc_times SELECT %(expected)s + 1, %(time)s::float8 FROM counter
+    WHERE %(time)s::float8 IS NOT NULL ON CONFLICT DO NOTHING)
+SELECT pg_notify('{CHANNEL}', %(payload)s) FROM counter
 """
 
 # A retention step, once it holds the counter and the indexer's row: the chunks below
@@ -298,6 +308,10 @@ class _Window:
             self._ahead = spans
 
 
+class _HeadMoved(Exception):
+    """Another node committed after the head a commit expected: nothing was stored."""
+
+
 class _Backoff:
     """Waits that grow from L{BACKOFF}[0] to L{BACKOFF}[1] while attempts fail."""
 
@@ -353,6 +367,7 @@ class PostgreSQLStore:
         self._writeBackoff = _Backoff()
         self._writeError: StoreError | None = None
         self._window = _Window()
+        self._alone = True          # writer thread: no other node committed lately
         self._headSeen = 0          # writer and listener threads: the highest head seen
         self._indexed = 0           # writer thread: the last index deduplicated
         self._indexing = True       # False after an indexing error, until the next commit
@@ -364,7 +379,7 @@ class PostgreSQLStore:
         self._servedLock = threading.Lock()
         self._ownLock = threading.Lock()
         self._ownPending: list = []  # first indices of own commits not yet acked on the reactor
-        self._ownCommits: list = []  # first indices of own commits the listener has not heard
+        self._token = uuid.uuid4().hex[:16]  # names this store's commits in notifications
         self._heldBack: list = []   # (first, entries) waiting for acks or earlier entries
         self._rewound: StoreError | None = None
         self.journalId: str | None = None
@@ -642,49 +657,78 @@ class PostgreSQLStore:
 
     def _store(self, batch: list) -> tuple:
         """
-        One transaction: lock the counter, learn the identified writes committed since
-        this node's retry window was last brought up to date, find which of the batch
-        are retries, and store the rest with one statement.  Returns the indices per
+        One transaction: assign indices after the head the retry window covers and
+        store the writes that are not retries, in one round trip with COMMIT, if no
+        other node committed since.  Otherwise (or while other nodes commit too) lock
+        the counter first and learn what they committed.  Returns the indices per
         write, the new entries' first index and the new entries.
         """
+        if self._alone:
+            try:
+                return self._storeAfter(batch, self._window.covered)
+            except _HeadMoved:
+                pass
+        return self._storeAfter(batch, None)
+
+    def _storeAfter(self, batch: list, head: int | None) -> tuple:
+        """
+        Store C{batch} after index C{head} (L{_HeadMoved} if the head is no longer
+        there), or when C{None}, after the head found once the counter is locked.
+        """
         write = self._writer()
-        served = self._served[0]
         window = self._window
-        # Pipelined: BEGIN, LOCK and UNSEEN in one round trip, STORE and COMMIT in another.
+        locked = head is None
         with write.pipeline():
-            covered = window.covered
-            locked = write.execute(LOCK)
-            unseen = write.execute(UNSEEN, {"covered": covered}, binary=True)
-            (head,), = locked.fetchall()
-            if head < served:
-                raise self._rewind(f"the head is {head}, below index {served} already served")
-            window.add(covered + 1, head, _identifiedWrites(unseen.fetchall()))
+            if locked:
+                # BEGIN, LOCK and UNSEEN in one round trip, STORE and COMMIT in another.
+                covered = window.covered
+                lock = write.execute(LOCK)
+                unseen = write.execute(UNSEEN, {"covered": covered}, binary=True)
+                (head,), = lock.fetchall()
+                served = self._served[0]
+                if head < served:
+                    raise self._rewind(f"the head is {head}, below index {served} "
+                                       "already served")
+                window.add(covered + 1, head, _identifiedWrites(unseen.fetchall()))
+                self._alone = head == covered
+            assert head is not None
             with window.lock:
                 indices, accepted, digests, identified, pending = assignIndices(
                     batch, head, window.recent)
+            if not accepted:
+                write.commit()
+                return indices, head + 1, accepted
             last = head + len(accepted)
-            if accepted:
-                write.execute(STORE, {**chunkRows(head + 1, accepted, digests, identified),
-                                      "payload": f"{head + 1} {last}", "head": last})
-                now = time.time()
-                if now - self._lastTime >= TIME_STEP:
-                    write.execute("INSERT INTO logsvc_times VALUES (%s, %s)"
-                                  " ON CONFLICT DO NOTHING", (head + 1, now))
-                    self._lastTime = now
-                with self._ownLock:
-                    self._ownPending.append(head + 1)
-                    self._ownCommits.append(head + 1)
+            now = time.time()
+            timed = now - self._lastTime >= TIME_STEP
+            stored = write.execute(STORE, {
+                **chunkRows(head + 1, accepted, digests, identified),
+                "expected": head, "head": last, "time": now if timed else None,
+                "payload": f"{head + 1} {last} {self._token}"})
+            with self._ownLock:
+                self._ownPending.append(head + 1)
             try:
                 write.commit()
+                moved = not stored.fetchall()
             except BaseException:
-                if accepted:
-                    with self._ownLock:
-                        self._ownPending.remove(head + 1)
-                        self._ownCommits.remove(head + 1)
+                self._forgetOwn(head + 1)
                 raise
+        if moved:
+            self._forgetOwn(head + 1)
+            self._alone = False
+            if locked:
+                raise StoreError("the journal's head moved while this node held its lock")
+            raise _HeadMoved()
+        if timed:
+            self._lastTime = now
         window.add(head + 1, last, pending)
         self._headSeen = max(self._headSeen, last)
         return indices, head + 1, accepted
+
+    def _forgetOwn(self, first: int) -> None:
+        """The commit of this node's from index C{first} on did not happen."""
+        with self._ownLock:
+            self._ownPending.remove(first)
 
     def _committed(self, batch, indices, first, accepted, probes, seconds) -> None:
         """
@@ -757,18 +801,15 @@ class PostgreSQLStore:
     def _notified(self, connection, payload: str, delivered: int) -> int:
         """
         This node's own commits reach followers from the writer: what they already
-        have is skipped, and so is the next own commit (notifications come in commit
-        order, so any earlier own commit the list still holds was missed).
+        have is skipped, and so is an own commit that follows them; anything else is
+        read.
         """
-        first, last = map(int, payload.split(" "))
-        with self._ownLock:
-            own = first in self._ownCommits
-            self._ownCommits = [f for f in self._ownCommits if f > first]
+        first, last, token = payload.split(" ")
         delivered = max(delivered, self._announcedHead)
-        if last <= delivered:
+        if int(last) <= delivered:
             return delivered
-        if own and first == delivered + 1:
-            return last
+        if token == self._token and int(first) == delivered + 1:
+            return int(last)
         return self._catchUp(connection, delivered)
 
     def _catchUp(self, connection, delivered: int) -> int:
