@@ -26,9 +26,9 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .errors import EntryError, StoreError, Trimmed, oneLine
-from .interfaces import IJournalStore
-from .store import (
+from ..errors import EntryError, StoreError, Trimmed, oneLine
+from ..interfaces import IJournalStore
+from ..store import (
     CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers, RecentWrites,
     assignIndices, chunkSpans, entryHash, entryHashes,
 )
