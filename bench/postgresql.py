@@ -21,6 +21,7 @@ from bench.common import BenchError, Generators, Logsvc, percentiles, report
 from bench.lines import sendLines
 from bench.wire import waitForIndex
 from logsvc.postgresql import store as pgStore
+from logsvc.postgresql.window import chunkRows
 from tests.postgres import Cluster, available
 
 SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes",
@@ -79,7 +80,7 @@ def floorWrites(uri: str, batch: int, duration: float, identified: bool = True) 
                    if identified else [])
             with connection.pipeline():
                 connection.execute(pgStore.STORE, {
-                    **pgStore.chunkRows(head + 1, entries, digests, ids),
+                    **chunkRows(head + 1, entries, digests, ids),
                     "expected": head, "head": head + batch, "time": None,
                     "payload": f"{head + 1} {head + batch} floor"})
                 connection.commit()

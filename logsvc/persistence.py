@@ -165,7 +165,7 @@ class PostgreSQLClients:
 
 def createClients(connection) -> None:
     """The tables of the shared registry, created or upgraded (one node at a time)."""
-    from .postgresql.store import SCHEMA_LOCK
+    from .postgresql.schema import SCHEMA_LOCK
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         connection.execute(CLIENTS_SCHEMA)

@@ -18,6 +18,7 @@ from logsvc import store as storeModule
 from logsvc.errors import Trimmed
 from logsvc.memorystore import MemoryStore
 from logsvc.postgresql import store as pgStore
+from logsvc.postgresql import trimmer as pgTrimmer
 from logsvc.retention import Retention
 from logsvc.sqlite import SQLiteStore, schema, trimmer, writer
 from logsvc.store import canonical
@@ -356,7 +357,7 @@ class PostgreSQLRetentionTests(PersistentRetentionBehaviour, unittest.TestCase):
     def test_commitsTakeTurnsWithATrim(self):
         """Appends made while a trim of many steps runs are committed between its
         steps, and the trim ends where its limit says."""
-        self.patch(pgStore, "TRIM_STEP", 2)
+        self.patch(pgTrimmer, "TRIM_STEP", 2)
         yield self.fill(range(20))
         trimmed = self.store.trim(Retention(entries=2), time.time())
         appended = [appendOne(self.store, entry(n)) for n in range(5)]
