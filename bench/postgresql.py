@@ -20,7 +20,8 @@ from bench import journal
 from bench.common import BenchError, Generators, Logsvc, percentiles, report
 from bench.lines import sendLines
 from bench.wire import waitForIndex
-from logsvc import pgstore
+from logsvc.postgresql import store as pgStore
+from logsvc.postgresql.window import chunkRows
 from tests.postgres import Cluster, available
 
 SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes",
@@ -63,7 +64,7 @@ def floorWrites(uri: str, batch: int, duration: float, identified: bool = True) 
     store makes them when no other node writes (one round trip each), back to back on
     one connection for C{duration} seconds: writes per second.
     """
-    store = pgstore.PostgreSQLStore(None, uri)
+    store = pgStore.PostgreSQLStore(None, uri)
     connection = store._connectWriter()
     connection.commit()
     try:
@@ -78,8 +79,8 @@ def floorWrites(uri: str, batch: int, duration: float, identified: bool = True) 
             ids = ([(head + 1 + n, str(written + n)) for n in range(batch)]
                    if identified else [])
             with connection.pipeline():
-                connection.execute(pgstore.STORE, {
-                    **pgstore.chunkRows(head + 1, entries, digests, ids),
+                connection.execute(pgStore.STORE, {
+                    **chunkRows(head + 1, entries, digests, ids),
                     "expected": head, "head": head + batch, "time": None,
                     "payload": f"{head + 1} {head + batch} floor"})
                 connection.commit()

@@ -86,7 +86,7 @@ def nodeName(service) -> str:
 
 def persistenceFor(registry, description: str, clock):
     """What keeps the registry for a C{--store}: None for C{memory:}."""
-    from .pgstore import isPostgreSQL
+    from .postgresql import isPostgreSQL
     if isPostgreSQL(description):
         node = uuid.uuid4().hex
         return SharedRegistry(registry, PostgreSQLClients(description, node),
@@ -371,7 +371,7 @@ class PostgreSQLNodes:
         self._retryAt = 0.0     # the server was unreachable: not again before this
 
     def _connect(self):
-        from .pgstore import _connect
+        from .postgresql.store import _connect
         connection = self._connection
         if connection is not None and not connection.closed and not connection.broken:
             return connection
@@ -557,7 +557,7 @@ class Listener:
 
     def _loop(self) -> None:
         import psycopg
-        from .pgstore import _connect, _describe
+        from .postgresql.store import _connect, _describe
         wait = BACKOFF[0]
         while not self._stopping.is_set():
             try:

@@ -116,7 +116,7 @@ class PostgreSQLClients:
         self.version = 0            # at open: the last change read
 
     def _connect(self):
-        from .pgstore import _connect
+        from .postgresql.store import _connect
         if self._connection is None or self._connection.closed:
             self._connection = _connect(self._uri)
         return self._connection
@@ -165,7 +165,7 @@ class PostgreSQLClients:
 
 def createClients(connection) -> None:
     """The tables of the shared registry, created or upgraded (one node at a time)."""
-    from .pgstore import SCHEMA_LOCK
+    from .postgresql.schema import SCHEMA_LOCK
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         connection.execute(CLIENTS_SCHEMA)

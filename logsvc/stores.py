@@ -3,7 +3,7 @@
 from .errors import StoreError
 from .interfaces import IJournalStore
 from .memorystore import MemoryStore
-from .pgstore import PostgreSQLStore, isPostgreSQL
+from .postgresql import PostgreSQLStore, isPostgreSQL
 from .sqlite import SQLiteStore
 
 

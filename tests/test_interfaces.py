@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 
 from logsvc.interfaces import IClientRegistry, IEventObserver, IJournalStore
 from logsvc.journal.lines import JournalLines
-from logsvc.pgstore import PostgreSQLStore
+from logsvc.postgresql import PostgreSQLStore
 from logsvc.registry import ClientRegistry
 from logsvc.sqlite import SQLiteStore
 from logsvc.memorystore import MemoryStore

@@ -13,10 +13,12 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from logsvc import memorystore, pgstore
+from logsvc import memorystore
 from logsvc import store as storeModule
 from logsvc.errors import Trimmed
 from logsvc.memorystore import MemoryStore
+from logsvc.postgresql import store as pgStore
+from logsvc.postgresql import trimmer as pgTrimmer
 from logsvc.retention import Retention
 from logsvc.sqlite import SQLiteStore, schema, trimmer, writer
 from logsvc.store import canonical
@@ -33,7 +35,7 @@ class RetentionBehaviour:
     def setUp(self):
         self.patch(memorystore, "TIME_STEP", 0.0)
         self.patch(writer, "TIME_STEP", 0.0)
-        self.patch(pgstore, "TIME_STEP", 0.0)
+        self.patch(pgStore, "TIME_STEP", 0.0)
         self.store = self.makeStore()
         yield self.store.open()
         self.addCleanup(lambda: self.store.close())
@@ -308,7 +310,7 @@ class PostgreSQLRetentionTests(PersistentRetentionBehaviour, unittest.TestCase):
         skipUnlessAvailable(self)
         if not hasattr(self, "uri"):
             self.uri = sharedCluster().database()
-        return pgstore.PostgreSQLStore(reactor, self.uri)
+        return pgStore.PostgreSQLStore(reactor, self.uri)
 
     def rows(self, query: str) -> list:
         import psycopg
@@ -339,12 +341,12 @@ class PostgreSQLRetentionTests(PersistentRetentionBehaviour, unittest.TestCase):
     @inlineCallbacks
     def test_entriesTrimmedBeforeIndexingAreNeverIndexed(self):
         """Their later copies are stored anew, never as references to them."""
-        self.patch(pgstore, "INDEX_WHEN_IDLE", 60.0)
+        self.patch(pgStore, "INDEX_WHEN_IDLE", 60.0)
         yield self.fill([1, 2, 3])
         yield self.store.trim(Retention(entries=1), time.time())
         yield self.fill([1])
         with self.store._wakeup:
-            self.patch(pgstore, "INDEX_WHEN_IDLE", 0.0)
+            self.patch(pgStore, "INDEX_WHEN_IDLE", 0.0)
             self.store._wakeup.notify()
         yield self.deduplicated()
         self.assertEqual(self.rows("SELECT idx, last FROM logsvc_hashes ORDER BY idx"),
@@ -355,7 +357,7 @@ class PostgreSQLRetentionTests(PersistentRetentionBehaviour, unittest.TestCase):
     def test_commitsTakeTurnsWithATrim(self):
         """Appends made while a trim of many steps runs are committed between its
         steps, and the trim ends where its limit says."""
-        self.patch(pgstore, "TRIM_STEP", 2)
+        self.patch(pgTrimmer, "TRIM_STEP", 2)
         yield self.fill(range(20))
         trimmed = self.store.trim(Retention(entries=2), time.time())
         appended = [appendOne(self.store, entry(n)) for n in range(5)]

@@ -17,9 +17,11 @@ from zope.interface.verify import verifyObject
 
 from logsvc.errors import EntryError, StoreError
 from logsvc.interfaces import IJournalStore
-from logsvc import pgstore
 from logsvc.memorystore import MemoryStore
-from logsvc.pgstore import PostgreSQLStore
+from logsvc.postgresql import PostgreSQLStore
+from logsvc.postgresql import indexer as pgIndexer
+from logsvc.postgresql import schema as pgSchema
+from logsvc.postgresql import store as pgStore
 from logsvc.sqlite import SQLiteStore, indexer, writer
 from logsvc import store as storeModule
 from logsvc.store import RecentWrites, canonical
@@ -542,7 +544,8 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
                            unittest.TestCase):
     """The same behaviour on PostgreSQL, a fresh database per test."""
 
-    idleModule = stepModule = pgstore
+    idleModule = pgStore
+    stepModule = pgIndexer
 
     def writer(self):
         return self.store
@@ -570,7 +573,7 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
 
     def stored(self) -> list:
         return ([record for (data,) in self.rows("SELECT data FROM logsvc_chunks")
-                 for record in data.split(b"\n") if record != pgstore.REFERENCE]
+                 for record in data.split(b"\n") if record != pgIndexer.REFERENCE]
                 + [data for (data,) in self.rows(
                     "SELECT data FROM logsvc_hashes WHERE data IS NOT NULL")])
 
@@ -669,7 +672,7 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
         yield self.store.open()
         self.addCleanup(self.store.close)
         self.assertEqual(self.rows("SELECT value FROM logsvc_meta WHERE key = 'schema'"),
-                         [(str(pgstore.SCHEMA_VERSION),)])
+                         [(str(pgSchema.SCHEMA_VERSION),)])
         self.assertEqual(self.rows("SELECT to_regclass('logsvc_writes')"), [(None,)])
         yield self.deduplicated()
         self.assertEqual(sorted(self.stored()), [entry(1), entry(2)])

@@ -13,11 +13,9 @@ counter row that every commit locks and updates in its own transaction, so they 
 dense and in commit order across nodes (a sequence would leave gaps on rollback).
 """
 
-import json
 import threading
 import time
 import uuid
-from bisect import bisect_right
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -26,49 +24,18 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .errors import EntryError, StoreError, Trimmed, oneLine
-from .interfaces import IJournalStore
-from .store import (
-    CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, TRIM_STEP, Followers, RecentWrites,
-    assignIndices, chunkSpans, entryHash, entryHashes,
+from ..errors import EntryError, StoreError, Trimmed, oneLine
+from ..interfaces import IJournalStore
+from ..store import (
+    CORRUPT, DIGEST, RECENT_WRITES, TIME_STEP, Followers, assignIndices, entryHash, entryHashes,
 )
+from .indexer import REFERENCE, deduplicate
+from .schema import SCHEMA_VERSION, createOrUpgrade
+from .trimmer import trimStep
+from .window import _identifiedWrites, _Window, chunkRows
 
 if TYPE_CHECKING:
     import psycopg
-
-SCHEMA_VERSION = 3
-"""
-1: meta, counter, chunks, writes (the retry window, a row per identified write) and
-times.  2: content addressing (C{logsvc_hashes}, C{logsvc_indexed}: an older journal
-is indexed from its start).  3: write ids in their chunk row, as on SQLite
-(C{logsvc_chunks.ids}, and C{logsvc_retries} for those of deleted chunks), so a commit
-writes a row per chunk rather than one per identified write; an older journal's
-C{logsvc_writes} becomes rows of C{logsvc_retries}.
-"""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS logsvc_meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS logsvc_counter (
-    one boolean PRIMARY KEY DEFAULT true CHECK (one),
-    head bigint NOT NULL, first bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS logsvc_chunks (
-    first bigint PRIMARY KEY, count integer NOT NULL,
-    digests bytea NOT NULL, data bytea NOT NULL, ids text);
-ALTER TABLE logsvc_chunks ADD COLUMN IF NOT EXISTS ids text;
-CREATE TABLE IF NOT EXISTS logsvc_retries (
-    first bigint PRIMARY KEY, count integer NOT NULL, digests bytea NOT NULL, ids text NOT NULL);
-CREATE TABLE IF NOT EXISTS logsvc_times (idx bigint PRIMARY KEY, time float8 NOT NULL);
-CREATE INDEX IF NOT EXISTS logsvc_times_time ON logsvc_times (time);
-CREATE TABLE IF NOT EXISTS logsvc_hashes (
-    digest bytea PRIMARY KEY, idx bigint NOT NULL, last bigint NOT NULL, data bytea);
-CREATE TABLE IF NOT EXISTS logsvc_indexed (
-    one boolean PRIMARY KEY DEFAULT true CHECK (one), indexed bigint NOT NULL);
-INSERT INTO logsvc_counter (head, first) VALUES (0, 1) ON CONFLICT DO NOTHING;
-INSERT INTO logsvc_indexed (indexed) VALUES (0) ON CONFLICT DO NOTHING;
-"""
-
-SCHEMA_LOCK = 0x6C6F6773
-"""Advisory lock held while a node creates or upgrades the schema."""
 
 CHANNEL = "logsvc_commit"
 """
@@ -114,33 +81,6 @@ times AS (
 SELECT pg_notify('{CHANNEL}', %(payload)s) FROM counter
 """
 
-# A retention step, once it holds the counter and the indexer's row: the chunks below
-# C{end} (their write ids kept in logsvc_retries), and the content of digests no copy
-# from C{end} on refers to; entries not yet indexed there are never indexed.
-TRIM = """
-WITH deleted AS (DELETE FROM logsvc_chunks WHERE first < %(end)s
-                 RETURNING first, digests, ids),
-retried AS (
-    INSERT INTO logsvc_retries SELECT first, json_array_length(ids::json), digests, ids
-    FROM deleted WHERE ids IS NOT NULL),
-hashes AS (
-    DELETE FROM logsvc_hashes h USING (
-        SELECT DISTINCT substring(d.digests FROM i * 32 + 1 FOR 32) AS digest
-        FROM deleted d, generate_series(0, length(d.digests) / 32 - 1) AS i) g
-    WHERE h.digest = g.digest AND h.last < %(end)s),
-times AS (DELETE FROM logsvc_times WHERE idx < %(end)s),
-indexed AS (UPDATE logsvc_indexed SET indexed = greatest(indexed, %(end)s - 1))
-UPDATE logsvc_counter SET first = %(end)s
-"""
-
-# The deleted write ids the retry window still covers are kept, the rest forgotten.
-PRUNE_RETRIES = """
-DELETE FROM logsvc_retries WHERE first < (
-    SELECT first FROM (SELECT first, sum(count) OVER (ORDER BY first DESC) AS newer
-                       FROM logsvc_retries) r
-    WHERE newer >= %s ORDER BY first DESC LIMIT 1)
-"""
-
 # One statement, so one snapshot: the counter, and the chunks holding [start, last].
 READ_CHUNKS = """
 SELECT k.first, k.head, c.first, c.count, c.digests, c.data{ids} FROM logsvc_counter k
@@ -164,40 +104,6 @@ SELECT r.*, (SELECT value FROM logsvc_meta WHERE key = 'journal_id'),
        ({DIGEST_AT.replace("%(index)s", "%(served)s")})
 FROM ({READ_CHUNKS.format(ids=", c.ids")}) r
 """
-
-# A step of the indexer: the first copy of each new digest is noted; a later copy and
-# the first both become C{=} (their content moves to logsvc_hashes.data, once).  The
-# rows: new hashes (digest, idx, last, data); changed hashes (digest, idx, last, data,
-# or NULL to keep it); and rewritten chunks (first, data).
-INDEX = """
-WITH added AS (
-    INSERT INTO logsvc_hashes (digest, idx, last, data)
-    SELECT * FROM unnest(%(newDigests)b::bytea[], %(newIdx)b::bigint[],
-                         %(newLast)b::bigint[], %(newData)b::bytea[])),
-changed AS (
-    UPDATE logsvc_hashes h SET idx = u.idx, last = u.last, data = coalesce(u.data, h.data)
-    FROM unnest(%(digests)b::bytea[], %(idx)b::bigint[], %(last)b::bigint[],
-                %(data)b::bytea[]) AS u (digest, idx, last, data)
-    WHERE h.digest = u.digest),
-rewritten AS (
-    UPDATE logsvc_chunks c SET data = u.data
-    FROM unnest(%(firsts)b::bigint[], %(chunks)b::bytea[]) AS u (first, data)
-    WHERE c.first = u.first)
-UPDATE logsvc_indexed SET indexed = %(indexed)s
-"""
-
-# The chunk holding each of the given indices.
-CHUNKS_AT = """
-SELECT DISTINCT c.first, c.count, c.digests, c.data FROM unnest(%b::bigint[]) AS i (idx)
-JOIN LATERAL (SELECT * FROM logsvc_chunks WHERE first <= i.idx
-              ORDER BY first DESC LIMIT 1) c ON c.first + c.count > i.idx
-"""
-
-REFERENCE = b"="
-"""A stored record whose content is in C{logsvc_hashes}, under the entry's digest."""
-
-INDEX_STEP = 5_000
-"""Entries the deduplicating indexer handles per transaction."""
 
 INDEX_WHEN_IDLE = 0.05
 """Seconds without a commit after which the indexer runs: writers come first."""
@@ -224,20 +130,6 @@ CONNECT_TIMEOUT = 10
 """Seconds to reach the server, when the URI does not say."""
 
 
-def _moveWriteRows(connection) -> None:
-    """The retry window of schema versions 1 and 2, a row per identified write, as
-    rows of C{logsvc_retries}."""
-    rows = connection.execute("SELECT idx, digest, id FROM logsvc_writes").fetchall()
-    connection.execute(
-        "INSERT INTO logsvc_retries SELECT * FROM unnest(%b::bigint[], %b::int[],"
-        " %b::bytea[], %b::text[]) ON CONFLICT DO NOTHING",
-        ([index for index, _, _ in rows], [1] * len(rows),
-         [bytes(digest) for _, digest, _ in rows],
-         [json.dumps([[index, bytes(writeId).decode("utf-8", "surrogatepass")]])
-          for index, _, writeId in rows]))
-    connection.execute("DROP TABLE logsvc_writes")
-
-
 def isPostgreSQL(description: str) -> bool:
     return description.startswith(("postgresql://", "postgres://"))
 
@@ -253,59 +145,6 @@ def _connect(uri: str, **options):
 def _describe(error: Exception) -> str:
     """libpq's messages span lines; one line, without the password-bearing URI."""
     return oneLine(error)
-
-
-def chunkRows(first: int, entries: list, digests: list, identified: list) -> dict:
-    """L{STORE}'s chunk arrays for consecutive entries from index C{first}, with the
-    (index, write id) of those C{identified}, in index order."""
-    rows: dict = {"firsts": [], "counts": [], "digests": [], "data": [], "ids": []}
-    for start, end, _, _, ids in chunkSpans(first, entries, identified):
-        rows["firsts"].append(first + start)
-        rows["counts"].append(end - start)
-        rows["digests"].append(b"".join(digests[start:end]))
-        rows["data"].append(b"\n".join(entries[start:end]))
-        rows["ids"].append(json.dumps(ids) if ids else None)
-    return rows
-
-
-def _identifiedWrites(rows) -> dict:
-    """(write id, digest) -> index of the (first, digests, ids) rows of chunks."""
-    writes = {}
-    for first, digests, ids in rows:
-        for index, writeId in json.loads(ids):
-            at = (index - first) * DIGEST
-            writes[writeId, bytes(digests[at:at + DIGEST])] = index
-    return writes
-
-
-class _Window:
-    """
-    This node's copy of the shared retry window: at least the last L{RECENT_WRITES}
-    identified writes of every node, among all of those up to index C{covered}.  The
-    writer thread adds its own commits and, in each commit's transaction, the chunks
-    committed after C{covered}; the listening thread adds other nodes' chunks as it
-    reads them, so that what a commit reads is usually only the last few ms.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.recent = RecentWrites()
-        self.covered = 0
-        self._ahead: list = []  # (first, last) of known ranges beyond covered + 1
-
-    def add(self, first: int, last: int, writes: dict) -> None:
-        """Every identified write from C{first} to C{last} is in C{writes}."""
-        with self.lock:
-            self.recent.update(writes)
-            spans: list = []
-            for start, end in sorted(self._ahead + [(first, last)]):
-                if spans and start <= spans[-1][1] + 1:
-                    spans[-1] = (spans[-1][0], max(spans[-1][1], end))
-                else:
-                    spans.append((start, end))
-            while spans and spans[0][0] <= self.covered + 1:
-                self.covered = max(self.covered, spans.pop(0)[1])
-            self._ahead = spans
 
 
 class _HeadMoved(Exception):
@@ -457,33 +296,16 @@ class PostgreSQLStore:
         return connection
 
     def _createOrUpgrade(self, connection) -> None:
-        """Under an advisory lock, so nodes starting together create it once."""
-        with connection.transaction():
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            (exists,), = connection.execute("SELECT to_regclass('logsvc_meta') IS NOT NULL")
-            version = SCHEMA_VERSION
-            if exists:
-                (version,), = connection.execute(
-                    "SELECT value::int FROM logsvc_meta WHERE key = 'schema'")
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"schema version {version} is newer than this "
-                                 f"logsvc's {SCHEMA_VERSION}")
-            connection.execute(SCHEMA)      # what is new in this version is created here
-            if version < 3:
-                _moveWriteRows(connection)
-            connection.execute("INSERT INTO logsvc_meta VALUES ('schema', %s),"
-                               " ('journal_id', %s) ON CONFLICT (key) DO UPDATE"
-                               " SET value = excluded.value WHERE logsvc_meta.key = 'schema'",
-                               (str(SCHEMA_VERSION), str(uuid.uuid4())))
-            meta = dict(connection.execute("SELECT key, value FROM logsvc_meta"))
+        """The schema in place, and the journal id the one this store first saw."""
+        version, journalId = createOrUpgrade(connection)
         if version < SCHEMA_VERSION:
             self.log.info("{store}: schema upgraded from version {old} to {new}",
                           store=self, old=version, new=SCHEMA_VERSION)
         if self.journalId is None:
-            self.journalId = meta["journal_id"]
-        elif meta["journal_id"] != self.journalId:
+            self.journalId = journalId
+        elif journalId != self.journalId:
             raise self._rewind(f"the journal id changed from {self.journalId} to "
-                               f"{meta['journal_id']} (the database was replaced)")
+                               f"{journalId} (the database was replaced)")
 
     def close(self):
         """Commit everything queued, then stop every thread and connection."""
@@ -1040,24 +862,9 @@ class PostgreSQLStore:
         try:
             self._ensureWriter()
             write = self._writer()
-            (head, first), = write.execute(
-                "SELECT head, first FROM logsvc_counter FOR UPDATE")
+            first, end, target = trimStep(write, retention, now)
             if not hasattr(done, "before"):
                 done.before = first
-            target = self._trimTarget(retention, now, head, first)
-            end = first
-            if target > first:
-                # Whole chunks, about TRIM_STEP entries, at least one.
-                (end,), = write.execute(
-                    "SELECT coalesce(max(first), (SELECT min(first) FROM logsvc_chunks"
-                    " WHERE first > %(first)s), %(target)s) FROM logsvc_chunks"
-                    " WHERE first > %(first)s AND first <= %(limit)s",
-                    {"first": first, "target": target,
-                     "limit": min(target, first + TRIM_STEP)})
-                end = min(end, target)
-                write.execute("SELECT indexed FROM logsvc_indexed FOR UPDATE")
-                write.execute(TRIM, {"end": end})
-                write.execute(PRUNE_RETRIES, (RECENT_WRITES,))
             write.commit()
         except (psycopg.Error, StoreError) as e:
             if isinstance(e, psycopg.Error):
@@ -1075,35 +882,6 @@ class PostgreSQLStore:
 
     def _trimmed(self, first: int) -> None:
         self._announcedFirst = max(self._announcedFirst, first)
-
-    def _trimTarget(self, retention, now: float, head: int, first: int) -> int:
-        """The first index of the chunk holding the lowest index any limit needs."""
-        write = self._writer()
-        if not retention or head < first:
-            return first
-        target = head + 1
-        if retention.entries is not None:
-            target = min(target, head - retention.entries + 1)
-        if retention.seconds is not None:
-            (latest,), = write.execute("SELECT max(idx) FROM logsvc_times WHERE time <= %s",
-                                       (now - retention.seconds,))
-            target = min(target, latest or first)
-        if retention.bytes is not None:
-            # The oldest chunk needed: the newer ones hold less than the limit.
-            (needed,), = write.execute(
-                "SELECT min(first) FROM (SELECT first, sum(length(data)) OVER"
-                " (ORDER BY first DESC) - length(data) AS newer FROM logsvc_chunks) k"
-                " WHERE newer < %s", (retention.bytes,))
-            target = min(target, needed if needed is not None else head + 1)
-        if target <= first:
-            return first
-        if target <= head:
-            (chunk,), = write.execute("SELECT max(first) FROM logsvc_chunks WHERE first <= %s",
-                                      (target,))
-            target = chunk or first
-        return max(target, first)
-
-    # The rest of the interface
 
     # Deduplicating
 
@@ -1134,7 +912,7 @@ class PostgreSQLStore:
             if row is None:
                 (self._indexed,), = write.execute("SELECT indexed FROM logsvc_indexed")
             else:
-                self._indexed = self._deduplicate(row[0])
+                self._indexed = deduplicate(write, row[0])
             write.commit()
         except (psycopg.Error, StoreError) as e:
             if write is not None and isinstance(e, psycopg.Error):
@@ -1143,89 +921,7 @@ class PostgreSQLStore:
             self.log.warn("{store}: deduplication paused until the next commit: {error}",
                           store=self, error=_describe(e))
 
-    def _deduplicate(self, indexed: int) -> int:
-        """
-        The entries after C{indexed}: each digest's first copy is noted in
-        C{logsvc_hashes}; once a second copy is found, the content moves there and
-        every copy becomes a L{REFERENCE}.  Copies whose content does not match its
-        digest are left alone.  Returns the last index handled.
-        """
-        write = self._writer()
-        (head,), = write.execute("SELECT head FROM logsvc_counter")
-        rows = write.execute(
-            "SELECT first, count, digests, data FROM logsvc_chunks WHERE first > %s"
-            " AND first <= %s ORDER BY first", (indexed, min(head, indexed + INDEX_STEP)),
-            binary=True).fetchall()
-        last = head         # when no chunk is left to read (lost rows), up to the head
-        chunks = {}         # first -> (digests, records), of chunks read whole
-        step = []           # (index, digest, chunk first) of entries to index
-        for first, count, digests, data in rows:
-            records = bytes(data).split(b"\n")
-            digests = bytes(digests)
-            if len(records) == count and len(digests) == count * DIGEST:
-                chunks[first] = (digests, records)
-                step += [(first + at, digests[at * DIGEST:(at + 1) * DIGEST], first)
-                         for at in range(count)]
-            last = first + count - 1
-        known = {bytes(digest): [idx, lastCopy, shared]
-                 for digest, idx, lastCopy, shared in write.execute(
-                     "SELECT digest, idx, last, data IS NOT NULL FROM logsvc_hashes"
-                     " WHERE digest = ANY(%b)", (list({d for _, d, _ in step}),))}
-        originals = [state[0] for state in known.values() if not state[2]]
-        for first, count, digests, data in (write.execute(CHUNKS_AT, (originals,), binary=True)
-                                            if originals else ()):
-            records = bytes(data).split(b"\n")
-            if len(records) == count and len(bytes(digests)) == count * DIGEST:
-                chunks.setdefault(first, (bytes(digests), records))
-        new: dict
-        new, changed, moved, rewritten = {}, {}, {}, set()
-        starts = sorted(chunks)
-
-        def record(index):
-            """The chunk first and position of C{index}, if its chunk was read whole."""
-            at = bisect_right(starts, index) - 1
-            if at >= 0 and index < starts[at] + len(chunks[starts[at]][1]):
-                return starts[at], index - starts[at]
-            return None
-
-        for index, digest, first in step:
-            records = chunks[first][1]
-            at = index - first
-            content = records[at]
-            if entryHash(content) != digest:
-                continue
-            state = new.get(digest) or known.get(digest)
-            if state is None:
-                new[digest] = [index, index, False]
-                continue
-            original, _, shared = state
-            if not shared:
-                where = record(original)
-                kept = where and chunks[where[0]][1][where[1]]
-                if not kept or entryHash(kept) != digest:
-                    state[:] = [index, index, False]     # the first copy is lost: this one
-                    changed[digest] = state
-                    continue
-                chunks[where[0]][1][where[1]] = REFERENCE
-                rewritten.add(where[0])
-                moved[digest] = content
-                state[0], state[2] = 0, True
-            state[1] = index
-            records[at] = REFERENCE
-            rewritten.add(first)
-            if digest not in new:
-                changed[digest] = state
-        added = list(new.items())
-        updated = list(changed.items())
-        write.execute(INDEX, {
-            "newDigests": [d for d, _ in added], "newIdx": [s[0] for _, s in added],
-            "newLast": [s[1] for _, s in added], "newData": [moved.get(d) for d, _ in added],
-            "digests": [d for d, _ in updated], "idx": [s[0] for _, s in updated],
-            "last": [s[1] for _, s in updated], "data": [moved.get(d) for d, _ in updated],
-            "firsts": sorted(rewritten),
-            "chunks": [b"\n".join(chunks[first][1]) for first in sorted(rewritten)],
-            "indexed": last})
-        return last
+    # The rest of the interface
 
     def follow(self, callback):
         return self._followers.add(callback)
