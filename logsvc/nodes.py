@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .errors import StoreError
+from .errors import StoreError, oneLine
 from .interfaces import IEventObserver
 from .persistence import (CHANGES_CHANNEL, CLIENTS_LOCK, PostgreSQLClients,
                           RegistryPersistence, SQLiteClients, createClients)
@@ -371,7 +371,7 @@ class PostgreSQLNodes:
         self._retryAt = 0.0     # the server was unreachable: not again before this
 
     def _connect(self):
-        from .postgresql.store import _connect
+        from .postgresql.store import connect
         connection = self._connection
         if connection is not None and not connection.closed and not connection.broken:
             return connection
@@ -379,7 +379,7 @@ class PostgreSQLNodes:
             # Claims wait in line behind this thread: fail them fast while it is down.
             raise StoreError("the cluster's database is unreachable")
         try:
-            connection = _connect(self.uri, autocommit=True)
+            connection = connect(self.uri, autocommit=True)
         except StoreError:
             self._retryAt = time.monotonic() + BACKOFF[1]
             raise
@@ -557,11 +557,11 @@ class Listener:
 
     def _loop(self) -> None:
         import psycopg
-        from .postgresql.store import _connect, _describe
+        from .postgresql.store import connect
         wait = BACKOFF[0]
         while not self._stopping.is_set():
             try:
-                connection = _connect(self._uri, autocommit=True)
+                connection = connect(self._uri, autocommit=True)
             except StoreError as e:
                 self.log.warn("cannot hear other nodes: {error}", error=e)
                 self._stopping.wait(wait)
@@ -588,7 +588,7 @@ class Listener:
             except psycopg.Error as e:
                 if not self._stopping.is_set():
                     self.log.warn("hearing other nodes interrupted: {error}",
-                                  error=_describe(e))
+                                  error=oneLine(e))
                     self._stopping.wait(BACKOFF[0])
             finally:
                 connection.close()

@@ -116,9 +116,9 @@ class PostgreSQLClients:
         self.version = 0            # at open: the last change read
 
     def _connect(self):
-        from .postgresql.store import _connect
+        from .postgresql.store import connect
         if self._connection is None or self._connection.closed:
-            self._connection = _connect(self._uri)
+            self._connection = connect(self._uri)
         return self._connection
 
     def open(self) -> list:

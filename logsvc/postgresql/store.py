@@ -4,8 +4,8 @@ by every logsvc node pointed at the same database.
 
 The same shape as the SQLite store, with psycopg 3 in threads of its own (the reactor
 never waits on the server): one writer thread commits whatever queued up while the
-previous commit was on its way (group commit), in one statement per commit (and two
-round trips, pipelined); reads run in a thread pool of their own; one listening
+previous commit was on its way (group commit), in one statement per commit (one round
+trip with COMMIT while no other node writes, two otherwise); reads run in a thread pool of their own; one listening
 connection hears of every commit (each commit sends a notification) and reads other
 nodes' new entries, which reach the followers in index order with this node's own
 (handed over by the writer as it acks them, never read back).  Indices come from one
@@ -32,7 +32,7 @@ from ..store import (
 from .indexer import REFERENCE, deduplicate
 from .schema import SCHEMA_VERSION, createOrUpgrade
 from .trimmer import trimStep
-from .window import _identifiedWrites, _Window, chunkRows
+from .window import identifiedWrites, RetryWindow, chunkRows
 
 if TYPE_CHECKING:
     import psycopg
@@ -134,17 +134,14 @@ def isPostgreSQL(description: str) -> bool:
     return description.startswith(("postgresql://", "postgres://"))
 
 
-def _connect(uri: str, **options):
+def connect(uri: str, **options):
+    """A psycopg connection to C{uri}, or L{StoreError} with libpq's message on one
+    line (it spans several, and never holds the password)."""
     import psycopg
     try:
         return psycopg.connect(uri, connect_timeout=CONNECT_TIMEOUT, **options)
     except psycopg.Error as e:
-        raise StoreError(_describe(e)) from None
-
-
-def _describe(error: Exception) -> str:
-    """libpq's messages span lines; one line, without the password-bearing URI."""
-    return oneLine(error)
+        raise StoreError(oneLine(e)) from None
 
 
 class _HeadMoved(Exception):
@@ -173,7 +170,7 @@ class PostgreSQLStore:
     entries, their canonical JSON joined by newlines and their SHA-256 digests, each
     entry checked against its digest when read, and the write ids of its identified
     entries.  The retry window is shared by every node: each keeps at least the last
-    L{RECENT_WRITES} identified writes (L{_Window}), and reads in each commit's
+    L{RECENT_WRITES} identified writes (L{RetryWindow}), and reads in each commit's
     transaction those it has not seen, so a retry gets its original index whichever
     node it reaches.
 
@@ -205,7 +202,7 @@ class PostgreSQLStore:
         self._write: psycopg.Connection | None = None  # the writer thread's, None while down
         self._writeBackoff = _Backoff()
         self._writeError: StoreError | None = None
-        self._window = _Window()
+        self._window = RetryWindow()
         self._alone = True          # writer thread: no other node committed lately
         self._headSeen = 0          # writer and listener threads: the highest head seen
         self._indexed = 0           # writer thread: the last index deduplicated
@@ -276,7 +273,7 @@ class PostgreSQLStore:
         with self._writer().cursor("logsvc_recent", binary=True) as cursor:
             cursor.execute(RECENT)
             for row in cursor:
-                found += sorted(_identifiedWrites([row]).items(), key=lambda w: -w[1])
+                found += sorted(identifiedWrites([row]).items(), key=lambda w: -w[1])
                 if len(found) >= RECENT_WRITES:
                     break
         self._window.add(1, head, dict(found[:RECENT_WRITES]))
@@ -284,12 +281,12 @@ class PostgreSQLStore:
     def _connectWriter(self):
         """A connection with the schema in place, and the journal id checked."""
         import psycopg
-        connection = _connect(self._uri)
+        connection = connect(self._uri)
         try:
             self._createOrUpgrade(connection)
         except psycopg.Error as e:
             connection.close()
-            raise StoreError(_describe(e)) from None
+            raise StoreError(oneLine(e)) from None
         except StoreError:
             connection.close()
             raise
@@ -457,7 +454,7 @@ class PostgreSQLStore:
                     raise StoreError(f"store {self._where()} is read-only (a standby)")
         except (psycopg.Error, StoreError) as e:
             if isinstance(e, psycopg.Error):
-                e = StoreError(f"cannot write to store {self._where()}: {_describe(e)}")
+                e = StoreError(f"cannot write to store {self._where()}: {oneLine(e)}")
                 self._writeError = e
                 if self._write is not None and self._write.broken:
                     self._closeWriter()
@@ -511,7 +508,7 @@ class PostgreSQLStore:
                 if head < served:
                     raise self._rewind(f"the head is {head}, below index {served} "
                                        "already served")
-                window.add(covered + 1, head, _identifiedWrites(unseen.fetchall()))
+                window.add(covered + 1, head, identifiedWrites(unseen.fetchall()))
                 self._alone = head == covered
             assert head is not None
             with window.lock:
@@ -593,7 +590,7 @@ class PostgreSQLStore:
         backoff = _Backoff()
         while not self._listening.is_set():
             try:
-                connection = _connect(self._uri, autocommit=True)
+                connection = connect(self._uri, autocommit=True)
             except StoreError as e:
                 backoff.failed()
                 self.log.warn("{store}: cannot listen for commits: {error}",
@@ -615,7 +612,7 @@ class PostgreSQLStore:
             except (psycopg.Error, StoreError) as e:
                 if not self._listening.is_set():
                     self.log.warn("{store}: listening interrupted: {error}", store=self,
-                                  error=_describe(e))
+                                  error=oneLine(e))
                     self._listening.wait(BACKOFF[0])
             finally:
                 connection.close()
@@ -648,7 +645,7 @@ class PostgreSQLStore:
             self._checkRewind(served, first, head, journalId, digest)
             for row in rows:
                 if row[2] is not None:
-                    self._window.add(row[2], row[2] + row[3] - 1, _identifiedWrites(
+                    self._window.add(row[2], row[2] + row[3] - 1, identifiedWrites(
                         [(row[2], row[4], row[6])] if row[6] is not None else []))
             if first > self._announcedFirst:
                 self._reactor.callFromThread(self._trimmed, first)
@@ -760,7 +757,7 @@ class PostgreSQLStore:
     def _readConnection(self):
         connection = getattr(self._local, "connection", None)
         if connection is None or connection.closed:
-            connection = _connect(self._uri, autocommit=True)
+            connection = connect(self._uri, autocommit=True)
             self._local.connection = connection
             self._readConnections.append(connection)
         return connection
@@ -780,7 +777,7 @@ class PostgreSQLStore:
             connection = getattr(self._local, "connection", None)
             if connection is not None and connection.broken:
                 connection.close()
-            raise StoreError(f"cannot read store {self._where()}: {_describe(e)}") from None
+            raise StoreError(f"cannot read store {self._where()}: {oneLine(e)}") from None
         except StoreError as e:
             if e is self._rewound:
                 raise
@@ -871,7 +868,7 @@ class PostgreSQLStore:
                 self._rollback()
             self._trims.pop(0)
             error = StoreError(f"cannot apply retention to store {self._where()}: "
-                               f"{_describe(e)}")
+                               f"{oneLine(e)}")
             self._reactor.callFromThread(done.errback, error)
             return
         self._indexed = max(self._indexed, end - 1)
@@ -919,7 +916,7 @@ class PostgreSQLStore:
                 self._rollback()
             self._indexing = False
             self.log.warn("{store}: deduplication paused until the next commit: {error}",
-                          store=self, error=_describe(e))
+                          store=self, error=oneLine(e))
 
     # The rest of the interface
 

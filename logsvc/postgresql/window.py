@@ -22,7 +22,7 @@ def chunkRows(first: int, entries: list, digests: list, identified: list) -> dic
     return rows
 
 
-def _identifiedWrites(rows) -> dict:
+def identifiedWrites(rows) -> dict:
     """(write id, digest) -> index of the (first, digests, ids) rows of chunks."""
     writes = {}
     for first, digests, ids in rows:
@@ -32,7 +32,7 @@ def _identifiedWrites(rows) -> dict:
     return writes
 
 
-class _Window:
+class RetryWindow:
     """
     This node's copy of the shared retry window: at least the last L{RECENT_WRITES}
     identified writes of every node, among all of those up to index C{covered}.  The
