@@ -630,6 +630,35 @@ class PostgreSQLStoreTests(PersistentStoreBehaviour, DeduplicationBehaviour,
             (5, entry(2))])
 
     @inlineCallbacks
+    def test_commitThatReportedAnErrorStillReachesFollowers(self):
+        """A commit that reached the database although the writer got an error (the
+        answer to COMMIT lost): its write is refused, yet followers get its entry
+        once, read back, and the retry gets its index."""
+        import psycopg
+        self.patch(pgStore, "POLL", 60.0)   # no poll reads what a notification skipped
+        yield deferLater(reactor, 1.2, lambda: None)    # listening, on the new POLL
+        seen: list = []
+        self.store.follow(seen.extend)
+        yield appendOne(self.store, entry(0), "w0")
+        connection = self.store._write
+        commit = connection.commit
+
+        def lostAnswer():
+            commit()
+            connection.commit = commit
+            raise psycopg.OperationalError("the answer to COMMIT was lost")
+
+        connection.commit = lostAnswer
+        yield self.assertFailure(appendOne(self.store, entry(1), "w1"), StoreError)
+        self.assertEqual((yield appendOne(self.store, entry(1), "w1")), 2)
+        self.assertEqual((yield appendOne(self.store, entry(2), "w2")), 3)
+        for _ in range(300):
+            if len(seen) >= 3:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(seen, [(1, entry(0)), (2, entry(1)), (3, entry(2))])
+
+    @inlineCallbacks
     def test_retryOnAnotherNodeGetsOriginalIndex(self):
         """A retry reaching another node at once, before that node has heard of the
         write, gets the original index; so do retries among new writes there."""

@@ -5,12 +5,13 @@ by every logsvc node pointed at the same database.
 The same shape as the SQLite store, with psycopg 3 in threads of its own (the reactor
 never waits on the server): one writer thread commits whatever queued up while the
 previous commit was on its way (group commit), in one statement per commit (one round
-trip with COMMIT while no other node writes, two otherwise); reads run in a thread pool of their own; one listening
-connection hears of every commit (each commit sends a notification) and reads other
-nodes' new entries, which reach the followers in index order with this node's own
-(handed over by the writer as it acks them, never read back).  Indices come from one
-counter row that every commit locks and updates in its own transaction, so they are
-dense and in commit order across nodes (a sequence would leave gaps on rollback).
+trip with COMMIT while no other node writes, two otherwise); reads run in a thread
+pool of their own; one listening connection hears of every commit (each commit sends
+a notification) and reads other nodes' new entries, which reach the followers in
+index order with this node's own (handed over by the writer as it acks them, never
+read back).  Indices come from one counter row that every commit locks and updates
+in its own transaction, so they are dense and in commit order across nodes (a
+sequence would leave gaps on rollback).
 """
 
 import threading
@@ -215,6 +216,7 @@ class PostgreSQLStore:
         self._servedLock = threading.Lock()
         self._ownLock = threading.Lock()
         self._ownPending: list = []  # first indices of own commits not yet acked on the reactor
+        self._inDoubt: int | None = None  # the first index of own commits that may have landed
         self._token = uuid.uuid4().hex[:16]  # names this store's commits in notifications
         self._heldBack: list = []   # (first, entries) waiting for acks or earlier entries
         self._rewound: StoreError | None = None
@@ -530,7 +532,7 @@ class PostgreSQLStore:
                 write.commit()
                 moved = not stored.fetchall()
             except BaseException:
-                self._forgetOwn(head + 1)
+                self._forgetOwn(head + 1, inDoubt=True)
                 raise
         if moved:
             self._forgetOwn(head + 1)
@@ -544,10 +546,16 @@ class PostgreSQLStore:
         self._headSeen = max(self._headSeen, last)
         return indices, head + 1, accepted
 
-    def _forgetOwn(self, first: int) -> None:
-        """The commit of this node's from index C{first} on did not happen."""
+    def _forgetOwn(self, first: int, inDoubt: bool = False) -> None:
+        """
+        The writer will not hand over the commit from index C{first}: it did not
+        happen, or C{inDoubt}, it reported an error but may have been committed, and
+        then the listening thread, which skipped it as this node's, reads it.
+        """
         with self._ownLock:
             self._ownPending.remove(first)
+            if inDoubt:
+                self._inDoubt = min(first, self._inDoubt or first)
 
     def _committed(self, batch, indices, first, accepted, probes, seconds) -> None:
         """
@@ -607,7 +615,11 @@ class PostgreSQLStore:
                     for notification in heard:      # those queued while reading, too
                         delivered = self._notified(connection, notification.payload,
                                                    delivered)
-                    if not heard:
+                    with self._ownLock:
+                        inDoubt, self._inDoubt = self._inDoubt, None
+                    if inDoubt is not None:
+                        delivered = min(delivered, inDoubt - 1)
+                    if not heard or inDoubt is not None:
                         delivered = self._catchUp(connection, delivered)
             except (psycopg.Error, StoreError) as e:
                 if not self._listening.is_set():
